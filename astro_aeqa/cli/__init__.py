@@ -1,0 +1,88 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+The ``aeqa`` command: a thin layer over the public API.
+
+Each subcommand lives in its own module ``astro_aeqa.cli._<name>`` that
+defines ``register(subparsers)``; the module is listed in ``_SUBCOMMANDS``.
+Errors a user can fix print one line on stderr and exit with status 2;
+``--traceback`` shows the full traceback instead.
+"""
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .. import __version__
+from ..exceptions import AEQAError
+
+__all__ = ["main", "build_parser"]
+
+_SUBCOMMANDS = ["simulate"]
+
+log = logging.getLogger("astro_aeqa")
+
+# Errors a user causes and can fix: one line, exit status 2.
+_USER_ERRORS = (AEQAError, OSError, ValueError, TypeError, KeyError)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # argparse already exits with status 2; keep its one-line message.
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser():
+    """Return the `argparse.ArgumentParser` of the ``aeqa`` command."""
+    parser = _Parser(
+        prog="aeqa",
+        description="Autoencoder image quality evaluation and masking for astronomical frames.",
+    )
+    parser.add_argument("--version", action="version", version=f"aeqa {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more log messages")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bar")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in _SUBCOMMANDS:
+        module = importlib.import_module(f"{__name__}._{name}")
+        module.register(subparsers)
+    return parser
+
+
+def _setup_logging(args):
+    level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def main(argv=None):
+    """
+    Run the ``aeqa`` command with ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    status : int
+        0 on success, 1 when some files failed, 2 on a usage or input error.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    _setup_logging(args)
+    args.progress_bar = not args.quiet
+    try:
+        return int(args.func(args) or 0)
+    except _USER_ERRORS as exc:
+        if args.traceback:
+            raise
+        print(f"aeqa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aeqa: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,15 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Small helpers shared by the subpackages (numpy and astropy only)."""
+
+from ._atomic import atomic_write, write_hdulist_atomic
+from ._progress import progress_bar
+from ._validation import check_positive_quantity, check_fraction, check_2d_float
+
+__all__ = [
+    "atomic_write",
+    "write_hdulist_atomic",
+    "progress_bar",
+    "check_positive_quantity",
+    "check_fraction",
+    "check_2d_float",
+]
