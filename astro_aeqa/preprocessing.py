@@ -1,0 +1,161 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+Normalisation of frames before the autoencoder sees them.
+
+Two normalisations are offered:
+
+``"noise"`` (the default, chosen by the quality benchmark)
+    Subtract the frame's robust sky level, divide by its robust sky noise and
+    compress with ``asinh``. Pixels are then in units of the sky noise near
+    zero and logarithmic for bright stars, so a cloud, the Moon or a shutter
+    ramp appears as an offset the network has never seen, and a frame's
+    score does not depend on its exposure time or gain.
+``"minmax"`` (the paper's)
+    Each network tile is scaled to [0, 1] by its own minimum and maximum.
+
+Non-finite, saturated and masked pixels never reach the network raw: they are
+replaced by the sky value (zero after normalisation) and given zero weight.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.stats import sigma_clipped_stats
+
+from .exceptions import InputDataError
+
+__all__ = [
+    "NORMALIZATIONS",
+    "SkyStatistics",
+    "sky_statistics",
+    "valid_pixels",
+    "normalize_frame",
+    "minmax_tiles",
+]
+
+NORMALIZATIONS = ("noise", "minmax")
+
+# asinh softening in units of the sky noise: linear within about +-3 sigma,
+# logarithmic for stars, so the dynamic range of a frame stays small.
+_ASINH_SOFTENING = 3.0
+# At most this many pixels are used for the sky statistics of a frame.
+_N_STAT_PIXELS = 1_000_000
+
+
+@dataclass(frozen=True)
+class SkyStatistics:
+    """Robust sky level and noise of a frame, in the frame's data units."""
+
+    level: float
+    noise: float
+
+
+def valid_pixels(data, mask=None, *, saturation=None):
+    """
+    Return a boolean array, True where a pixel can be used.
+
+    A pixel is invalid when it is NaN or inf, True in ``mask``, or at or above
+    ``saturation``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa.preprocessing import valid_pixels
+    >>> valid_pixels(np.array([[1.0, np.nan], [5.0, 2.0]]), saturation=5.0).tolist()
+    [[True, False], [False, True]]
+    """
+    valid = np.isfinite(data)
+    if mask is not None:
+        valid &= ~np.asarray(mask, dtype=bool)
+    if saturation is not None:
+        with np.errstate(invalid="ignore"):
+            valid &= data < saturation
+    return valid
+
+
+def sky_statistics(data, valid, *, seed=0):
+    """
+    Return the robust sky level and noise of a frame.
+
+    The level is the sigma-clipped median of the valid pixels; the noise is
+    the sigma-clipped standard deviation. Large frames are subsampled with a
+    fixed seed, so the result is deterministic.
+
+    Raises
+    ------
+    astro_aeqa.exceptions.InputDataError
+        If no valid pixel is left, or the frame is constant.
+    """
+    values = data[valid]
+    if values.size == 0:
+        msg = "no valid pixel: every pixel is NaN, inf, saturated or masked"
+        raise InputDataError(msg)
+    if values.size > _N_STAT_PIXELS:
+        rng = np.random.default_rng(seed)
+        values = values[rng.integers(0, values.size, _N_STAT_PIXELS)]
+    _, median, std = sigma_clipped_stats(values, sigma=3.0, maxiters=5)
+    if not np.isfinite(std) or std <= 0:
+        msg = "the frame is constant (zero sky noise): there is nothing to evaluate"
+        raise InputDataError(msg)
+    return SkyStatistics(level=float(median), noise=float(std))
+
+
+def normalize_frame(data, valid, *, method="noise", stats=None):
+    """
+    Normalise a frame for the autoencoder.
+
+    Parameters
+    ----------
+    data : 2-D `~numpy.ndarray`
+        The image, any float dtype.
+    valid : 2-D bool `~numpy.ndarray`
+        True where a pixel can be used (see `valid_pixels`).
+    method : {'noise', 'minmax'}, optional
+        ``'noise'`` returns ``asinh((data - level) / (3 noise))``;
+        ``'minmax'`` returns the data with invalid pixels filled by the sky
+        level, left for `minmax_tiles` to scale tile by tile.
+    stats : `SkyStatistics`, optional
+        Precomputed sky statistics.
+
+    Returns
+    -------
+    normalized : 2-D float32 `~numpy.ndarray`
+        Finite everywhere; invalid pixels hold the sky value.
+    stats : `SkyStatistics`
+        The sky statistics used.
+    """
+    if method not in NORMALIZATIONS:
+        msg = f"normalization must be one of {NORMALIZATIONS}, got {method!r}"
+        raise ValueError(msg)
+    if stats is None:
+        stats = sky_statistics(data, valid)
+    if method == "noise":
+        scaled = (np.asarray(data, dtype=np.float32) - np.float32(stats.level)) / np.float32(
+            _ASINH_SOFTENING * stats.noise
+        )
+        out = np.arcsinh(scaled, out=scaled)
+        out[~valid] = 0.0
+    else:
+        out = np.array(data, dtype=np.float32)
+        out[~valid] = stats.level
+    return out.astype(np.float32, copy=False), stats
+
+
+def minmax_tiles(tiles):
+    """
+    Scale each tile of a ``(n, ny, nx)`` stack to [0, 1] (the paper's normalisation).
+
+    A constant tile becomes all zeros.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa.preprocessing import minmax_tiles
+    >>> minmax_tiles(np.array([[[2.0, 4.0], [6.0, 10.0]]])).tolist()
+    [[[0.0, 0.25], [0.5, 1.0]]]
+    """
+    tiles = np.asarray(tiles, dtype=np.float32)
+    low = tiles.min(axis=(-2, -1), keepdims=True)
+    span = tiles.max(axis=(-2, -1), keepdims=True) - low
+    span[span == 0] = 1.0
+    return (tiles - low) / span
