@@ -1,0 +1,79 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Batched reconstruction of tiles with a trained autoencoder."""
+
+import numpy as np
+import torch
+
+from ..utils import progress_bar as _progress_bar
+from .training import resolve_device
+
+__all__ = ["reconstruct"]
+
+
+def reconstruct(
+    model, tiles, *, batch_size=16, device="cpu", amp_dtype=None, channels_last=False, progress_bar=False
+):
+    """
+    Reconstruct ``tiles`` with ``model``, in batches.
+
+    Parameters
+    ----------
+    model : `~astro_aeqa.nn.ConvAutoencoder`
+        The trained model. It is put in ``eval()`` mode and moved to
+        ``device`` (and to channels-last memory format when asked).
+    tiles : `~numpy.ndarray`
+        Shape ``(n, ny, nx)``, normalised and finite; ``ny`` and ``nx`` are
+        multiples of ``2 ** n_down``.
+    batch_size : int
+        Tiles per forward pass.
+    device : str or `torch.device`
+        See `~astro_aeqa.nn.resolve_device`.
+    amp_dtype : `torch.dtype`, optional
+        Run the forward pass under `torch.autocast` with this dtype (for
+        example ``torch.bfloat16``). The result is float32 in any case; with
+        bfloat16 it differs from the float32 result by about 1e-2 of the
+        data range (3 significant digits).
+    channels_last : bool
+        Use the channels-last memory format (faster on some GPUs/CPUs).
+    progress_bar : bool
+        Show a tqdm bar of the batches.
+
+    Returns
+    -------
+    `~numpy.ndarray`
+        float32 reconstructions, shape ``(n, ny, nx)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa.nn import build_model, reconstruct
+    >>> model = build_model({"base_channels": 4, "n_res_blocks": 1})
+    >>> reconstruct(model, np.zeros((3, 32, 32), np.float32)).shape
+    (3, 32, 32)
+    """
+    tiles = np.asarray(tiles)
+    if tiles.ndim != 3:
+        msg = f"tiles must have shape (n, ny, nx), got {tiles.shape}; stack the tiles along a first axis"
+        raise ValueError(msg)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        msg = f"batch_size must be a positive integer, got {batch_size!r}"
+        raise ValueError(msg)
+    m = model.config.multiple
+    if tiles.shape[1] % m or tiles.shape[2] % m:
+        msg = f"tile sides must be multiples of 2**n_down = {m}, got {tiles.shape[1:]}; crop or pad the tiles"
+        raise ValueError(msg)
+    device = resolve_device(device)
+    model.eval()
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    out = np.empty(tiles.shape, dtype=np.float32)
+    starts = range(0, tiles.shape[0], batch_size)
+    with torch.inference_mode():
+        for s in _progress_bar(starts, enabled=progress_bar, desc="reconstructing", unit="batch"):
+            x = torch.from_numpy(np.ascontiguousarray(tiles[s : s + batch_size, None], dtype=np.float32))
+            x = x.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                y = model(x)
+            out[s : s + batch_size] = y[:, 0].float().cpu().numpy()
+    return out
