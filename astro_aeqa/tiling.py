@@ -1,0 +1,426 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+Overlapping network tiles, seamless stitching, and the patch grid.
+
+Two grids live here:
+
+* **tiles** are what the network sees: ``tile_size x tile_size`` cut-outs
+  that overlap by ``2 * overlap`` pixels. When stitching, each output pixel
+  is taken from the tile in which it lies deepest (the central part of each
+  tile, as MaxiMask does), so the edge effects of a convolutional network
+  never reach the output and there are no seams.
+* **patches** are the units that get a score (the paper's patches): a
+  non-overlapping grid of ``patch_size x patch_size`` blocks starting at
+  pixel (0, 0); the last row and column of patches may be partial.
+
+Everything here is numpy; nothing loops over pixels in Python.
+"""
+
+import warnings
+
+import numpy as np
+
+from .exceptions import InputDataError
+
+__all__ = [
+    "tile_origins",
+    "extract_tiles",
+    "stitch_tiles",
+    "iter_tile_batches",
+    "patch_grid_shape",
+    "aggregate_patches",
+    "patches_to_pixels",
+]
+
+_STATISTICS = ("mean", "median", "trimmed_mean", "quantile")
+
+
+def _check_shape(shape, name="shape"):
+    try:
+        ny, nx = (int(n) for n in shape)
+    except (TypeError, ValueError) as exc:
+        msg = f"{name} must be a (ny, nx) pair of integers, got {shape!r}"
+        raise ValueError(msg) from exc
+    if ny < 1 or nx < 1:
+        msg = f"{name} must be positive, got {shape!r}"
+        raise ValueError(msg)
+    return ny, nx
+
+
+def _check_size(value, name, *, minimum=1):
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        msg = f"{name} must be an integer >= {minimum}, got {value!r}"
+        raise ValueError(msg)
+    return int(value)
+
+
+def _axis_starts(n, tile_size, step):
+    starts = list(range(0, n - tile_size + 1, step))
+    if starts[-1] != n - tile_size:
+        starts.append(n - tile_size)
+    return np.asarray(starts, dtype=np.intp)
+
+
+def tile_origins(shape, tile_size, overlap):
+    """
+    Return the origins of overlapping tiles that cover an image.
+
+    Tiles are ``tile_size x tile_size`` and step by ``tile_size - 2 * overlap``
+    pixels; the last row and column of tiles are moved back to end on the
+    image edge, so every pixel is covered and no tile sticks out.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Image shape ``(ny, nx)``.
+    tile_size : int
+        Side of a square tile, in pixels.
+    overlap : int
+        Pixels at each tile edge that are not trusted (the network's edge
+        effects). Neighbouring tiles overlap by at least ``2 * overlap``.
+
+    Returns
+    -------
+    origins : `~numpy.ndarray`
+        ``(n_tiles, 2)`` integer array of ``(y0, x0)``, row-major order.
+
+    Raises
+    ------
+    astro_aeqa.exceptions.InputDataError
+        If the image is smaller than one tile.
+
+    Examples
+    --------
+    >>> from astro_aeqa.tiling import tile_origins
+    >>> tile_origins((6, 10), 4, 1).tolist()
+    [[0, 0], [0, 2], [0, 4], [0, 6], [2, 0], [2, 2], [2, 4], [2, 6]]
+    """
+    ny, nx = _check_shape(shape)
+    tile_size = _check_size(tile_size, "tile_size")
+    overlap = _check_size(overlap, "overlap", minimum=0)
+    step = tile_size - 2 * overlap
+    if step < 1:
+        msg = (
+            f"overlap={overlap} is too large for tile_size={tile_size}: "
+            "2 * overlap must be smaller than tile_size"
+        )
+        raise ValueError(msg)
+    if ny < tile_size or nx < tile_size:
+        msg = (
+            f"image of {ny}x{nx} pixels is smaller than one tile of "
+            f"{tile_size}x{tile_size}; use a smaller patch_size/tile_size"
+        )
+        raise InputDataError(msg)
+    ys = _axis_starts(ny, tile_size, step)
+    xs = _axis_starts(nx, tile_size, step)
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    return np.stack([yy.ravel(), xx.ravel()], axis=1).astype(np.intp)
+
+
+def extract_tiles(image, origins, tile_size):
+    """
+    Cut tiles out of an image.
+
+    Parameters
+    ----------
+    image : array-like
+        2-D image.
+    origins : array-like
+        ``(n_tiles, 2)`` tile origins ``(y0, x0)``, from `tile_origins`.
+    tile_size : int
+        Side of a tile.
+
+    Returns
+    -------
+    tiles : `~numpy.ndarray`
+        ``(n_tiles, tile_size, tile_size)`` float32 array (a copy, never a
+        view of ``image``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa.tiling import extract_tiles
+    >>> extract_tiles(np.arange(16).reshape(4, 4), [[0, 0], [2, 2]], 2)[1].tolist()
+    [[10.0, 11.0], [14.0, 15.0]]
+    """
+    image = np.asarray(image)
+    origins = np.asarray(origins, dtype=np.intp).reshape(-1, 2)
+    tile_size = _check_size(tile_size, "tile_size")
+    tiles = np.empty((len(origins), tile_size, tile_size), dtype=np.float32)
+    for k, (y0, x0) in enumerate(origins):
+        tiles[k] = image[y0 : y0 + tile_size, x0 : x0 + tile_size]
+    return tiles
+
+
+def _ownership(starts, n, tile_size):
+    """
+    For sorted tile starts along one axis, return the ``[lo, hi)`` range of
+    pixels each tile owns: the pixels lying deepest inside it. Tile edges on
+    the image border count as infinitely deep, so border tiles keep their
+    border pixels.
+    """
+    pix = np.arange(n)[None, :]
+    s = starts[:, None]
+    inside = (pix >= s) & (pix < s + tile_size)
+    big = np.iinfo(np.intp).max // 2
+    left = np.where(s > 0, pix - s, big)
+    right = np.where(s + tile_size < n, s + tile_size - 1 - pix, big)
+    depth = np.where(inside, np.minimum(left, right), -1)
+    owner = np.argmax(depth, axis=0)  # ties: the first tile
+    lo = np.searchsorted(owner, np.arange(len(starts)), side="left")
+    hi = np.searchsorted(owner, np.arange(len(starts)), side="right")
+    return lo, hi
+
+
+def stitch_tiles(tiles, origins, shape, overlap=None):
+    """
+    Stitch processed tiles back into an image, without seams.
+
+    Each output pixel is taken from the one tile in which it lies deepest,
+    so the ``overlap`` pixels at each inner tile edge are never used (tiles
+    on the image border keep their border pixels). Stitching the tiles of
+    an image returns the image exactly.
+
+    Parameters
+    ----------
+    tiles : array-like
+        ``(n_tiles, tile_size, tile_size)`` array.
+    origins : array-like
+        ``(n_tiles, 2)`` origins, as returned by `tile_origins` (a full grid).
+    shape : tuple of int
+        Output shape ``(ny, nx)``.
+    overlap : int, optional
+        Accepted for symmetry with `tile_origins`; the choice of pixels
+        depends only on the tile positions, which already encode it.
+
+    Returns
+    -------
+    image : `~numpy.ndarray`
+        ``shape`` array with the dtype of ``tiles``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa.tiling import tile_origins, extract_tiles, stitch_tiles
+    >>> image = np.arange(70.0).reshape(7, 10)
+    >>> origins = tile_origins(image.shape, 4, 1)
+    >>> tiles = extract_tiles(image, origins, 4)
+    >>> bool(np.array_equal(stitch_tiles(tiles, origins, image.shape, 1), image))
+    True
+    """
+    tiles = np.asarray(tiles)
+    origins = np.asarray(origins, dtype=np.intp).reshape(-1, 2)
+    ny, nx = _check_shape(shape)
+    if tiles.ndim != 3 or tiles.shape[1] != tiles.shape[2] or len(tiles) != len(origins):
+        msg = (
+            f"tiles must have shape (n_tiles, tile_size, tile_size) with n_tiles = "
+            f"len(origins) = {len(origins)}, got {tiles.shape}"
+        )
+        raise ValueError(msg)
+    tile_size = tiles.shape[1]
+    ys = np.unique(origins[:, 0])
+    xs = np.unique(origins[:, 1])
+    index = {(int(y0), int(x0)): k for k, (y0, x0) in enumerate(origins)}
+    if len(index) != len(ys) * len(xs):
+        msg = "origins must form a full grid of tiles, as returned by tile_origins"
+        raise ValueError(msg)
+    ylo, yhi = _ownership(ys, ny, tile_size)
+    xlo, xhi = _ownership(xs, nx, tile_size)
+    out = np.empty((ny, nx), dtype=tiles.dtype)
+    covered = 0
+    for iy, y0 in enumerate(ys):
+        for ix, x0 in enumerate(xs):
+            k = index[(int(y0), int(x0))]
+            y1, y2, x1, x2 = ylo[iy], yhi[iy], xlo[ix], xhi[ix]
+            out[y1:y2, x1:x2] = tiles[k, y1 - y0 : y2 - y0, x1 - x0 : x2 - x0]
+            covered += (y2 - y1) * (x2 - x1)
+    if covered != ny * nx:
+        msg = f"the tiles do not cover an image of shape {(ny, nx)}; use tile_origins(shape, ...)"
+        raise ValueError(msg)
+    return out
+
+
+def iter_tile_batches(image, tile_size, overlap, batch_size):
+    """
+    Yield batches of overlapping tiles, so memory stays bounded.
+
+    Parameters
+    ----------
+    image : array-like
+        2-D image.
+    tile_size, overlap : int
+        As in `tile_origins`.
+    batch_size : int
+        Tiles per batch (the last batch may be smaller).
+
+    Yields
+    ------
+    origins : `~numpy.ndarray`
+        ``(n, 2)`` origins of this batch.
+    tiles : `~numpy.ndarray`
+        ``(n, tile_size, tile_size)`` float32 tiles.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa.tiling import iter_tile_batches
+    >>> [len(o) for o, t in iter_tile_batches(np.zeros((6, 10)), 4, 1, 3)]
+    [3, 3, 2]
+    """
+    image = np.asarray(image)
+    batch_size = _check_size(batch_size, "batch_size")
+    origins = tile_origins(image.shape, tile_size, overlap)
+    for start in range(0, len(origins), batch_size):
+        batch = origins[start : start + batch_size]
+        yield batch, extract_tiles(image, batch, tile_size)
+
+
+def patch_grid_shape(shape, patch_size):
+    """
+    Return the shape ``(n_py, n_px)`` of the patch grid; partial patches count.
+
+    Examples
+    --------
+    >>> from astro_aeqa.tiling import patch_grid_shape
+    >>> patch_grid_shape((300, 517), 64)
+    (5, 9)
+    """
+    ny, nx = _check_shape(shape)
+    p = _check_size(patch_size, "patch_size")
+    return (-(-ny // p), -(-nx // p))
+
+
+def _blocks(arr, p, n_py, n_px, fill):
+    """Pad a 2-D array to whole patches and return ``(n_py, n_px, p * p)``."""
+    ny, nx = arr.shape
+    pad = ((0, n_py * p - ny), (0, n_px * p - nx))
+    arr = np.pad(arr, pad, constant_values=fill)
+    return arr.reshape(n_py, p, n_px, p).transpose(0, 2, 1, 3).reshape(n_py, n_px, p * p)
+
+
+def aggregate_patches(values, patch_size, *, weights=None, statistic="mean", trim=0.1, q=0.5):
+    """
+    Aggregate a 2-D map (for example ``|residual|``) over each patch.
+
+    Parameters
+    ----------
+    values : array-like
+        2-D map. Non-finite values are excluded.
+    patch_size : int
+        Side of a patch. Patches start at pixel (0, 0); the last row and
+        column may be partial.
+    weights : array-like, optional
+        Same shape as ``values``; bool or float. A pixel with weight 0 (or
+        False) is excluded. For ``"mean"`` float weights give a weighted mean;
+        the other statistics only use ``weights > 0`` as a selection.
+    statistic : {"mean", "median", "trimmed_mean", "quantile"}, optional
+        ``"mean"`` is the paper's MAE (eq. 2) when ``values`` is
+        ``|residual|``; ``"trimmed_mean"`` drops the largest ``trim``
+        fraction of each patch's valid values first (``floor(trim * n)``
+        values), a robust mean that a few bright-star pixels do not
+        dominate; ``"quantile"`` is the ``q`` quantile (linear interpolation).
+    trim : float, optional
+        Fraction dropped by ``"trimmed_mean"``, in [0, 1). Default 0.1.
+    q : float, optional
+        Quantile for ``"quantile"``, in [0, 1]. Default 0.5.
+
+    Returns
+    -------
+    scores : `~numpy.ndarray`
+        ``(n_py, n_px)`` float64 array; NaN for patches without a valid pixel.
+    n_valid : `~numpy.ndarray`
+        ``(n_py, n_px)`` integer count of the valid pixels of each patch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa.tiling import aggregate_patches
+    >>> values = np.array([[1.0, 3.0, 5.0], [1.0, 3.0, np.nan]])
+    >>> scores, n_valid = aggregate_patches(values, 2)
+    >>> scores.tolist(), n_valid.tolist()
+    ([[2.0, 5.0]], [[4, 1]])
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2:
+        msg = f"values must be a 2-D map, got shape {values.shape}"
+        raise ValueError(msg)
+    if statistic not in _STATISTICS:
+        msg = f"statistic must be one of {_STATISTICS}, got {statistic!r}"
+        raise ValueError(msg)
+    if not 0.0 <= trim < 1.0:
+        msg = f"trim must lie in [0, 1), got {trim!r}"
+        raise ValueError(msg)
+    if not 0.0 <= q <= 1.0:
+        msg = f"q must lie in [0, 1], got {q!r}"
+        raise ValueError(msg)
+    p = _check_size(patch_size, "patch_size")
+    n_py, n_px = patch_grid_shape(values.shape, p)
+
+    valid = np.isfinite(values)
+    w = None
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != values.shape:
+            msg = f"weights must have the shape of values {values.shape}, got {w.shape}"
+            raise ValueError(msg)
+        if np.any(w < 0) or not np.all(np.isfinite(w)):
+            msg = "weights must be finite and >= 0 (0 excludes a pixel)"
+            raise ValueError(msg)
+        valid &= w > 0
+    n_valid = _blocks(valid, p, n_py, n_px, False).sum(axis=-1)
+    scores = np.full((n_py, n_px), np.nan)
+    has = n_valid > 0
+
+    if statistic == "mean":
+        v = _blocks(np.where(valid, values, 0.0), p, n_py, n_px, 0.0)
+        if w is None:
+            total = v.sum(axis=-1)
+            np.divide(total, n_valid, out=scores, where=has)
+        else:
+            wb = _blocks(np.where(valid, w, 0.0), p, n_py, n_px, 0.0)
+            wsum = wb.sum(axis=-1)
+            np.divide((v * wb).sum(axis=-1), wsum, out=scores, where=has)
+        return scores, n_valid
+
+    v = _blocks(np.where(valid, values, np.nan), p, n_py, n_px, np.nan)
+    if statistic in ("median", "quantile"):
+        quant = 0.5 if statistic == "median" else q
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN patches
+            scores = np.nanquantile(v, quant, axis=-1)
+        scores[~has] = np.nan
+        return scores, n_valid
+
+    # trimmed mean: sort (NaN last), keep the n - floor(trim * n) smallest
+    v = np.sort(v, axis=-1)
+    n_keep = n_valid - np.floor(trim * n_valid).astype(n_valid.dtype)
+    csum = np.cumsum(np.nan_to_num(v, nan=0.0), axis=-1)
+    idx = np.clip(n_keep - 1, 0, None)[..., None]
+    total = np.take_along_axis(csum, idx, axis=-1)[..., 0]
+    np.divide(total, n_keep, out=scores, where=n_keep > 0)
+    return scores, n_valid
+
+
+def patches_to_pixels(patch_values, patch_size, shape):
+    """
+    Expand per-patch values to a pixel map of ``shape`` (partial patches cropped).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa.tiling import patches_to_pixels
+    >>> patches_to_pixels(np.array([[1, 2]]), 2, (1, 3)).tolist()
+    [[1, 1, 2]]
+    """
+    patch_values = np.asarray(patch_values)
+    ny, nx = _check_shape(shape)
+    p = _check_size(patch_size, "patch_size")
+    expected = patch_grid_shape((ny, nx), p)
+    if patch_values.shape != expected:
+        msg = (
+            f"patch_values must have the patch-grid shape {expected} for an image of "
+            f"{(ny, nx)} and patch_size={p}, got {patch_values.shape}"
+        )
+        raise ValueError(msg)
+    out = np.repeat(np.repeat(patch_values, p, axis=0), p, axis=1)
+    return out[:ny, :nx]

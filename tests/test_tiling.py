@@ -1,0 +1,173 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Tests of astro_aeqa.tiling: tile coverage, seamless stitching, patch statistics."""
+
+import numpy as np
+import pytest
+
+from astro_aeqa.exceptions import InputDataError
+from astro_aeqa.tiling import (
+    aggregate_patches,
+    extract_tiles,
+    iter_tile_batches,
+    patch_grid_shape,
+    patches_to_pixels,
+    stitch_tiles,
+    tile_origins,
+)
+
+
+@pytest.mark.parametrize(
+    ("shape", "tile", "overlap"),
+    [((300, 517), 128, 16), ((128, 128), 128, 16), ((129, 255), 64, 8), ((70, 97), 32, 0)],
+)
+def test_tile_origins_cover_every_pixel(shape, tile, overlap):
+    origins = tile_origins(shape, tile, overlap)
+    assert origins.dtype.kind == "i"
+    cover = np.zeros(shape, int)
+    for y0, x0 in origins:
+        assert 0 <= y0 <= shape[0] - tile and 0 <= x0 <= shape[1] - tile
+        cover[y0 : y0 + tile, x0 : x0 + tile] += 1
+    assert cover.min() >= 1
+    # regular step except the clamped last row/column
+    ys = np.unique(origins[:, 0])
+    assert ys[0] == 0 and ys[-1] == shape[0] - tile
+    if len(ys) > 2:
+        assert set(np.diff(ys[:-1])) == {tile - 2 * overlap}
+
+
+def test_tile_origins_errors():
+    with pytest.raises(InputDataError, match="40x60 pixels is smaller than one tile of 64x64"):
+        tile_origins((40, 60), 64, 8)
+    with pytest.raises(ValueError, match="overlap"):
+        tile_origins((100, 100), 16, 8)
+
+
+@pytest.mark.parametrize("shape", [(300, 517), (128, 200), (97, 97)])
+def test_stitch_identity_random_and_smooth(shape):
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for image in (rng.normal(size=shape).astype(np.float32), np.sin(yy / 17.0) * np.cos(xx / 23.0)):
+        origins = tile_origins(shape, 64, 8)
+        tiles = extract_tiles(image, origins, 64)
+        assert tiles.dtype == np.float32
+        out = stitch_tiles(tiles, origins, shape, 8)
+        np.testing.assert_array_equal(out, image.astype(np.float32))
+
+
+def test_stitch_no_seams_with_edge_effects():
+    # A "network" that corrupts the outer `overlap` pixels of every tile: the
+    # corruption must never reach the stitched image away from the frame edge.
+    shape, tile, overlap = (300, 517), 64, 8
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=shape).astype(np.float32)
+    origins = tile_origins(shape, tile, overlap)
+    tiles = extract_tiles(image, origins, tile)
+    band = np.ones((tile, tile), bool)
+    band[overlap:-overlap, overlap:-overlap] = False
+    tiles[:, band] += 1000.0
+    out = stitch_tiles(tiles, origins, shape, overlap)
+    inner = (slice(overlap, -overlap), slice(overlap, -overlap))
+    np.testing.assert_array_equal(out[inner], image[inner])
+    # border tiles keep their border pixels (the corrupted band at the frame edge)
+    assert np.all(out[0] > 500) and np.all(out[:, -1] > 500)
+    # a position-dependent function (tile-local ramp) leaves only the centre of tiles
+    ramp = np.add.outer(np.arange(tile), np.arange(tile)).astype(np.float32)
+    tiles2 = extract_tiles(image, origins, tile) * 0 + ramp
+    out2 = stitch_tiles(tiles2, origins, shape, overlap)
+    assert out2[inner].min() >= 2 * overlap and out2[inner].max() <= 2 * (tile - 1 - overlap)
+
+
+def test_stitch_input_errors():
+    with pytest.raises(ValueError, match="n_tiles"):
+        stitch_tiles(np.zeros((2, 4, 4)), [[0, 0]], (4, 4))
+
+
+def test_iter_tile_batches_matches_all_tiles():
+    image = np.arange(200 * 150, dtype=float).reshape(200, 150)
+    origins = tile_origins(image.shape, 64, 8)
+    all_tiles = extract_tiles(image, origins, 64)
+    batches = list(iter_tile_batches(image, 64, 8, 4))
+    assert all(len(o) <= 4 for o, _ in batches)
+    np.testing.assert_array_equal(np.concatenate([o for o, _ in batches]), origins)
+    np.testing.assert_array_equal(np.concatenate([t for _, t in batches]), all_tiles)
+
+
+def test_patch_grid_and_expansion():
+    assert patch_grid_shape((300, 517), 64) == (5, 9)
+    assert patch_grid_shape((128, 128), 64) == (2, 2)
+    vals = np.arange(45).reshape(5, 9)
+    pix = patches_to_pixels(vals, 64, (300, 517))
+    assert pix.shape == (300, 517)
+    assert pix[299, 516] == 44 and pix[63, 63] == 0 and pix[64, 64] == 10
+    with pytest.raises(ValueError, match="patch-grid shape"):
+        patches_to_pixels(vals[:4], 64, (300, 517))
+
+
+def _loop_reference(values, weights, p, func):
+    n_py, n_px = patch_grid_shape(values.shape, p)
+    out = np.full((n_py, n_px), np.nan)
+    count = np.zeros((n_py, n_px), int)
+    for i in range(n_py):
+        for j in range(n_px):
+            v = values[i * p : (i + 1) * p, j * p : (j + 1) * p]
+            w = weights[i * p : (i + 1) * p, j * p : (j + 1) * p]
+            good = np.isfinite(v) & (w > 0)
+            count[i, j] = good.sum()
+            if good.any():
+                out[i, j] = func(v[good], w[good])
+    return out, count
+
+
+def _trimmed(v, w, trim=0.1):
+    v = np.sort(v)
+    return v[: len(v) - int(np.floor(trim * len(v)))].mean()
+
+
+@pytest.mark.parametrize(
+    ("statistic", "kwargs", "func"),
+    [
+        ("mean", {}, lambda v, w: v.mean()),
+        ("median", {}, lambda v, w: np.median(v)),
+        ("quantile", {"q": 0.9}, lambda v, w: np.quantile(v, 0.9)),
+        ("trimmed_mean", {}, _trimmed),
+        ("trimmed_mean", {"trim": 0.3}, lambda v, w: _trimmed(v, w, 0.3)),
+    ],
+)
+def test_aggregate_matches_loop_reference(statistic, kwargs, func):
+    rng = np.random.default_rng(3)
+    values = rng.exponential(size=(23, 31))
+    values[rng.random(values.shape) < 0.1] = np.nan
+    values[0:5, 0:5] = np.nan  # a patch with no valid pixel
+    weights = rng.random(values.shape) > 0.2
+    weights[5:10, 5:10] = False  # another one, excluded by weights
+    scores, n_valid = aggregate_patches(values, 5, weights=weights, statistic=statistic, **kwargs)
+    ref, count = _loop_reference(values, weights.astype(float), 5, func)
+    assert scores.shape == (5, 7)
+    np.testing.assert_array_equal(n_valid, count)
+    np.testing.assert_allclose(scores, ref, rtol=1e-12)
+    assert np.isnan(scores[0, 0]) and n_valid[0, 0] == 0
+    assert np.isnan(scores[1, 1]) and n_valid[1, 1] == 0
+
+
+def test_aggregate_float_weights_and_robustness():
+    values = np.ones((8, 8))
+    weights = np.ones((8, 8))
+    values[0, 0] = 5.0
+    weights[0, 0] = 3.0
+    scores, _ = aggregate_patches(values, 4, weights=weights)
+    assert scores[0, 0] == pytest.approx((15 + 15) / 18)
+    # a few bright-star pixels dominate the mean, not the trimmed mean
+    values = np.full((16, 16), 1.0)
+    values[:2, :2] = 1000.0
+    mean, _ = aggregate_patches(values, 16)
+    trimmed, _ = aggregate_patches(values, 16, statistic="trimmed_mean")
+    assert mean[0, 0] > 10 and trimmed[0, 0] == 1.0
+
+
+def test_aggregate_errors():
+    with pytest.raises(ValueError, match="statistic"):
+        aggregate_patches(np.zeros((4, 4)), 2, statistic="max")
+    with pytest.raises(ValueError, match="weights"):
+        aggregate_patches(np.zeros((4, 4)), 2, weights=np.ones((3, 3)))
+    with pytest.raises(ValueError, match="2-D"):
+        aggregate_patches(np.zeros(4), 2)
