@@ -9,7 +9,7 @@ float32 numpy arrays and tensors, never on CCDData or FITS.
 from .inference import reconstruct
 from .model import PRESETS, AutoencoderConfig, ConvAutoencoder, build_model, init_weights
 from .serialization import FORMAT_NAME, FORMAT_VERSION, load_model, read_model_metadata, save_model
-from .training import TrainingHistory, resolve_device, split_patches, train_autoencoder
+from .training import TrainingHistory, resolve_device, split_patches, train_autoencoder, weighted_mse_loss
 
 __all__ = [
     "AutoencoderConfig",
@@ -21,6 +21,7 @@ __all__ = [
     "TrainingHistory",
     "split_patches",
     "train_autoencoder",
+    "weighted_mse_loss",
     "reconstruct",
     "FORMAT_VERSION",
     "FORMAT_NAME",

@@ -321,4 +321,6 @@ def build_model(config="small", *, seed=0):
     elif not isinstance(config, AutoencoderConfig):
         msg = f"config must be a preset name, an AutoencoderConfig or a dict, got {type(config).__name__}"
         raise TypeError(msg)
-    return init_weights(ConvAutoencoder(config), seed)
+    with torch.random.fork_rng(devices=[]):  # the default init must not advance the global RNG
+        model = ConvAutoencoder(config)
+    return init_weights(model, seed)

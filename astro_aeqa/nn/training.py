@@ -31,7 +31,7 @@ from ..utils import atomic_write, check_fraction
 from ..utils import progress_bar as _progress_bar
 from .model import ConvAutoencoder
 
-__all__ = ["resolve_device", "TrainingHistory", "split_patches", "train_autoencoder"]
+__all__ = ["resolve_device", "TrainingHistory", "split_patches", "weighted_mse_loss", "train_autoencoder"]
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +269,9 @@ def _check_images(images, weights, patch_size, multiple):
         if not np.all((w >= 0) & (w <= 1)):  # also False for NaN
             msg = f"weights[{i}] must lie in [0, 1] (0 = invalid pixel) and be finite"
             raise ValueError(msg)
+    if not any(np.any(w > 0) for w in weights):
+        msg = "weights are zero everywhere: no pixel would count in the loss; check the masks"
+        raise ValueError(msg)
     return images, weights
 
 
@@ -309,10 +312,46 @@ def _amp_settings(device, amp):
     return torch.bfloat16, False
 
 
+def weighted_mse_loss(reconstruction, target, weights=None, *, weight_sum=None):
+    """
+    Weighted mean squared error, ``sum(w * (x_hat - x)**2) / sum(w)`` (Jia et al. 2024, eq. 1).
+
+    Pixels of weight 0 do not count, whatever their values.
+
+    Parameters
+    ----------
+    reconstruction, target : `torch.Tensor`
+        Same shapes.
+    weights : `torch.Tensor`, optional
+        Same shape, in [0, 1]. Default: all ones (plain MSE).
+    weight_sum : float, optional
+        ``weights.sum()`` when the caller knows it already (saves a device
+        synchronisation).
+
+    Returns
+    -------
+    `torch.Tensor`
+        Scalar float32 loss (NaN when all weights are zero).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astro_aeqa.nn import weighted_mse_loss
+    >>> x = torch.zeros(1, 1, 2, 2)
+    >>> y = torch.tensor([[[[1.0, 0.0], [0.0, 99.0]]]])
+    >>> float(weighted_mse_loss(y, x, torch.tensor([[[[1.0, 1.0], [1.0, 0.0]]]])))
+    0.3333333432674408
+    """
+    sse = _weighted_sse(reconstruction, target, weights)
+    if weight_sum is None:
+        weight_sum = target.numel() if weights is None else weights.sum()
+    return sse / weight_sum
+
+
 def _weighted_sse(out, x, w):
-    err = (out.float() - x) ** 2
+    err = (out.float() - x.float()) ** 2
     if w is not None:
-        err = err * w
+        err = torch.where(w > 0, err * w, 0.0)  # a NaN/inf under weight 0 stays out
     return err.sum()
 
 
@@ -522,7 +561,7 @@ def train_autoencoder(
                 xt = torch.from_numpy(xb).to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     out = model(xt)
-                loss = _weighted_sse(out, xt, wt) / denom
+                loss = weighted_mse_loss(out, xt, wt, weight_sum=denom)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
