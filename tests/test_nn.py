@@ -33,7 +33,9 @@ FAST = dict(patch_size=32, batch_size=4, steps_per_epoch=6, device="cpu", progre
 def _star_field(rng, shape=(96, 96), n_stars=25):
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     img = np.zeros(shape, np.float32)
-    for y, x, f in zip(*rng.uniform(0, shape[0], (2, n_stars)), rng.uniform(0.3, 1, n_stars), strict=True):
+    for y, x, f in zip(
+        *rng.uniform(0, shape[0], (2, n_stars)), rng.uniform(0.3, 1, n_stars), strict=True
+    ):
         img += f * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 3.0).astype(np.float32)
     return img + 0.02 * rng.standard_normal(shape).astype(np.float32)
 
@@ -117,7 +119,9 @@ def test_split_patches_holds_out_patches_that_crops_never_touch():
             if j == i:
                 assert not np.any((abs(ys - vy) < ps) & (abs(xs - vx) < ps))
     assert len(split_patches([(64, 64)], 32, val_fraction=0.0)[1]) == 1  # at least one
-    with pytest.raises(ValueError, match=r"images\[0\] has shape \(20, 40\), smaller than patch_size=32"):
+    with pytest.raises(
+        ValueError, match=r"images\[0\] has shape \(20, 40\), smaller than patch_size=32"
+    ):
         split_patches([(20, 40)], 32)
 
 
@@ -151,7 +155,9 @@ def test_non_finite_input_is_refused(images):
     with pytest.raises(ValueError, match=r"weights\[1\] must lie in \[0, 1\]"):
         train_autoencoder(build_model(TINY), images, weights=weights, n_epochs=1, **FAST)
     with pytest.raises(ValueError, match="zero everywhere"):
-        train_autoencoder(build_model(TINY), images, weights=[np.zeros_like(i) for i in images], **FAST)
+        train_autoencoder(
+            build_model(TINY), images, weights=[np.zeros_like(i) for i in images], **FAST
+        )
 
 
 def test_zero_weight_pixels_do_not_affect_the_loss():
@@ -175,7 +181,9 @@ def test_training_with_weights_ignores_the_masked_values(images):
     histories = []
     for other in (images[1], images[1][::-1].copy() * 3):
         model = build_model(TINY)
-        histories.append(train_autoencoder(model, [images[0], other], weights=weights, n_epochs=1, **FAST))
+        histories.append(
+            train_autoencoder(model, [images[0], other], weights=weights, n_epochs=1, **FAST)
+        )
     # val patches on the zero-weight image count nothing; the train loss only sees image 0 crops
     assert np.isfinite(histories[0].train_loss[0])
     assert histories[0].train_loss == histories[1].train_loss
@@ -214,7 +222,14 @@ def test_checkpoint_resume_equals_uninterrupted_run(images, tmp_path):
     assert list(tmp_path.iterdir()) == [ckpt]  # no temporary files left
 
     with pytest.raises(ValueError, match="batch_size differ"):
-        train_autoencoder(build_model(TINY), images, n_epochs=5, checkpoint=ckpt, resume=True, **dict(opts, batch_size=2))
+        train_autoencoder(
+            build_model(TINY),
+            images,
+            n_epochs=5,
+            checkpoint=ckpt,
+            resume=True,
+            **dict(opts, batch_size=2),
+        )
 
 
 # --- inference -----------------------------------------------------------------
@@ -228,7 +243,9 @@ def test_reconstruct_matches_forward_and_bf16_is_close(images):
     out = reconstruct(model, tiles, batch_size=2)
     assert out.dtype == np.float32 and out.shape == tiles.shape
     np.testing.assert_allclose(out, direct, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(reconstruct(model, tiles, channels_last=True), direct, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        reconstruct(model, tiles, channels_last=True), direct, rtol=1e-4, atol=1e-5
+    )
     # bfloat16 keeps 8 mantissa bits: documented tolerance 2e-2 of the output range
     bf16 = reconstruct(model, tiles, amp_dtype=torch.bfloat16)
     assert np.max(np.abs(bf16 - direct)) < 2e-2 * np.ptp(direct)
@@ -318,8 +335,12 @@ def _write_like_ours(path, tensors, **overrides):
 
 def test_newer_format_version_asks_to_upgrade(model_file, tmp_path):
     _, model, _ = model_file
-    path = _write_like_ours(tmp_path / "future.safetensors", model.state_dict(), format_version=str(FORMAT_VERSION + 1))
-    with pytest.raises(ModelFileError, match="newer than this astro_aeqa reads.*upgrade astro_aeqa"):
+    path = _write_like_ours(
+        tmp_path / "future.safetensors", model.state_dict(), format_version=str(FORMAT_VERSION + 1)
+    )
+    with pytest.raises(
+        ModelFileError, match="newer than this astro_aeqa reads.*upgrade astro_aeqa"
+    ):
         load_model(path)
 
 
@@ -332,7 +353,9 @@ def test_weights_not_matching_config_is_wrong_architecture(tmp_path):
     state.pop("decoder.6.weight")
     state["extra.weight"] = torch.zeros(1)
     path = _write_like_ours(tmp_path / "keys.safetensors", state)
-    with pytest.raises(ModelFileError, match="wrong architecture.*missing: decoder.6.weight.*unexpected: extra"):
+    with pytest.raises(
+        ModelFileError, match="wrong architecture.*missing: decoder.6.weight.*unexpected: extra"
+    ):
         load_model(path)
 
 

@@ -9,7 +9,13 @@ float32 numpy arrays and tensors, never on CCDData or FITS.
 from .inference import reconstruct
 from .model import PRESETS, AutoencoderConfig, ConvAutoencoder, build_model, init_weights
 from .serialization import FORMAT_NAME, FORMAT_VERSION, load_model, read_model_metadata, save_model
-from .training import TrainingHistory, resolve_device, split_patches, train_autoencoder, weighted_mse_loss
+from .training import (
+    TrainingHistory,
+    resolve_device,
+    split_patches,
+    train_autoencoder,
+    weighted_mse_loss,
+)
 
 __all__ = [
     "AutoencoderConfig",

@@ -11,7 +11,14 @@ __all__ = ["reconstruct"]
 
 
 def reconstruct(
-    model, tiles, *, batch_size=16, device="cpu", amp_dtype=None, channels_last=False, progress_bar=False
+    model,
+    tiles,
+    *,
+    batch_size=16,
+    device="cpu",
+    amp_dtype=None,
+    channels_last=False,
+    progress_bar=False,
 ):
     """
     Reconstruct ``tiles`` with ``model``, in batches.
@@ -53,23 +60,37 @@ def reconstruct(
     """
     tiles = np.asarray(tiles)
     if tiles.ndim != 3:
-        msg = f"tiles must have shape (n, ny, nx), got {tiles.shape}; stack the tiles along a first axis"
+        msg = (
+            f"tiles must have shape (n, ny, nx), got {tiles.shape};"
+            " stack the tiles along a first axis"
+        )
         raise ValueError(msg)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or batch_size < 1
+    ):
         msg = f"batch_size must be a positive integer, got {batch_size!r}"
         raise ValueError(msg)
     m = model.config.multiple
     if tiles.shape[1] % m or tiles.shape[2] % m:
-        msg = f"tile sides must be multiples of 2**n_down = {m}, got {tiles.shape[1:]}; crop or pad the tiles"
+        msg = (
+            f"tile sides must be multiples of 2**n_down = {m}, got {tiles.shape[1:]};"
+            " crop or pad the tiles"
+        )
         raise ValueError(msg)
     device = resolve_device(device)
     model.eval()
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    model.to(
+        device, memory_format=torch.channels_last if channels_last else torch.contiguous_format
+    )
     out = np.empty(tiles.shape, dtype=np.float32)
     starts = range(0, tiles.shape[0], batch_size)
     with torch.inference_mode():
         for s in _progress_bar(starts, enabled=progress_bar, desc="reconstructing", unit="batch"):
-            x = torch.from_numpy(np.ascontiguousarray(tiles[s : s + batch_size, None], dtype=np.float32))
+            x = torch.from_numpy(
+                np.ascontiguousarray(tiles[s : s + batch_size, None], dtype=np.float32)
+            )
             x = x.to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

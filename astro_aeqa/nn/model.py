@@ -186,7 +186,9 @@ class ConvAutoencoder(nn.Module):
     def __init__(self, config):
         super().__init__()
         if not isinstance(config, AutoencoderConfig):
-            msg = f"config must be an AutoencoderConfig, got {type(config).__name__}; use build_model"
+            msg = (
+                f"config must be an AutoencoderConfig, got {type(config).__name__}; use build_model"
+            )
             raise TypeError(msg)
         self.config = config
         ch = config.channels()
@@ -202,7 +204,9 @@ class ConvAutoencoder(nn.Module):
                 nn.ReLU(inplace=True),
             ]
         self.encoder = nn.Sequential(*layers)
-        self.blocks = nn.Sequential(*[_ResidualBlock(config, ch[-1]) for _ in range(config.n_res_blocks)])
+        self.blocks = nn.Sequential(
+            *[_ResidualBlock(config, ch[-1]) for _ in range(config.n_res_blocks)]
+        )
         layers = []
         for c_in, c_out in zip(ch[:0:-1], ch[-2::-1], strict=True):
             layers += [
@@ -313,13 +317,19 @@ def build_model(config="small", *, seed=0):
     """
     if isinstance(config, str):
         if config not in PRESETS:
-            msg = f"unknown model preset {config!r}; choose one of {sorted(PRESETS)} or pass an AutoencoderConfig"
+            msg = (
+                f"unknown model preset {config!r};"
+                f" choose one of {sorted(PRESETS)} or pass an AutoencoderConfig"
+            )
             raise ValueError(msg)
         config = PRESETS[config]
     elif isinstance(config, dict):
         config = AutoencoderConfig.from_dict(config)
     elif not isinstance(config, AutoencoderConfig):
-        msg = f"config must be a preset name, an AutoencoderConfig or a dict, got {type(config).__name__}"
+        msg = (
+            "config must be a preset name, an AutoencoderConfig or a dict, "
+            f"got {type(config).__name__}"
+        )
         raise TypeError(msg)
     with torch.random.fork_rng(devices=[]):  # the default init must not advance the global RNG
         model = ConvAutoencoder(config)

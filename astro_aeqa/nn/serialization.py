@@ -75,7 +75,10 @@ def save_model(path, model, metadata, *, overwrite=False):
     try:
         aeqa = json.dumps(dict(metadata), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        msg = f"metadata must be a JSON-serialisable dict of finite numbers, strings, lists and dicts: {exc}"
+        msg = (
+            "metadata must be a JSON-serialisable dict of finite numbers, strings, lists "
+            f"and dicts: {exc}"
+        )
         raise TypeError(msg) from exc
     header = {
         "format": FORMAT_NAME,
@@ -107,8 +110,10 @@ def _header(path):
         raise ModelFileError(msg) from exc
     if meta.get("format") != FORMAT_NAME:
         msg = (
-            f"{path}: a safetensors file but not an astro_aeqa model (no format={FORMAT_NAME!r} metadata); "
-            "pass a file written by astro_aeqa (AEQualityEvaluator.save or astro_aeqa.nn.save_model)"
+            f"{path}: a safetensors file but not an astro_aeqa model "
+            f"(no format={FORMAT_NAME!r} metadata); "
+            "pass a file written by astro_aeqa "
+            "(AEQualityEvaluator.save or astro_aeqa.nn.save_model)"
         )
         raise ModelFileError(msg)
     try:
@@ -127,7 +132,10 @@ def _header(path):
     try:
         config = AutoencoderConfig.from_dict(config)
     except (TypeError, ValueError) as exc:
-        msg = f"{path}: the stored architecture config is invalid ({exc}); upgrade astro_aeqa or save it again"
+        msg = (
+            f"{path}: the stored architecture config is invalid ({exc});"
+            " upgrade astro_aeqa or save it again"
+        )
         raise ModelFileError(msg) from exc
     return {"format": FORMAT_NAME, "format_version": version, "config": config, "aeqa": aeqa}, keys
 
@@ -206,20 +214,27 @@ def load_model(path, *, device="cpu"):
         with safe_open(str(path), framework="pt", device="cpu") as f:
             tensors = {k: f.get_tensor(k) for k in keys}
     except (SafetensorError, OSError, ValueError) as exc:
-        msg = f"{path}: the weights cannot be read (truncated file? {exc}); download or save it again"
+        msg = (
+            f"{path}: the weights cannot be read (truncated file? {exc}); download or save it again"
+        )
         raise ModelFileError(msg) from exc
     wrong = sorted(
         k for k in set(keys) & set(expected) if tuple(tensors[k].shape) != tuple(expected[k].shape)
     )
     if missing or unexpected or wrong:
         parts = []
-        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        for label, names in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("wrong shape", wrong),
+        ):
             if names:
                 more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
                 parts.append(f"{label}: {', '.join(names[:3])}{more}")
         msg = (
             f"{path}: wrong architecture: the weights do not match the stored config "
-            f"{header['config'].to_dict()} ({'; '.join(parts)}); the file is damaged or was edited, save it again"
+            f"{header['config'].to_dict()} ({'; '.join(parts)});"
+            " the file is damaged or was edited, save it again"
         )
         raise ModelFileError(msg)
     with torch.no_grad():

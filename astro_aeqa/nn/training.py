@@ -31,7 +31,13 @@ from ..utils import atomic_write, check_fraction
 from ..utils import progress_bar as _progress_bar
 from .model import ConvAutoencoder
 
-__all__ = ["resolve_device", "TrainingHistory", "split_patches", "weighted_mse_loss", "train_autoencoder"]
+__all__ = [
+    "resolve_device",
+    "TrainingHistory",
+    "split_patches",
+    "weighted_mse_loss",
+    "train_autoencoder",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +82,8 @@ def resolve_device(device="auto"):
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             msg = (
-                f"device={device!r}: CUDA is not available on this machine (CPU-only torch or no GPU); "
+                f"device={device!r}: CUDA is not available on this machine "
+                "(CPU-only torch or no GPU); "
                 "use device='cpu' or device='auto'"
             )
             raise ValueError(msg)
@@ -188,12 +195,18 @@ def split_patches(shapes, patch_size, *, val_fraction=0.1, seed=0):
     for i, shape in enumerate(shapes):
         ny, nx = (int(s) for s in shape)
         if ny < ps or nx < ps:
-            msg = f"images[{i}] has shape {(ny, nx)}, smaller than patch_size={ps}; use a smaller patch_size"
+            msg = (
+                f"images[{i}] has shape {(ny, nx)}, smaller than patch_size={ps};"
+                " use a smaller patch_size"
+            )
             raise ValueError(msg)
         grid.append((ny // ps, nx // ps))
     n_total = sum(gy * gx for gy, gx in grid)
     if n_total < 2:
-        msg = f"the images hold only {n_total} patch of {ps} pixels: need at least 2 (one for validation)"
+        msg = (
+            f"the images hold only {n_total} patch of {ps} pixels: need at least 2 "
+            "(one for validation)"
+        )
         raise ValueError(msg)
     n_val = min(max(1, round(val_fraction * n_total)), n_total - 1)
     rng = np.random.default_rng(seed)
@@ -250,7 +263,8 @@ def _check_images(images, weights, patch_size, multiple):
         n_bad = img.size - int(np.count_nonzero(np.isfinite(img)))
         if n_bad:
             msg = (
-                f"images[{i}] has {n_bad} non-finite (NaN or inf) pixels; fill them before training "
+                f"images[{i}] has {n_bad} non-finite (NaN or inf) pixels;"
+                " fill them before training "
                 "and give them weight 0"
             )
             raise ValueError(msg)
@@ -260,7 +274,10 @@ def _check_images(images, weights, patch_size, multiple):
         weights = [weights]
     weights = [np.ascontiguousarray(w, dtype=np.float32) for w in weights]
     if len(weights) != len(images):
-        msg = f"weights has {len(weights)} arrays but images has {len(images)}; pass one weight map per image"
+        msg = (
+            f"weights has {len(weights)} arrays but images has {len(images)};"
+            " pass one weight map per image"
+        )
         raise ValueError(msg)
     for i, (w, img) in enumerate(zip(weights, images, strict=True)):
         if w.shape != img.shape:
@@ -500,7 +517,9 @@ def train_autoencoder(
     )
     scaler = torch.amp.GradScaler(device.type) if use_scaler else None
     rng = np.random.default_rng(seed)
-    history = TrainingHistory(n_train_patches=n_train, n_val_patches=n_val, val_patches=list(val_patches))
+    history = TrainingHistory(
+        n_train_patches=n_train, n_val_patches=n_val, val_patches=list(val_patches)
+    )
     best_loss = float("inf")
     best_state = None
 
@@ -584,20 +603,40 @@ def train_autoencoder(
             if monitored < best_loss:
                 best_loss = monitored
                 history.best_epoch = epoch
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                }
             log.info(
-                "epoch %d/%d: train loss %.5g, val loss %.5g, lr %.3g", epoch + 1, n_epochs, train_loss, val_loss, lr
+                "epoch %d/%d: train loss %.5g, val loss %.5g, lr %.3g",
+                epoch + 1,
+                n_epochs,
+                train_loss,
+                val_loss,
+                lr,
             )
             bar.set_postfix(epoch=epoch + 1, train=f"{train_loss:.4g}", val=f"{val_loss:.4g}")
             if patience is not None and epoch - history.best_epoch >= patience:
                 history.stopped_early = True
-                log.info("early stop: no improvement for %d epochs; best epoch %d", patience, history.best_epoch + 1)
+                log.info(
+                    "early stop: no improvement for %d epochs; best epoch %d",
+                    patience,
+                    history.best_epoch + 1,
+                )
             t1 = time.perf_counter()
             history.seconds += t1 - t0
             t0 = t1
             if checkpoint is not None:
                 _save_checkpoint(
-                    checkpoint, model, optimizer, scheduler, scaler, rng, history, best_loss, best_state, settings
+                    checkpoint,
+                    model,
+                    optimizer,
+                    scheduler,
+                    scaler,
+                    rng,
+                    history,
+                    best_loss,
+                    best_state,
+                    settings,
                 )
             if history.stopped_early:
                 break
@@ -612,7 +651,9 @@ def train_autoencoder(
 # --- checkpoints: safetensors tensors + JSON metadata, never pickle ---------
 
 
-def _save_checkpoint(path, model, optimizer, scheduler, scaler, rng, history, best_loss, best_state, settings):
+def _save_checkpoint(
+    path, model, optimizer, scheduler, scaler, rng, history, best_loss, best_state, settings
+):
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if best_state is not None:
         tensors.update({f"best.{k}": v.contiguous() for k, v in best_state.items()})
@@ -622,7 +663,10 @@ def _save_checkpoint(path, model, optimizer, scheduler, scaler, rng, history, be
             if not torch.is_tensor(value):
                 value = torch.tensor(value)
             tensors[f"optim.{pid}.{key}"] = value.detach().contiguous().cpu()
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt["param_groups"]]
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
+        for g in opt["param_groups"]
+    ]
     meta = {
         "format": _CHECKPOINT_FORMAT,
         "format_version": str(_CHECKPOINT_VERSION),
@@ -649,7 +693,10 @@ def _load_checkpoint(path, model, optimizer, settings, device):
         msg = f"{path}: not a readable training checkpoint ({exc}); delete it or pass resume=False"
         raise ValueError(msg) from exc
     if meta.get("format") != _CHECKPOINT_FORMAT:
-        msg = f"{path}: not an astro_aeqa training checkpoint; pass another checkpoint path or resume=False"
+        msg = (
+            f"{path}: not an astro_aeqa training checkpoint;"
+            " pass another checkpoint path or resume=False"
+        )
         raise ValueError(msg)
     saved = json.loads(meta["settings"])
     diff = sorted(k for k in settings if saved.get(k) != settings[k])
