@@ -13,7 +13,8 @@ from astropy.table import QTable, Table
 from astropy.time import Time
 from astropy.wcs import WCS
 
-from ..utils import check_fraction, check_positive_quantity, progress_bar, write_hdulist_atomic
+from ..utils import check_fraction, check_positive_quantity, write_hdulist_atomic
+from ..utils import progress_bar as _progress_bar
 from . import _backgrounds as bg
 from ._render import EffectivePSF, add_stamps, scatter_stamps, sersic_stamp
 from ._sources import (GALAXY_FRACTION, STAR_DENSITY, default_mag_range, galaxy_params,
@@ -30,6 +31,7 @@ BACKGROUNDS = bg.BACKGROUNDS
 DEFAULT_POINTING = SkyCoord(150.1, 2.2, unit="deg")  # the COSMOS field
 _MIN_SIZE = 32
 _DEFAULT_DATE = "2024-01-15T14:00:00"
+_CATALOG_UNITS = {"ra": u.deg, "dec": u.deg, "flux": u.electron, "flux_adu": u.adu}
 
 
 @dataclasses.dataclass
@@ -71,8 +73,15 @@ class SimulatedImage:
         for name in ("ra", "dec"):
             table[name] = self.catalog[name].to_value(u.deg)
             table[name].unit = u.deg
+        for name in ("flux", "flux_adu"):
+            # 'electron' is not a FITS unit: the unit goes in the column comment
+            table[name] = u.Quantity(self.catalog[name]).value
+            table[name].unit = None
         hdul.append(fits.table_to_hdu(table))
         hdul[-1].name = "CATALOG"
+        for i, name in enumerate(table.colnames, start=1):
+            if name in _CATALOG_UNITS:
+                hdul[-1].header[f"TCOMM{i}"] = f"unit: {_CATALOG_UNITS[name]}"
         for name, arr in self.components.items():
             hdul.append(fits.ImageHDU(arr.astype(np.float32), name=f"TRUTH_{name.upper()}"[:68]))
         return hdul
@@ -130,9 +139,13 @@ class SimulatedImage:
             comps = {h.name[6:].lower(): np.array(h.data, np.float32)
                      for h in hdul if h.name.startswith("TRUTH_")}
         for key in list(wcs.to_header().keys()) + ["BUNIT"]:
-            meta.remove(key, ignore_missing=True, remove_all=True)
+            if not key.startswith(("DATE", "MJD")):
+                meta.remove(key, ignore_missing=True, remove_all=True)
         ccd = CCDData(data, unit="adu", wcs=wcs, meta=meta)
         catalog = QTable(table)
+        for name, unit in _CATALOG_UNITS.items():
+            if name in catalog.colnames:
+                catalog[name] = u.Quantity(np.asarray(catalog[name], float), unit)
         if "type" in catalog.colnames:
             catalog["type"] = np.char.strip(np.asarray(catalog["type"], dtype=str))
         return cls(ccd=ccd, catalog=catalog, truth=truth, components=comps)
@@ -343,7 +356,7 @@ def _spikes(shape, x, y, flux, fwhm_pix, level, sky_e, rng, *, n_max=20):
 
 def _simulate(shape, *, instrument, fwhm, psf, beta, ellipticity, theta, background, level,
               psf_defect, defect_level, defect_region, sources, wcs, rng, cloud_screen,
-              cloud_threshold, outer_scale, n_trails, date_obs, extra_meta):
+              cloud_threshold, outer_scale, n_trails, date_obs, extra_meta, n_bright=2):
     ny, nx = shape
     names = _check_backgrounds(background)
     levels = _levels(level, names)
@@ -356,9 +369,17 @@ def _simulate(shape, *, instrument, fwhm, psf, beta, ellipticity, theta, backgro
     x, y = wcs.world_to_pixel(SkyCoord(sources["ra"], sources["dec"], unit="deg"))
     x, y = np.asarray(x, float), np.asarray(y, float)
     inside = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
-    mag = sources["mag"]
-    flux = instrument.electron_rate(mag) * t
+    mag = np.array(sources["mag"], float)
     kinds = sources["type"]
+    well = (instrument.saturation - instrument.bias).to_value(u.adu) * gain
+    bright_flux = well * 1.133 * fwhm_pix**2  # the peak pixel saturates
+    if "spikes" in names and n_bright > 0 and levels["spikes"] > 0:
+        # spikes and halos belong to bright stars: make sure there are some
+        m_sat = instrument.zero_point.value - 2.5 * np.log10(bright_flux / t)
+        cand = np.flatnonzero(inside & (kinds == "star"))
+        top = cand[np.argsort(mag[cand])[:n_bright]]
+        mag[top] = np.minimum(mag[top], m_sat - 1.5)
+    flux = instrument.electron_rate(mag) * t
     region = _check_region(defect_region, shape)
     theta_rad = theta.to_value(u.rad)
     big = min(psf_radius(fwhm_pix, factor=15.0), 160)
@@ -375,8 +396,6 @@ def _simulate(shape, *, instrument, fwhm, psf, beta, ellipticity, theta, backgro
         ix = np.clip(np.rint(x), 0, nx - 1).astype(int)
         psf_of[region[iy, ix]] = 1
         truth_psf = region.astype(np.float32)
-    well = (instrument.saturation - instrument.bias).to_value(u.adu) * gain
-    bright_flux = well * 1.133 * fwhm_pix**2
     near = (x > -big) & (x < nx + big) & (y > -big) & (y < ny + big)
     src = _render_sources(shape, x[near], y[near], flux[near], kinds[near],
                           {k: v[near] for k, v in sources["galaxy"].items()}, psfs, psf_of[near],
@@ -708,7 +727,7 @@ def simulate_sequence(n_frames, *, shape=(512, 512), instrument=PAPER_2P5M, fwhm
         screen = bg.screen_for(big_shape, rng, outer_scale if outer_scale is not None else max(shape))
     start = Time(start_time)
     frames = []
-    for i in progress_bar(range(n_frames), enabled=progress_bar, desc="simulate"):
+    for i in _progress_bar(range(n_frames), enabled=progress_bar, desc="simulate"):
         frng = np.random.default_rng(rng.integers(2**63))
         fwhm_i = fwhm * max(0.3, 1.0 + seeing_jitter * frng.standard_normal())
         if dither > 0:
