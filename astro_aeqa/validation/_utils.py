@@ -1,15 +1,40 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """Private helpers of `astro_aeqa.validation`: input unpacking and meta look-ups."""
 
+import logging
+import warnings
+
 import numpy as np
 from astropy import units as u
 from astropy.nddata import CCDData, NDData, StdDevUncertainty
-from astropy.wcs import WCS
+from astropy.time import Time
+from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..exceptions import InputDataError
 
 __all__ = []
+
+log = logging.getLogger(__name__)
+
+
+def frame_epoch(ccd):
+    """Return the observation epoch of ``ccd`` as a `~astropy.time.Time`, or None if unknown."""
+    wcs = getattr(ccd, "wcs", None)
+    mjd = getattr(getattr(wcs, "wcs", None), "mjdobs", np.nan) if wcs is not None else np.nan
+    if mjd is not None and np.isfinite(mjd):
+        return Time(mjd, format="mjd")
+    meta = getattr(ccd, "meta", {}) or {}
+    for key in ("DATE-OBS", "DATE_OBS", "MJD-OBS"):
+        value = meta.get(key)
+        if value in (None, ""):
+            continue
+        try:
+            return Time(float(value), format="mjd") if key == "MJD-OBS" else Time(value)
+        except ValueError:
+            continue
+    log.warning("no usable DATE-OBS or MJD-OBS: catalogue positions stay at their own epoch")
+    return None
 
 
 def as_ccd(image, *, hdu=None, name="image"):
@@ -27,7 +52,9 @@ def as_ccd(image, *, hdu=None, name="image"):
         return read_image(image, hdu=hdu)
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
         try:
-            return CCDData.read(image, hdu=hdu or 0, unit="adu")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FITSFixedWarning)
+                return CCDData.read(image, hdu=hdu or 0, unit="adu")
         except OSError as exc:
             msg = f"cannot read {name} {image!r}: {exc}"
             raise InputDataError(msg) from exc

@@ -91,7 +91,7 @@ def crossmatch(sources, catalog, *, radius=1.0 * u.arcsec, reject_ambiguous=True
 @dataclass
 class ZeroPointFit:
     """
-    Result of `fit_zero_point`: ``mag_cat = mag_inst + zero_point + color_term * color``.
+    Result of `fit_zero_point`: ``mag_cat = slope * mag_inst + zero_point + color_term * color``.
 
     Attributes
     ----------
@@ -99,6 +99,9 @@ class ZeroPointFit:
         In mag.
     color_term : float
         Coefficient of the colour (0 when no colour term was fitted).
+    slope : float
+        Coefficient of ``mag_inst`` (1 unless a slope was fitted, for
+        non-linear detectors such as photographic plates).
     scatter : float
         Standard deviation (mag) of the residuals of the stars kept.
     n_used : int
@@ -112,10 +115,11 @@ class ZeroPointFit:
     scatter: float = np.nan
     n_used: int = 0
     used: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
+    slope: float = 1.0
 
     def apply(self, mag_inst, color=None):
         """Return the calibrated magnitudes of ``mag_inst`` (and ``color``)."""
-        mag = _value(mag_inst) + self.zero_point
+        mag = self.slope * _value(mag_inst) + self.zero_point
         if self.color_term and color is not None:
             mag = mag + self.color_term * np.nan_to_num(_value(color))
         return mag
@@ -126,7 +130,7 @@ def _value(x):
 
 
 def fit_zero_point(mag_inst, mag_cat, *, color=None, weights=None, sigma=3.0, maxiters=5,
-                   min_stars=3):
+                   min_stars=3, slope=False):
     """
     Fit a sigma-clipped zero point, with an optional colour term.
 
@@ -138,11 +142,15 @@ def fit_zero_point(mag_inst, mag_cat, *, color=None, weights=None, sigma=3.0, ma
         Colour (BP-RP); when given, ``mag_cat - mag_inst = zp + c * color``
         is fitted by clipped least squares, else ``zp`` is a clipped median.
     weights : array-like or None, optional
-        Weights (e.g. inverse variances) for the colour fit.
+        Weights (e.g. inverse variances) for the colour or slope fit.
     sigma : float, optional
         Clipping threshold in standard deviations.
     min_stars : int, optional
         Fewest usable stars.
+    slope : bool, optional
+        Also fit the slope of ``mag_cat`` against ``mag_inst`` (for
+        non-linear detectors, e.g. photographic plates); default False, a
+        pure offset as for a linear CCD.
 
     Returns
     -------
@@ -180,9 +188,17 @@ def fit_zero_point(mag_inst, mag_cat, *, color=None, weights=None, sigma=3.0, ma
                f"{min_stars}); check the WCS, the match radius and the catalogue magnitude range")
         raise CatalogError(msg)
     used = ok.copy()
-    zp, cterm = float(np.median(diff[ok])), 0.0
-    for _ in range(maxiters if maxiters else 1):
-        if col is None:
+    zp, cterm, slp = float(np.median(diff[ok])), 0.0, 1.0
+    for _ in range((maxiters if maxiters else 0) + 1):
+        if slope:
+            cols = [np.ones(used.sum()), inst[used]] + ([col[used]] if col is not None else [])
+            design = np.column_stack(cols)
+            sw = np.sqrt(w[used])
+            coef, *_ = np.linalg.lstsq(design * sw[:, None], cat[used] * sw, rcond=None)
+            zp, slp = float(coef[0]), float(coef[1])
+            cterm = float(coef[2]) if col is not None else 0.0
+            resid = cat - zp - slp * inst - (cterm * np.nan_to_num(col) if col is not None else 0.0)
+        elif col is None:
             clipped = sigma_clip(diff[used], sigma=sigma, maxiters=maxiters, stdfunc="mad_std")
             zp = float(np.ma.median(clipped))
             resid = diff - zp
@@ -192,11 +208,12 @@ def fit_zero_point(mag_inst, mag_cat, *, color=None, weights=None, sigma=3.0, ma
             coef, *_ = np.linalg.lstsq(design * sw[:, None], diff[used] * sw, rcond=None)
             zp, cterm = float(coef[0]), float(coef[1])
             resid = diff - zp - cterm * np.nan_to_num(col)
-        scale = 1.4826 * np.median(np.abs(resid[used] - np.median(resid[used])))
-        new_used = ok & (np.abs(resid) <= sigma * max(scale, 1e-6))
+        centre = np.median(resid[used])
+        scale = 1.4826 * np.median(np.abs(resid[used] - centre))
+        new_used = ok & (np.abs(resid - centre) <= sigma * max(scale, 1e-6))
         if new_used.sum() < min_stars or np.array_equal(new_used, used):
             break
         used = new_used
     scatter = float(np.std(resid[used])) if used.any() else np.nan
     return ZeroPointFit(zero_point=zp, color_term=cterm, scatter=scatter, n_used=int(used.sum()),
-                        used=used)
+                        used=used, slope=slp)

@@ -21,7 +21,7 @@ from astropy.time import Time
 from ..config import conf
 from ..exceptions import AEQAWarning, CatalogError
 from ..utils import atomic_write
-from ._utils import celestial_wcs
+from ._utils import frame_epoch, celestial_wcs
 
 __all__ = ["REQUIRED_COLUMNS", "GAIA_COLUMNS", "load_catalog", "query_gaia", "propagate_epoch",
            "footprint"]
@@ -368,7 +368,7 @@ def query_gaia(ccd, *, g_range=(None, None), ruwe_max=1.4, epoch="auto", margin=
                 out.write(tmp, format="ascii.ecsv", overwrite=True)
     result = _standardise(result, f"Gaia ({table})")
     if isinstance(epoch, str) and epoch == "auto":
-        epoch = ccd.meta.get("DATE-OBS") or ccd.meta.get("DATE_OBS")
-    if epoch:
+        epoch = frame_epoch(ccd)
+    if epoch is not None:
         result = propagate_epoch(result, epoch)
     return result

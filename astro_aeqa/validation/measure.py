@@ -11,7 +11,7 @@ from ..exceptions import CatalogError, InputDataError
 from .calibration import crossmatch, fit_zero_point
 from .catalogs import load_catalog
 from .photometry import _fwhm_pixels, aperture_photometry_table, detect_stars
-from ._utils import as_ccd, celestial_wcs, pixel_scale
+from ._utils import frame_epoch, as_ccd, celestial_wcs, pixel_scale
 
 __all__ = ["measure_frame", "patch_scores_at"]
 
@@ -64,14 +64,14 @@ def patch_scores_at(score_map, x, y):
 def measure_frame(ccd, catalog, *, score_map=None, positions="detect", fwhm=None,
                   threshold=5.0, match_radius=None, radius=None, annulus=None, snr_min=20.0,
                   g_range=None, color_term=False, min_matches=10, max_scatter=0.3,
-                  epoch="auto", name="image"):
+                  fit_slope=False, epoch="auto", name="image"):
     """
     Measure the photometric error of every catalogue star in one frame.
 
     Stars are detected (or taken at the catalogue positions), measured in
     apertures with a local background, matched to the catalogue, and
-    calibrated with a zero point fitted on unmasked, unflagged stars with
-    ``snr >= snr_min``. The error of a star is ``mag_cal - mag_cat``.
+    calibrated with a zero point fitted on unflagged stars whose aperture and
+    background annulus are free of masked pixels, with ``snr >= snr_min``. The error of a star is ``mag_cal - mag_cat``.
 
     Parameters
     ----------
@@ -99,6 +99,9 @@ def measure_frame(ccd, catalog, *, score_map=None, positions="detect", fwhm=None
         ``(min, max)`` catalogue G magnitudes used.
     color_term : bool, optional
         Fit a BP-RP colour term (needs ``bp_rp``).
+    fit_slope : bool, optional
+        Also fit a slope of catalogue against instrumental magnitude, for
+        non-linear detectors (photographic plates); see `fit_zero_point`.
     min_matches : int, optional
         Fewest matched zero-point stars; fewer means the WCS or catalogue
         does not fit the frame.
@@ -116,8 +119,10 @@ def measure_frame(ccd, catalog, *, score_map=None, positions="detect", fwhm=None
         known), ``x``, ``y``, ``ra``, ``dec``, ``separation``, ``mag_inst``,
         ``mag_inst_err``, ``mag_cat``, ``mag_cal``, ``error`` (mag),
         ``snr``, ``score`` (NaN without a map), ``masked`` (the aperture
-        touches ``ccd.mask``), ``saturated``, ``edge``, ``flags`` and
-        ``zp_star``. ``meta`` holds ``frame``, ``zero_point``,
+        touches ``ccd.mask``), ``annulus_masked``, ``blended`` (a catalogue
+        neighbour at most 2.5 mag fainter within two aperture radii),
+        ``saturated``, ``edge``, ``flags`` and ``zp_star`` (used for the zero
+        point). ``meta`` holds ``frame``, ``zero_point``,
         ``zp_scatter``, ``color_term``, ``n_matches``, ``n_zp``,
         ``mask_ratio`` and ``frame_score``.
 
@@ -148,8 +153,8 @@ def measure_frame(ccd, catalog, *, score_map=None, positions="detect", fwhm=None
     else:
         catalog = load_catalog(catalog, g_range=g_range)
     if isinstance(epoch, str) and epoch == "auto":
-        epoch = ccd.meta.get("DATE-OBS") or ccd.meta.get("DATE_OBS") or None
-    if epoch:
+        epoch = frame_epoch(ccd)
+    if epoch is not None:
         from .catalogs import propagate_epoch
 
         catalog = propagate_epoch(catalog, epoch)
@@ -193,13 +198,25 @@ def measure_frame(ccd, catalog, *, score_map=None, positions="detect", fwhm=None
         out[col] = phot[col]
     out["mag_cat"] = catalog["phot_g_mean_mag"][ci]
     color = catalog["bp_rp"][ci] if "bp_rp" in catalog.colnames else None
-    for col in ("masked", "saturated", "edge", "flags"):
+    for col in ("masked", "annulus_masked", "saturated", "edge", "flags"):
         out[col] = phot[col]
     if score_map is not None:
         out["score"] = patch_scores_at(score_map, xs, ys)
     else:
         out["score"] = np.full(len(out), np.nan)
-    usable = (np.isfinite(out["mag_inst"].value) & ~out["masked"] & ~out["saturated"] & ~out["edge"]
+    # a catalogue neighbour (up to 2.5 mag fainter) within two aperture radii: blended
+    from scipy.spatial import cKDTree
+
+    r_ap = float(phot.meta.get("radius", 1.5 * _fwhm_pixels(ccd, fwhm)))
+    gmag = catalog["phot_g_mean_mag"].to_value(u.mag)
+    tree = cKDTree(np.column_stack([cx[cat_idx], cy[cat_idx]]))
+    blended = np.zeros(len(out), bool)
+    for k, neigh in enumerate(tree.query_ball_point(np.column_stack([xs, ys]), 2 * r_ap) if len(xs) else []):
+        others = [cat_idx[j] for j in neigh if cat_idx[j] != ci[k]]
+        blended[k] = any(gmag[j] < gmag[ci[k]] + 2.5 for j in others)
+    out["blended"] = blended
+    usable = (np.isfinite(out["mag_inst"].value) & ~out["masked"] & ~out["annulus_masked"] & ~blended
+              & ~out["saturated"] & ~out["edge"]
               & (np.nan_to_num(np.asarray(out["snr"], float)) >= snr_min))
     n_usable = int(usable.sum())
     if n_usable < min_matches:
@@ -212,7 +229,7 @@ def measure_frame(ccd, catalog, *, score_map=None, positions="detect", fwhm=None
         msg = "color_term=True needs a 'bp_rp' column (or phot_bp_mean_mag and phot_rp_mean_mag) in the catalogue"
         raise CatalogError(msg)
     fit = fit_zero_point(out["mag_inst"][usable], out["mag_cat"][usable],
-                         color=color[usable] if color_term else None)
+                         color=color[usable] if color_term else None, slope=fit_slope)
     if not fit.scatter <= max_scatter:
         msg = (f"zero-point scatter {fit.scatter:.3f} mag on {name} is above max_scatter="
                f"{max_scatter} mag: the matches are probably wrong (bad WCS or another field) or the "
@@ -229,11 +246,13 @@ def measure_frame(ccd, catalog, *, score_map=None, positions="detect", fwhm=None
         "zero_point": fit.zero_point,
         "zp_scatter": fit.scatter,
         "color_term": fit.color_term,
+        "slope": fit.slope,
         "n_matches": len(out),
         "n_zp": fit.n_used,
         "mask_ratio": float(np.mean(mask)) if mask is not None else 0.0,
         "frame_score": float(np.nanmean(np.asarray(score_map.data, float))) if score_map is not None else np.nan,
         "date_obs": str(ccd.meta.get("DATE-OBS", "")),
+        "match_radius_arcsec": float(match_radius.to_value(u.arcsec)),
     })
     log.info("%s: %d matches, zero point %.3f +- %.3f mag (%d stars)", name, len(out),
              fit.zero_point, fit.scatter, fit.n_used)

@@ -146,7 +146,8 @@ def aperture_photometry_table(ccd, positions, *, fwhm=None, radius=None, annulus
         units, background subtracted), ``bkg`` (per pixel), ``bkg_rms``,
         ``snr``, ``mag_inst`` and ``mag_inst_err`` (mag, from flux per second
         when ``EXPTIME`` is known), the booleans ``saturated``, ``edge``,
-        ``masked`` and ``flags`` (`~astro_aeqa.flags.AEQAFlags` bits
+        ``masked`` (the aperture touches ``ccd.mask``), ``annulus_masked``
+        (the background annulus does) and ``flags`` (`~astro_aeqa.flags.AEQAFlags` bits
         SATURATED, EDGE, INPUT_MASKED).
 
     Examples
@@ -192,7 +193,7 @@ def aperture_photometry_table(ccd, positions, *, fwhm=None, radius=None, annulus
     if n == 0:
         for col in ("flux", "flux_err", "bkg", "bkg_rms", "snr", "mag_inst", "mag_inst_err"):
             table[col] = np.zeros(0)
-        for col in ("saturated", "edge", "masked"):
+        for col in ("saturated", "edge", "masked", "annulus_masked"):
             table[col] = np.zeros(0, bool)
         table["flags"] = np.zeros(0, np.uint16)
         return table
@@ -237,10 +238,11 @@ def aperture_photometry_table(ccd, positions, *, fwhm=None, radius=None, annulus
     saturated = np.zeros(n, bool) if saturation is None else (peak >= saturation)
     if ccd.mask is not None:
         mask_float = np.asarray(ccd.mask, bool).astype(float)
-        masked = np.asarray(ApertureStats(mask_float, aper).max, float) > 0
-        masked = np.nan_to_num(masked, nan=0).astype(bool)
+        masked = np.nan_to_num(np.asarray(ApertureStats(mask_float, aper).max, float)) > 0
+        annulus_masked = np.nan_to_num(np.asarray(ApertureStats(mask_float, ann).max, float)) > 0
     else:
         masked = np.zeros(n, bool)
+        annulus_masked = np.zeros(n, bool)
     flags = (saturated * int(AEQAFlags.SATURATED) | edge * int(AEQAFlags.EDGE)
              | masked * int(AEQAFlags.INPUT_MASKED)).astype(np.uint16)
     unit = ccd.unit if ccd.unit is not None else u.adu
@@ -254,6 +256,7 @@ def aperture_photometry_table(ccd, positions, *, fwhm=None, radius=None, annulus
     table["saturated"] = saturated
     table["edge"] = edge
     table["masked"] = masked
+    table["annulus_masked"] = annulus_masked
     table["flags"] = flags
     table.meta.update({"radius": r, "annulus": (r_in, r_out), "gain": gain, "read_noise": read_noise,
                        "exptime": exptime})

@@ -27,7 +27,11 @@ def _grid(shape, patch_size):
 
 
 def _wrap(scores, p, wcs):
-    sliced = wcs.slice((slice(None, None, p), slice(None, None, p))) if wcs is not None else None
+    sliced = None
+    if wcs is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "cdelt will be ignored since cd is present"
+            sliced = wcs.slice((slice(None, None, p), slice(None, None, p)))
     return NDData(scores.astype(np.float32), wcs=sliced, meta={"AEQAPSZ": p})
 
 

@@ -1,0 +1,138 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""``aeqa validate``: photometric validation of masks against Gaia or a local catalogue."""
+
+import logging
+from pathlib import Path
+
+from ..exceptions import AEQAError
+from ..utils import atomic_write, progress_bar
+
+__all__ = ["register", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "validate",
+        help="photometric validation of masks against Gaia DR3 or a local catalogue",
+        description=(
+            "Measure aperture photometry of catalogue stars in each FILE, calibrate it on the "
+            "catalogue, and write the per-star tables (ECSV) and the paper's studies (ECSV + PNG): "
+            "error against score, masked against unmasked stars, mask ratio, light curves. The mask "
+            "judged is the MASK extension of each file; the score is the AEQA_SCORE extension when "
+            "present, else a background-RMS proxy."
+        ),
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="FITS frames with a WCS")
+    parser.add_argument("--catalog", required=True, metavar="FILE|gaia",
+                        help="reference catalogue file (ECSV/CSV/FITS/VOTable, Gaia column names) "
+                             "or 'gaia' to query Gaia DR3")
+    parser.add_argument("--output-dir", default=".", metavar="DIR", help="where to write (default .)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--hdu", default=None, help="HDU index or name of the image (default: first with data)")
+    parser.add_argument("--fwhm", type=float, default=None, help="PSF FWHM in pixels (default: FWHM keyword or 3)")
+    parser.add_argument("--positions", choices=["detect", "catalog"], default="detect",
+                        help="detect stars, or forced photometry at catalogue positions")
+    parser.add_argument("--snr-min", type=float, default=20.0, help="S/N of zero-point stars (default 20)")
+    parser.add_argument("--min-matches", type=int, default=10, help="fewest zero-point stars (default 10)")
+    parser.add_argument("--g-range", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                        help="catalogue G magnitude range")
+    parser.add_argument("--patch-size", type=int, default=64,
+                        help="patch size of the proxy score map when a file has none (default 64)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _hdu(value):
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def _read(path, hdu):
+    """Return ``(ccd, score_map)`` of one file, through astro_aeqa.io when it is there."""
+    from ..validation._utils import as_ccd
+
+    score_map = None
+    try:
+        from ..io import read_aeqa_fits
+    except ImportError:
+        read_aeqa_fits = None
+    if read_aeqa_fits is not None and hdu is None:
+        try:
+            ccd, score_map, _flags = read_aeqa_fits(path)
+            return ccd, score_map
+        except (AEQAError, OSError, ValueError, KeyError):
+            log.debug("%s is not an AEQA output file; reading it as an image", path)
+    return as_ccd(str(path), hdu=hdu, name=str(path)), score_map
+
+
+def _write_table(table, path, overwrite):
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
+    return path
+
+
+def _write_figure(fig, path, overwrite):
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path
+
+
+def run(args):
+    from ..validation import (background_rms_score_map, error_vs_score, light_curve_study,
+                              load_catalog, mask_ratio_study, masked_vs_unmasked, measure_frame,
+                              query_gaia)
+
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hdu = _hdu(args.hdu)
+    g_range = tuple(args.g_range) if args.g_range else None
+    catalog = None
+    if args.catalog.lower() != "gaia":
+        catalog = load_catalog(args.catalog, g_range=g_range)
+    tables, written, n_failed = [], [], 0
+    for path in progress_bar(args.files, enabled=args.progress_bar, desc="validate"):
+        try:
+            ccd, score_map = _read(path, hdu)
+            if score_map is None:
+                log.info("%s: no AEQA_SCORE map; using the background-RMS proxy score", path)
+                score_map = background_rms_score_map(ccd, args.patch_size)
+            cat = catalog if catalog is not None else query_gaia(
+                ccd, g_range=g_range if g_range else (None, None), name=str(path))
+            stars = measure_frame(ccd, cat, score_map=score_map, positions=args.positions,
+                                  fwhm=args.fwhm, snr_min=args.snr_min, min_matches=args.min_matches,
+                                  name=str(path))
+        except (AEQAError, OSError, ValueError) as exc:
+            if len(args.files) == 1:
+                raise
+            log.error("%s: %s", path, exc)
+            n_failed += 1
+            continue
+        tables.append(stars)
+        target = out_dir / f"{Path(path).name.split('.')[0]}_stars.ecsv"
+        written.append(_write_table(stars, target, args.overwrite))
+    if not tables:
+        msg = "no file could be measured; see the errors above"
+        raise AEQAError(msg)
+    studies = [("error_vs_score", error_vs_score, {}),
+               ("masked_vs_unmasked", masked_vs_unmasked, {}),
+               ("mask_ratio", mask_ratio_study, {})]
+    if len(tables) >= 5:
+        studies.append(("light_curves", light_curve_study, {"min_frames": min(5, len(tables))}))
+    for stem, func, kwargs in studies:
+        try:
+            table, fig = func(tables, **kwargs)
+        except ValueError as exc:
+            log.warning("%s skipped: %s", stem, exc)
+            continue
+        table.meta.pop("per_frame", None)
+        written.append(_write_table(table, out_dir / f"validation_{stem}.ecsv", args.overwrite))
+        written.append(_write_figure(fig, out_dir / f"validation_{stem}.png", args.overwrite))
+    for path in written:
+        print(path)
+    return 1 if n_failed else 0
