@@ -16,7 +16,7 @@ from astropy.wcs import WCS
 from ..utils import check_fraction, check_positive_quantity, write_hdulist_atomic
 from ..utils import progress_bar as _progress_bar
 from . import _backgrounds as bg
-from ._render import EffectivePSF, add_stamps, scatter_stamps, sersic_stamp
+from ._render import EffectivePSF, add_stamps, sersic_stamp
 from ._sources import (GALAXY_FRACTION, STAR_DENSITY, default_mag_range, galaxy_params,
                        sample_power_law_mags)
 from .instrument import PAPER_2P5M, Instrument
@@ -303,16 +303,26 @@ def _render_sources(shape, x, y, flux, kinds, gal, psfs, psf_of, fwhm_pix, *, br
             kernel = epsf.pixel_psf(hp)
             for i in gi:
                 r = gal["r_disc"][i]
-                half = int(np.ceil(4 * r + hp)) + 1
+                half = int(np.ceil(3.5 * r + hp)) + 1
                 iy, ix = int(np.rint(y[i])), int(np.rint(x[i]))
                 comps = [(1 - gal["bulge_fraction"][i], r, 1.0, gal["q_disc"][i], gal["theta"][i]),
                          (gal["bulge_fraction"][i], gal["r_bulge"][i], 4.0, gal["q_bulge"][i],
                           gal["theta"][i])]
-                st = sersic_stamp(half, y[i] - iy, x[i] - ix, comps)
+                st = sersic_stamp(half, y[i] - iy, x[i] - ix, comps, oversample=3 if r < 4 else 1)
                 st = fftconvolve(st, kernel, mode="same")
                 st *= flux[i] / st.sum()
-                scatter_stamps(image, st[None], np.array([iy]), np.array([ix]))
+                _add_one(image, st, iy, ix)
     return image
+
+
+def _add_one(image, stamp, iy, ix):
+    """Add one stamp centred on pixel (iy, ix) by slicing."""
+    ny, nx = image.shape
+    h = stamp.shape[0] // 2
+    y0, y1 = max(iy - h, 0), min(iy + h + 1, ny)
+    x0, x1 = max(ix - h, 0), min(ix + h + 1, nx)
+    if y0 < y1 and x0 < x1:
+        image[y0:y1, x0:x1] += stamp[y0 - iy + h : y1 - iy + h, x0 - ix + h : x1 - ix + h]
 
 
 def _spikes(shape, x, y, flux, fwhm_pix, level, sky_e, rng, *, n_max=20):
