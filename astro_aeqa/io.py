@@ -1,0 +1,837 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+Reading images and writing the AEQA FITS products.
+
+This is the only module that knows FITS extension and keyword names.
+
+* `read_image` is the one input parser: a FITS path, an HDU, an HDUList, a
+  `~astropy.nddata.CCDData`, an `~astropy.nddata.NDData`, a numpy array or an
+  ``(array, WCS)`` tuple all become a new `~astropy.nddata.CCDData` with
+  float32 data.
+* `write_aeqa_fits` writes the output layout (atomically)::
+
+      PRIMARY     the data, unchanged; WCS; AEQA* keywords; HISTORY
+      MASK        uint8, the input mask OR the AEQA mask (CCDData convention)
+      UNCERT      the uncertainty, if any (CCDData convention)
+      AEQA_SCORE  float32 patch score map, with the WCS of the patch grid
+      AEQA_FLAGS  uint16 bit plane (bits of `astro_aeqa.flags.AEQAFlags`)
+
+  `~astropy.nddata.CCDData.read` still reads such a file (it ignores the
+  extra extensions), and `read_aeqa_fits` reads all of it back.
+"""
+
+import copy
+import logging
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.io.fits.verify import VerifyWarning
+from astropy.nddata import (
+    CCDData,
+    InverseVariance,
+    NDData,
+    StdDevUncertainty,
+    UnknownUncertainty,
+    VarianceUncertainty,
+)
+from astropy.wcs import WCS, FITSFixedWarning, Sip
+
+from .exceptions import AEQAWarning, InputDataError
+from .flags import flag_header_cards
+from .tiling import patch_grid_shape
+from .utils import write_hdulist_atomic
+
+__all__ = [
+    "read_image",
+    "score_map_wcs",
+    "aeqa_header_cards",
+    "write_aeqa_fits",
+    "read_aeqa_fits",
+    "AEQAProducts",
+    "MASK_EXTNAME",
+    "UNCERT_EXTNAME",
+    "SCORE_EXTNAME",
+    "FLAGS_EXTNAME",
+    "AEQA_KEYWORDS",
+]
+
+log = logging.getLogger(__name__)
+
+MASK_EXTNAME = "MASK"
+UNCERT_EXTNAME = "UNCERT"
+SCORE_EXTNAME = "AEQA_SCORE"
+FLAGS_EXTNAME = "AEQA_FLAGS"
+
+#: The AEQA header keywords: argument name -> (keyword, comment).
+AEQA_KEYWORDS = {
+    "version": ("AEQAVER", "astro_aeqa version"),
+    "model_name": ("AEQAMOD", "AEQA model name"),
+    "model_sha": ("AEQASHA", "SHA-256 of the model file (first 16 hex)"),
+    "score": ("AEQASCOR", "AEQA image score (mean patch score)"),
+    "threshold": ("AEQATHR", "AEQA patch score threshold of the mask"),
+    "fpr": ("AEQAFPR", "AEQA target false-mask rate"),
+    "patch_size": ("AEQAPSZ", "[pix] AEQA patch size"),
+    "masked_fraction": ("AEQAMFR", "AEQA masked fraction of pixels"),
+}
+_SHA_LENGTH = 16
+
+_OUR_EXTNAMES = (MASK_EXTNAME, UNCERT_EXTNAME, SCORE_EXTNAME, FLAGS_EXTNAME)
+_UNCERTAINTIES = {
+    "StdDevUncertainty": StdDevUncertainty,
+    "VarianceUncertainty": VarianceUncertainty,
+    "InverseVariance": InverseVariance,
+}
+_STRUCTURAL = re.compile(
+    r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|BZERO|BSCALE|BLANK|"
+    r"CHECKSUM|DATASUM|ZIMAGE|ZBITPIX|ZNAXIS\d*|ZTILE\d*|ZCMPTYPE|ZNAME\d*|ZVAL\d*|"
+    r"ZQUANTIZ|ZDITHER0|ZSIMPLE|ZEXTEND|ZBLOCKED|ZTENSION|ZPCOUNT|ZGCOUNT|ZHECKSUM|"
+    r"ZDATASUM|THEAP|TFIELDS|TTYPE\d*|TFORM\d*)$"
+)
+_SIP_KEY = re.compile(r"^(A|B|AP|BP)_(ORDER|DMAX|\d+_\d+)$")
+# DSS plate solutions: wcslib turns them into a TPD distortion; a header that
+# holds both crashes wcslib, so they go once a WCS has been derived.
+_DSS_KEY = re.compile(
+    r"^(AMD[XY]\d+|PLTRA[HMS]|PLTDEC(SN|D|M|S)|PPO\d+|CNPIX\d|XPIXELSZ|YPIXELSZ|PLTSCALE)$"
+)
+_WCS_EXTRA = re.compile(r"^(CD\d_\d|PC\d_\d|CROTA\d|WCSAXES|LONPOLE|LATPOLE|RADESYS|EQUINOX|EPOCH)$")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class AEQAProducts:
+    """
+    What `read_aeqa_fits` returns.
+
+    Attributes
+    ----------
+    ccd : `~astropy.nddata.CCDData`
+        The image (float32), with the written mask (True = bad) and
+        uncertainty.
+    score_map : `~astropy.nddata.NDData`
+        The patch score map, with the WCS of the patch grid (or None).
+    flags : `~numpy.ndarray`
+        The uint16 ``AEQA_FLAGS`` plane.
+    header : `~astropy.io.fits.Header`
+        The primary header (with the AEQA* keywords).
+    """
+
+    ccd: CCDData
+    score_map: NDData
+    flags: np.ndarray
+    header: fits.Header
+
+
+def _describe(source):
+    return str(source) if isinstance(source, str | Path) else f"the {type(source).__name__} input"
+
+
+def _is_image_hdu(hdu):
+    return isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU)
+
+
+def _has_data(hdu):
+    if not _is_image_hdu(hdu):
+        return False
+    naxis = hdu.header.get("NAXIS", 0)
+    if isinstance(hdu, fits.CompImageHDU):
+        return True
+    return naxis > 0 and all(hdu.header.get(f"NAXIS{i}", 0) > 0 for i in range(1, naxis + 1))
+
+
+def _hdu_shape(hdu):
+    naxis = hdu.header.get("NAXIS", 0)
+    return tuple(hdu.header.get(f"NAXIS{i}", 0) for i in range(naxis, 0, -1))
+
+
+def _hdu_table(hdul):
+    rows = []
+    for i, hdu in enumerate(hdul):
+        rows.append(f"  {i}: {hdu.name or '(no name)'} {type(hdu).__name__} shape={_hdu_shape(hdu)}")
+    return "\n".join(rows)
+
+
+def _select_hdu(hdul, hdu, name):
+    """Return the index of the image HDU to read."""
+    if hdu is not None:
+        try:
+            index = hdul.index_of(hdu)
+            selected = hdul[index]
+        except (KeyError, IndexError, TypeError) as exc:
+            msg = f"{name} has no HDU {hdu!r}; it holds:\n{_hdu_table(hdul)}"
+            raise InputDataError(msg) from exc
+        if not _is_image_hdu(selected) or not _has_data(selected):
+            msg = f"HDU {hdu!r} of {name} holds no image data; it holds:\n{_hdu_table(hdul)}"
+            raise InputDataError(msg)
+        return index
+    if len(hdul) and _has_data(hdul[0]):
+        return 0
+    candidates = [
+        i
+        for i, h in enumerate(hdul)
+        if i > 0 and _has_data(h) and h.name.upper() not in _OUR_EXTNAMES
+    ]
+    compressed = [i for i in candidates if isinstance(hdul[i], fits.CompImageHDU)]
+    if compressed:
+        return compressed[0]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        msg = f"{name} has no image HDU with data; it holds:\n{_hdu_table(hdul)}"
+        raise InputDataError(msg)
+    listing = "\n".join(
+        f"  {i}: {hdul[i].name or '(no name)'} (EXTVER {hdul[i].ver}) shape={_hdu_shape(hdul[i])}"
+        for i in candidates
+    )
+    msg = (
+        f"{name} has {len(candidates)} image extensions with data; pass hdu= "
+        f"(an index, a name or a (name, EXTVER) pair; on the command line --hdu) to choose one:\n{listing}"
+    )
+    raise InputDataError(msg)
+
+
+def _clean_meta(header, wcs=None):
+    """A copy of ``header`` without structural and WCS keywords."""
+    meta = fits.Header()
+    for card in header.cards:
+        key = card.keyword
+        if _STRUCTURAL.match(key):
+            continue
+        meta.append(card, end=True)
+    if wcs is not None:
+        keys = set(wcs.to_header(relax=True).keys())
+        for key in list(meta.keys()):
+            if key in keys or _SIP_KEY.match(key) or _WCS_EXTRA.match(key) or _DSS_KEY.match(key):
+                meta.remove(key, ignore_missing=True, remove_all=True)
+    return meta
+
+
+def _wcs_from_header(header, name):
+    """A 2-D WCS from a header, None if absent; a broken WCS warns and gives None."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header, naxis=2, relax=True)
+            if not any(ctype.strip() for ctype in wcs.wcs.ctype):
+                return None
+            wcs.wcs.set()
+            wcs.pixel_to_world_values(0.0, 0.0)
+    except Exception as exc:  # wcslib raises many kinds; all mean "unusable"
+        msg = f"{name}: the WCS in the header cannot be used and is ignored ({exc})"
+        warnings.warn(msg, AEQAWarning)
+        return None
+    return wcs
+
+
+def _unit_from(value, name, *, what="BUNIT"):
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return u.Unit(value)
+    except (ValueError, TypeError) as exc:
+        msg = f"{name}: unit {value!r} from {what} is not understood ({exc}); using adu"
+        warnings.warn(msg, AEQAWarning)
+        return None
+
+
+def _as_2d(data, name, where):
+    data = np.asanyarray(data)
+    if data.ndim > 2 and all(n == 1 for n in data.shape[:-2]):
+        data = data.reshape(data.shape[-2:])
+    if data.ndim != 2:
+        if data.ndim > 2:
+            msg = (
+                f"{where} of {name} holds data of shape {data.shape}, a {data.ndim}-D cube; "
+                "select one plane, e.g. read_image((cube[0], wcs)), or write it as a 2-D image"
+            )
+        else:
+            msg = f"{where} of {name} holds data of shape {data.shape}; a 2-D image is needed"
+        raise InputDataError(msg)
+    if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
+        msg = f"{where} of {name} holds non-numeric data (dtype {data.dtype})"
+        raise InputDataError(msg)
+    return data
+
+
+def _to_float32(data):
+    """A new float32 array (masked arrays: the data only)."""
+    return np.array(np.ma.getdata(data), dtype=np.float32, copy=True)
+
+
+def _read_hdulist(hdul, hdu, name, unit):
+    index = _select_hdu(hdul, hdu, name)
+    selected = hdul[index]
+    header = selected.header.copy()
+    if index > 0 and header.get("INHERIT", False):
+        merged = _clean_meta(hdul[0].header)
+        merged.extend(header, update=True)
+        header = merged
+    where = f"HDU {index} ({selected.name or 'PRIMARY'})"
+    raw = _as_2d(selected.data, name, where)
+    data = _to_float32(raw)
+    mask = None
+    blank = header.get("BLANK")
+    if blank is not None:
+        if raw.dtype.kind in "iu":  # astropy left the BLANK values in
+            bad = raw == blank * header.get("BSCALE", 1.0) + header.get("BZERO", 0.0)
+        else:  # astropy already turned them into NaN
+            bad = np.isnan(data)
+        if bad.any():
+            data[bad] = np.nan
+            mask = bad
+    wcs = _wcs_from_header(header, name)
+    meta = _clean_meta(header, wcs)
+    uncertainty = None
+    names = [h.name.upper() for h in hdul]
+    if MASK_EXTNAME in names and index != names.index(MASK_EXTNAME):
+        m = np.asarray(hdul[MASK_EXTNAME].data)
+        if m.shape == data.shape:
+            mask = (m != 0) if mask is None else (mask | (m != 0))
+    if UNCERT_EXTNAME in names and index != names.index(UNCERT_EXTNAME):
+        uhdu = hdul[UNCERT_EXTNAME]
+        if uhdu.data is not None and uhdu.data.shape == data.shape:
+            cls = _UNCERTAINTIES.get(uhdu.header.get("UTYPE", "StdDevUncertainty"), UnknownUncertainty)
+            uunit = _unit_from(uhdu.header.get("BUNIT"), name)
+            uncertainty = cls(np.array(uhdu.data, copy=True), unit=uunit)
+    file_unit = _unit_from(header.get("BUNIT"), name)
+    return CCDData(
+        data,
+        unit=unit or file_unit or u.adu,
+        mask=mask,
+        uncertainty=uncertainty,
+        wcs=wcs,
+        meta=meta,
+    )
+
+
+def _open_and_read(path, hdu, unit):
+    path = Path(path)
+    name = str(path)
+    if not path.exists():
+        msg = f"{name}: no such file"
+        raise FileNotFoundError(msg)
+    if path.is_dir():
+        msg = f"{name} is a directory, not a FITS file"
+        raise InputDataError(msg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with fits.open(path, memmap=False) as hdul:
+                ccd = _read_hdulist(hdul, hdu, name, unit)
+        except (InputDataError, FileNotFoundError):
+            raise
+        except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            truncated = [w for w in caught if "truncated" in str(w.message)]
+            if truncated:
+                reason = f"{str(truncated[0].message)} ({reason})"
+            msg = f"{name} is not a readable FITS file: {reason}"
+            raise InputDataError(msg) from exc
+    _replay_warnings(caught, name)
+    return ccd
+
+
+def _replay_warnings(caught, name):
+    """Astropy's header/verify noise goes to the log; ours and others are re-issued."""
+    for w in caught:
+        from_fits = "astropy" in str(w.filename) and "fits" in str(w.filename)
+        if issubclass(w.category, VerifyWarning | FITSFixedWarning) or (
+            from_fits and "truncated" not in str(w.message)
+        ):
+            log.info("%s: %s", name, w.message)
+        elif "truncated" in str(w.message):
+            msg = f"{name} is not a readable FITS file: {w.message}"
+            raise InputDataError(msg)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _copy_wcs(wcs, name):
+    if wcs is None:
+        return None
+    if isinstance(wcs, WCS):
+        return wcs.deepcopy()
+    low = getattr(wcs, "low_level_wcs", wcs)
+    inner = getattr(low, "_wcs", None)
+    if isinstance(inner, WCS) and getattr(low, "pixel_n_dim", 0) == 2 and inner.naxis == 2:
+        return inner.deepcopy()
+    msg = f"{name}: a {type(wcs).__name__} WCS cannot be stored in a CCDData; the WCS is dropped"
+    warnings.warn(msg, AEQAWarning)
+    return None
+
+
+def _copy_uncertainty(unc):
+    if unc is None:
+        return None
+    return type(unc)(np.array(unc.array, copy=True), unit=unc.unit)
+
+
+def read_image(image, *, hdu=None, unit=None):
+    """
+    Read any supported image input into a new `~astropy.nddata.CCDData`.
+
+    Parameters
+    ----------
+    image : str, `~pathlib.Path`, HDU, `~astropy.io.fits.HDUList`, `~astropy.nddata.CCDData`, \
+`~astropy.nddata.NDData`, `~numpy.ndarray` or tuple
+        A FITS file name; an `~astropy.io.fits.PrimaryHDU`,
+        `~astropy.io.fits.ImageHDU` or `~astropy.io.fits.CompImageHDU`; an
+        HDUList; a CCDData or NDData; a 2-D array (a masked array keeps its
+        mask); or an ``(array, WCS)`` / ``(array, Header)`` tuple.
+    hdu : int, str or tuple, optional
+        For files and HDULists: the HDU to read (index, EXTNAME or
+        ``(EXTNAME, EXTVER)``). By default the primary HDU if it holds data,
+        else the first compressed image, else the only image extension with
+        data; several candidates raise an error that lists them.
+    unit : `~astropy.units.Unit` or str, optional
+        Overrides the input's unit. When the input has none (no BUNIT, a
+        plain array), the unit is ``adu``.
+
+    Returns
+    -------
+    ccd : `~astropy.nddata.CCDData`
+        A new object that shares no memory with the input: float32 data
+        (integer FITS data with BZERO/BSCALE are converted exactly, up to
+        float32 precision, i.e. 2**24), a bool mask (from the input's mask,
+        a ``MASK`` extension written by CCDData, and pixels equal to BLANK,
+        which also become NaN), the uncertainty (or a ``UNCERT`` extension),
+        the WCS (None if absent; a broken WCS warns and gives None), and the
+        header as ``meta`` without its structural and WCS keywords (as
+        `~astropy.nddata.CCDData.read` does).
+
+    Raises
+    ------
+    FileNotFoundError
+        If a path does not exist.
+    astro_aeqa.exceptions.InputDataError
+        If a file is not readable FITS (corrupt, truncated), has no image HDU
+        or several candidates, or the data are not 2-D. The message names
+        the file.
+
+    Notes
+    -----
+    Finite values are not checked here; the evaluator does that. Astropy's
+    header verification warnings (non-standard cards) go to the log.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa.io import read_image
+    >>> ccd = read_image(np.arange(6, dtype=np.int16).reshape(2, 3))
+    >>> ccd.data.dtype, ccd.unit, ccd.wcs
+    (dtype('float32'), Unit("adu"), None)
+    """
+    unit = None if unit is None else u.Unit(unit)
+    if isinstance(image, str | Path):
+        return _open_and_read(image, hdu, unit)
+    name = _describe(image)
+    if isinstance(image, fits.HDUList):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ccd = _read_hdulist(image, hdu, "the HDUList input", unit)
+        _replay_warnings(caught, "the HDUList input")
+        return ccd
+    if _is_image_hdu(image):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if image.data is None:
+                msg = f"the {type(image).__name__} input holds no data"
+                raise InputDataError(msg)
+            ccd = _read_hdulist(_single(image), None, name, unit)
+        _replay_warnings(caught, name)
+        return ccd
+    if isinstance(image, NDData):
+        data = _as_2d(image.data, name, "the data")
+        mask = None
+        if image.mask is not None:
+            mask = np.array(np.asarray(image.mask) != 0, dtype=bool)
+            if mask.shape != data.shape:
+                msg = f"{name}: mask shape {mask.shape} differs from data shape {data.shape}"
+                raise InputDataError(msg)
+        meta = copy.deepcopy(image.meta) if image.meta is not None else {}
+        return CCDData(
+            _to_float32(data),
+            unit=unit or image.unit or u.adu,
+            mask=mask,
+            uncertainty=_copy_uncertainty(image.uncertainty),
+            wcs=_copy_wcs(image.wcs, name),
+            meta=meta,
+        )
+    if isinstance(image, tuple):
+        if len(image) != 2:
+            msg = f"a tuple input must be (array, WCS) or (array, Header), got {len(image)} items"
+            raise TypeError(msg)
+        array, wcs = image
+        meta = {}
+        if isinstance(wcs, fits.Header):
+            meta = _clean_meta(wcs)
+            wcs = _wcs_from_header(wcs, "the (array, Header) input")
+            if wcs is not None:
+                meta = _clean_meta(image[1], wcs)
+        else:
+            wcs = _copy_wcs(wcs, "the (array, WCS) input")
+        data = _as_2d(array, "the (array, WCS) input", "the array")
+        mask = np.array(np.ma.getmaskarray(data)) if np.ma.isMaskedArray(data) else None
+        return CCDData(_to_float32(data), unit=unit or u.adu, mask=mask, wcs=wcs, meta=meta)
+    if isinstance(image, np.ndarray | list):
+        data = _as_2d(image, "the array input", "the array")
+        mask = np.array(np.ma.getmaskarray(data)) if np.ma.isMaskedArray(data) else None
+        return CCDData(_to_float32(data), unit=unit or u.adu, mask=mask)
+    msg = (
+        f"cannot read an image from {type(image).__name__}; pass a FITS file name, an HDU, an "
+        "HDUList, a CCDData, an NDData, a 2-D array or an (array, WCS) tuple"
+    )
+    raise TypeError(msg)
+
+
+def _single(hdu):
+    """An HDUList around a copy of a single HDU (so the input is never touched)."""
+    header = _data_header(hdu.header)
+    return fits.HDUList([fits.PrimaryHDU(data=hdu.data, header=header)])
+
+
+def _data_header(header):
+    """A header to build a new HDU around already-scaled data."""
+    header = header.copy()
+    for key in ("BZERO", "BSCALE", "XTENSION", "PCOUNT", "GCOUNT"):
+        header.remove(key, ignore_missing=True)
+    return header
+
+
+# --------------------------------------------------------------------------- score map WCS
+
+
+def _sliced_wcs(wcs, step):
+    """The WCS of ``wcs`` sampled every ``step`` pixels (linear part scaled, SIP rescaled)."""
+    new = wcs.deepcopy()
+    crpix = (wcs.wcs.crpix - 0.5) / step + 0.5
+    new.wcs.crpix = crpix
+    # Scale the matrix, not CDELT: sequent distortions (e.g. DSS plates) act on
+    # the intermediate pixel coordinates, which then stay unchanged.
+    if wcs.wcs.has_cd():
+        new.wcs.cd = wcs.wcs.cd * step
+    else:
+        new.wcs.pc = wcs.wcs.get_pc() * step
+    if wcs.sip is not None:
+        def scale(coeffs):
+            if coeffs is None:
+                return None
+            p, q = np.indices(coeffs.shape)
+            return coeffs * float(step) ** (p + q - 1)
+
+        sip = wcs.sip
+        new.sip = Sip(scale(sip.a), scale(sip.b), scale(sip.ap), scale(sip.bp), crpix)
+    new.wcs.set()
+    return new
+
+
+def _slice_error(original, sliced, step, shape):
+    """Largest offset (original pixels) between patch centres and the sliced WCS."""
+    n_py, n_px = shape
+    jj = np.array([0, n_px - 1, 0, n_px - 1, n_px // 2], dtype=float)
+    ii = np.array([0, 0, n_py - 1, n_py - 1, n_py // 2], dtype=float)
+    world = sliced.pixel_to_world_values(jj, ii)
+    x, y = original.world_to_pixel_values(*world)
+    expect_x = jj * step + (step - 1) / 2
+    expect_y = ii * step + (step - 1) / 2
+    return float(np.nanmax(np.hypot(x - expect_x, y - expect_y)))
+
+
+def score_map_wcs(wcs, patch_size, shape):
+    """
+    Return the WCS of the patch grid: ``wcs`` sampled every ``patch_size`` pixels.
+
+    Patch ``(i, j)`` of the score map (array order) is centred, in the image,
+    on pixel ``(i * p + (p - 1) / 2, j * p + (p - 1) / 2)``; the returned WCS
+    gives that patch centre's sky position at pixel ``(i, j)``. (A partial
+    patch at the far edge is given the position its centre would have if
+    it were whole.) This is ``wcs.slice((slice(None, None, p),) * 2)``, but
+    the linear matrix (not CDELT) is scaled and SIP coefficients are
+    rescaled, so that distorted WCSs (SIP, DSS plate solutions) stay exact.
+
+    Parameters
+    ----------
+    wcs : `~astropy.wcs.WCS` or None
+        The image WCS (2-D).
+    patch_size : int
+        Side of a patch, in pixels.
+    shape : tuple of int
+        Image shape ``(ny, nx)``; sets the WCS ``array_shape`` to the grid.
+
+    Returns
+    -------
+    wcs : `~astropy.wcs.WCS` or None
+        None if ``wcs`` is None.
+
+    Examples
+    --------
+    >>> from astropy.wcs import WCS
+    >>> from astro_aeqa.io import score_map_wcs
+    >>> w = WCS(naxis=2); w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    >>> w.wcs.crpix = [50.5, 50.5]; w.wcs.cdelt = [-1e-4, 1e-4]; w.wcs.crval = [10.0, 20.0]
+    >>> s = score_map_wcs(w, 10, (100, 100))
+    >>> s.array_shape, [round(float(v), 6) for v in s.wcs.crpix]
+    ((10, 10), [5.5, 5.5])
+    """
+    if wcs is None:
+        return None
+    if not isinstance(wcs, WCS) or wcs.pixel_n_dim != 2:
+        msg = f"wcs must be a 2-D astropy.wcs.WCS or None, got {type(wcs).__name__}"
+        raise TypeError(msg)
+    p = int(patch_size)
+    grid = patch_grid_shape(shape, p)
+    candidates = []
+    try:
+        candidates.append(_sliced_wcs(wcs, p))
+    except Exception as exc:  # unusual WCS: fall back to astropy's slicing
+        log.debug("own WCS slicing failed (%s); using WCS.slice", exc)
+    candidates.append(wcs.slice((slice(None, None, p), slice(None, None, p))))
+    best, best_err = None, math.inf
+    for cand in candidates:
+        try:
+            err = _slice_error(wcs, cand, p, grid)
+        except Exception:  # noqa: BLE001 - a WCS that cannot be inverted
+            err = math.inf
+        if err < best_err:
+            best, best_err = cand, err
+        if err < 1e-3:
+            break
+    if not best_err < 0.01:
+        msg = (
+            f"the score map WCS is approximate: patch centres are off by up to {best_err:.3g} "
+            "image pixels (the image WCS has a distortion that cannot be resampled exactly)"
+        )
+        warnings.warn(msg, AEQAWarning)
+    best.array_shape = grid
+    return best
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _card_value(value, comment):
+    """Header-safe value: None and non-finite numbers become FITS undefined."""
+    if value is None:
+        return fits.card.UNDEFINED, comment
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return fits.card.UNDEFINED, f"{comment} ({value})"
+    return value, comment
+
+
+def _fit_comment(key, value, comment):
+    """Shorten ``comment`` so that the card fits in 80 characters."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VerifyWarning)
+        while comment:
+            try:
+                card = fits.Card(key, value, comment)
+                card.image  # noqa: B018 - formats, warns if too long
+                return comment
+            except VerifyWarning:
+                comment = comment[:-1]
+    return comment
+
+
+def aeqa_header_cards(
+    *,
+    version,
+    model_name,
+    model_sha,
+    score,
+    threshold,
+    fpr,
+    patch_size,
+    masked_fraction,
+):
+    """
+    Return the AEQA* header cards as ``(keyword, value, comment)`` tuples.
+
+    A value of None (for example ``fpr`` when an explicit threshold was
+    given) or a non-finite number (an infinite threshold: nothing masked) is
+    written as a FITS *undefined* value (blank value field; astropy reads it
+    back as ``astropy.io.fits.card.UNDEFINED``), with the non-finite value
+    noted in the comment. ``model_sha`` is written as its first 16 hex
+    digits, so that the card keeps its comment.
+
+    Examples
+    --------
+    >>> from astro_aeqa.io import aeqa_header_cards
+    >>> cards = aeqa_header_cards(version="0.1", model_name="small", model_sha="ab" * 32,
+    ...                           score=1.5, threshold=3.5, fpr=None, patch_size=64,
+    ...                           masked_fraction=0.25)
+    >>> [c[0] for c in cards]
+    ['AEQAVER', 'AEQAMOD', 'AEQASHA', 'AEQASCOR', 'AEQATHR', 'AEQAFPR', 'AEQAPSZ', 'AEQAMFR']
+    >>> cards[2][1]
+    'abababababababab'
+    """
+    values = {
+        "version": None if version is None else str(version),
+        "model_name": None if model_name is None else str(model_name),
+        "model_sha": None if model_sha is None else str(model_sha)[:_SHA_LENGTH],
+        "score": None if score is None else float(score),
+        "threshold": None if threshold is None else float(threshold),
+        "fpr": None if fpr is None else float(fpr),
+        "patch_size": None if patch_size is None else int(patch_size),
+        "masked_fraction": None if masked_fraction is None else float(masked_fraction),
+    }
+    cards = []
+    for arg, (key, comment) in AEQA_KEYWORDS.items():
+        value, comment = _card_value(values[arg], comment)
+        cards.append((key, value, _fit_comment(key, value, comment)))
+    return cards
+
+
+def _as_score_nddata(score_map):
+    if isinstance(score_map, NDData):
+        return np.asarray(score_map.data), score_map.wcs
+    return np.asarray(score_map), None
+
+
+def write_aeqa_fits(
+    path, ccd, *, score_map, flags, overwrite=False, original_data=None, header_cards=None
+):
+    """
+    Write the AEQA products of one image to a FITS file, atomically.
+
+    Parameters
+    ----------
+    path : str or `~pathlib.Path`
+        Output file.
+    ccd : `~astropy.nddata.CCDData`
+        The evaluated image: its mask (the input mask OR the AEQA mask) goes
+        to ``MASK`` (uint8), its uncertainty to ``UNCERT``, its WCS, meta
+        (including AEQA* keywords and HISTORY) to the primary header.
+    score_map : `~astropy.nddata.NDData` or array-like
+        The patch score map; its ``wcs`` (see `score_map_wcs`) is written in
+        the ``AEQA_SCORE`` header.
+    flags : array-like
+        The uint16 flag plane of the image shape (see
+        `astro_aeqa.masking.build_flag_plane`).
+    overwrite : bool, optional
+        Replace an existing file. Default `False`.
+    original_data : array-like, optional
+        Written as the primary data instead of ``ccd.data``, so the data are
+        unchanged (e.g. the original uint16 array of a raw frame).
+    header_cards : list of tuple, optional
+        Extra ``(keyword, value, comment)`` cards for the primary header
+        (e.g. from `aeqa_header_cards`); they override ``ccd.meta``.
+
+    Returns
+    -------
+    path : `~pathlib.Path`
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False. Nothing is written.
+    ValueError
+        If a plane does not have the image shape.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        msg = f"{path}: file exists; pass overwrite=True (or --overwrite) to replace it"
+        raise FileExistsError(msg)
+    shape = ccd.data.shape
+    flags = np.asarray(flags)
+    if flags.shape != shape:
+        msg = f"flags must have the image shape {shape}, got {flags.shape}"
+        raise ValueError(msg)
+    if flags.dtype.kind not in "biu" or (flags.size and int(flags.max()) > 0xFFFF):
+        msg = f"flags must be unsigned integers that fit in 16 bits, got dtype {flags.dtype}"
+        raise ValueError(msg)
+    score_data, score_wcs = _as_score_nddata(score_map)
+    if score_data.ndim != 2:
+        msg = f"score_map must be 2-D (the patch grid), got shape {score_data.shape}"
+        raise ValueError(msg)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        hdul = ccd.to_hdu(hdu_mask=MASK_EXTNAME, hdu_uncertainty=UNCERT_EXTNAME, wcs_relax=True)
+    primary_header = _data_header(hdul[0].header)
+    for key in ("EXTNAME", "EXTVER", "INHERIT", "BLANK"):
+        primary_header.remove(key, ignore_missing=True)
+    if ccd.wcs is not None:
+        for key in list(primary_header.keys()):
+            if _DSS_KEY.match(key):
+                primary_header.remove(key, ignore_missing=True, remove_all=True)
+    for key in list(primary_header.keys()):
+        if key.startswith("AEQA"):
+            value, comment = _card_value(primary_header[key], primary_header.comments[key])
+            primary_header[key] = (value, comment)
+    for key, value, comment in header_cards or ():
+        value, comment = _card_value(value, comment)
+        primary_header[key] = (value, _fit_comment(key, value, comment))
+    data = ccd.data if original_data is None else np.asarray(original_data)
+    if data.shape != shape:
+        msg = f"original_data must have the image shape {shape}, got {data.shape}"
+        raise ValueError(msg)
+    hdul[0] = fits.PrimaryHDU(data=data, header=primary_header)
+
+    score_header = fits.Header()
+    if score_wcs is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            score_header.extend(score_wcs.to_header(relax=True))
+    score_header["COMMENT"] = "AEQA patch scores: one pixel per patch of the primary image."
+    patch = primary_header.get("AEQAPSZ")
+    if isinstance(patch, int):
+        score_header["AEQAPSZ"] = (patch, AEQA_KEYWORDS["patch_size"][1])
+    hdul.append(
+        fits.ImageHDU(data=score_data.astype(np.float32), header=score_header, name=SCORE_EXTNAME)
+    )
+    flag_header = fits.Header()
+    for key, value, comment in flag_header_cards():
+        flag_header[key] = (value, _fit_comment(key, value, comment))
+    flag_header["COMMENT"] = "AEQA flag bits; AEQAFBn names bit n (value 2**n)."
+    hdul.append(fits.ImageHDU(data=flags.astype(np.uint16), header=flag_header, name=FLAGS_EXTNAME))
+    write_hdulist_atomic(hdul, path, overwrite=overwrite)
+    log.info("wrote %s", path)
+    return path
+
+
+def read_aeqa_fits(path):
+    """
+    Read a file written by `write_aeqa_fits`.
+
+    Parameters
+    ----------
+    path : str or `~pathlib.Path`
+
+    Returns
+    -------
+    products : `AEQAProducts`
+
+    Raises
+    ------
+    astro_aeqa.exceptions.InputDataError
+        If the file lacks the ``AEQA_SCORE`` or ``AEQA_FLAGS`` extension
+        (it was not written by astro_aeqa), or is not readable FITS.
+    """
+    ccd = read_image(path, hdu=0)
+    name = str(path)
+    with fits.open(path, memmap=False) as hdul:
+        names = [h.name.upper() for h in hdul]
+        missing = [ext for ext in (SCORE_EXTNAME, FLAGS_EXTNAME) if ext not in names]
+        if missing:
+            msg = (
+                f"{name} has no {' and no '.join(missing)} extension: it was not written by "
+                "astro_aeqa (write it with astro_aeqa.io.write_aeqa_fits or `aeqa evaluate`)"
+            )
+            raise InputDataError(msg)
+        header = hdul[0].header.copy()
+        shdu = hdul[SCORE_EXTNAME]
+        swcs = _wcs_from_header(shdu.header, f"{name}[{SCORE_EXTNAME}]")
+        score = NDData(
+            np.array(shdu.data, dtype=np.float32, copy=True), wcs=swcs, meta=shdu.header.copy()
+        )
+        flags = np.array(hdul[FLAGS_EXTNAME].data, dtype=np.uint16, copy=True)
+    return AEQAProducts(ccd=ccd, score_map=score, flags=flags, header=header)
