@@ -49,6 +49,7 @@ from .utils import write_hdulist_atomic
 
 __all__ = [
     "read_image",
+    "read_original_data",
     "score_map_wcs",
     "aeqa_header_cards",
     "write_aeqa_fits",
@@ -489,6 +490,56 @@ def read_image(image, *, hdu=None, unit=None):
         "HDUList, a CCDData, an NDData, a 2-D array or an (array, WCS) tuple"
     )
     raise TypeError(msg)
+
+
+def read_original_data(image, *, hdu=None):
+    """
+    Return the input's pixel array in its own dtype, for writing it back unchanged.
+
+    `read_image` converts to float32; pass this array as ``original_data``
+    to `write_aeqa_fits` so that, e.g., a raw uint16 frame is written back
+    as uint16 (BZERO applied as astropy does).
+
+    Parameters
+    ----------
+    image, hdu
+        As in `read_image`.
+
+    Returns
+    -------
+    data : `~numpy.ndarray`
+        A new 2-D array (a copy; degenerate leading axes dropped).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa.io import read_original_data
+    >>> read_original_data(np.zeros((2, 3), dtype=np.uint16)).dtype
+    dtype('uint16')
+    """
+    if isinstance(image, str | Path):
+        path = Path(image)
+        if not path.exists():
+            msg = f"{path}: no such file"
+            raise FileNotFoundError(msg)
+        try:
+            with fits.open(path, memmap=False) as hdul:
+                index = _select_hdu(hdul, hdu, str(path))
+                data = np.array(_as_2d(hdul[index].data, str(path), f"HDU {index}"), copy=True)
+        except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
+            if isinstance(exc, InputDataError):
+                raise
+            msg = f"{path} is not a readable FITS file: {exc}"
+            raise InputDataError(msg) from exc
+        return data
+    if isinstance(image, fits.HDUList):
+        index = _select_hdu(image, hdu, "the HDUList input")
+        return np.array(_as_2d(image[index].data, "the HDUList input", f"HDU {index}"), copy=True)
+    if isinstance(image, NDData | fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+        return np.array(_as_2d(np.ma.getdata(image.data), _describe(image), "the data"), copy=True)
+    if isinstance(image, tuple) and len(image) == 2:
+        image = image[0]
+    return np.array(_as_2d(np.ma.getdata(np.asanyarray(image)), "the input", "the array"), copy=True)
 
 
 def _single(hdu):

@@ -298,6 +298,14 @@ def _blocks(arr, p, n_py, n_px, fill):
     return arr.reshape(n_py, p, n_px, p).transpose(0, 2, 1, 3).reshape(n_py, n_px, p * p)
 
 
+def _block_sum(arr, p, n_py, n_px, dtype=np.float64):
+    """Per-patch sums without a transposed copy (zero padding)."""
+    ny, nx = arr.shape
+    if (ny, nx) != (n_py * p, n_px * p):
+        arr = np.pad(arr, ((0, n_py * p - ny), (0, n_px * p - nx)))
+    return arr.reshape(n_py, p, n_px, p).sum(axis=(1, 3), dtype=dtype)
+
+
 def aggregate_patches(values, patch_size, *, weights=None, statistic="mean", trim=0.1, q=0.5):
     """
     Aggregate a 2-D map (for example ``|residual|``) over each patch.
@@ -340,7 +348,9 @@ def aggregate_patches(values, patch_size, *, weights=None, statistic="mean", tri
     >>> scores.tolist(), n_valid.tolist()
     ([[2.0, 5.0]], [[4, 1]])
     """
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values)
+    if values.dtype not in (np.float32, np.float64):
+        values = values.astype(np.float64)
     if values.ndim != 2:
         msg = f"values must be a 2-D map, got shape {values.shape}"
         raise ValueError(msg)
@@ -359,27 +369,30 @@ def aggregate_patches(values, patch_size, *, weights=None, statistic="mean", tri
     valid = np.isfinite(values)
     w = None
     if weights is not None:
-        w = np.asarray(weights, dtype=np.float64)
+        w = np.asarray(weights)
         if w.shape != values.shape:
             msg = f"weights must have the shape of values {values.shape}, got {w.shape}"
             raise ValueError(msg)
-        if np.any(w < 0) or not np.all(np.isfinite(w)):
-            msg = "weights must be finite and >= 0 (0 excludes a pixel)"
-            raise ValueError(msg)
-        valid &= w > 0
-    n_valid = _blocks(valid, p, n_py, n_px, False).sum(axis=-1)
+        if w.dtype == bool:
+            valid &= w
+            w = None
+        else:
+            if np.any(w < 0) or not np.all(np.isfinite(w)):
+                msg = "weights must be finite and >= 0 (0 excludes a pixel)"
+                raise ValueError(msg)
+            valid &= w > 0
+    n_valid = _block_sum(valid, p, n_py, n_px, dtype=np.int64)
     scores = np.full((n_py, n_px), np.nan)
     has = n_valid > 0
 
     if statistic == "mean":
-        v = _blocks(np.where(valid, values, 0.0), p, n_py, n_px, 0.0)
+        v = np.where(valid, values, 0)
         if w is None:
-            total = v.sum(axis=-1)
-            np.divide(total, n_valid, out=scores, where=has)
+            np.divide(_block_sum(v, p, n_py, n_px), n_valid, out=scores, where=has)
         else:
-            wb = _blocks(np.where(valid, w, 0.0), p, n_py, n_px, 0.0)
-            wsum = wb.sum(axis=-1)
-            np.divide((v * wb).sum(axis=-1), wsum, out=scores, where=has)
+            wv = np.where(valid, w, 0).astype(np.float64)
+            wsum = _block_sum(wv, p, n_py, n_px)
+            np.divide(_block_sum(v * wv, p, n_py, n_px), wsum, out=scores, where=has)
         return scores, n_valid
 
     v = _blocks(np.where(valid, values, np.nan), p, n_py, n_px, np.nan)
@@ -387,14 +400,14 @@ def aggregate_patches(values, patch_size, *, weights=None, statistic="mean", tri
         quant = 0.5 if statistic == "median" else q
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN patches
-            scores = np.nanquantile(v, quant, axis=-1)
+            scores = np.nanquantile(v, quant, axis=-1).astype(np.float64)
         scores[~has] = np.nan
         return scores, n_valid
 
     # trimmed mean: sort (NaN last), keep the n - floor(trim * n) smallest
     v = np.sort(v, axis=-1)
     n_keep = n_valid - np.floor(trim * n_valid).astype(n_valid.dtype)
-    csum = np.cumsum(np.nan_to_num(v, nan=0.0), axis=-1)
+    csum = np.cumsum(np.nan_to_num(v, nan=0.0), axis=-1, dtype=np.float64)
     idx = np.clip(n_keep - 1, 0, None)[..., None]
     total = np.take_along_axis(csum, idx, axis=-1)[..., 0]
     np.divide(total, n_keep, out=scores, where=n_keep > 0)

@@ -19,6 +19,7 @@ from astro_aeqa.io import (
     aeqa_header_cards,
     read_aeqa_fits,
     read_image,
+    read_original_data,
     score_map_wcs,
     write_aeqa_fits,
 )
@@ -281,6 +282,13 @@ def test_read_broken_wcs_warns(image):
     assert out.wcs is None
 
 
+def test_read_hdu_without_data():
+    with pytest.raises(InputDataError, match="holds no data"):
+        read_image(fits.PrimaryHDU())
+    with pytest.raises(InputDataError, match="no image HDU"):
+        read_image(fits.HDUList([fits.PrimaryHDU()]))
+
+
 def test_read_unsupported_type():
     with pytest.raises(TypeError, match="FITS file name"):
         read_image({"data": 1})
@@ -461,3 +469,23 @@ def test_read_aeqa_fits_rejects_plain_files(tmp_path, image):
     fits.PrimaryHDU(image).writeto(path)
     with pytest.raises(InputDataError, match="plain.fits has no AEQA_SCORE and no AEQA_FLAGS"):
         read_aeqa_fits(path)
+
+
+@needs_real
+def test_raw_file_written_back_unchanged(tmp_path):
+    ccd = read_image(RAW)
+    raw = read_original_data(RAW)
+    assert raw.dtype == np.uint16
+    ccd.mask = np.zeros(ccd.shape, bool)
+    score_map = NDData(np.zeros((9, 9), np.float32), wcs=score_map_wcs(ccd.wcs, 64, ccd.shape))
+    path = write_aeqa_fits(
+        tmp_path / "raw.fits", ccd, score_map=score_map,
+        flags=np.zeros(ccd.shape, np.uint16), original_data=raw,
+    )
+    np.testing.assert_array_equal(fits.getdata(path), fits.getdata(RAW))
+    assert fits.getdata(path).dtype == np.uint16
+    with fits.open(MEF) as hdul:
+        np.testing.assert_array_equal(read_original_data(hdul, hdu=2), hdul[2].data)
+    assert read_original_data(MEF, hdu=("SCI", 2)).dtype == np.uint16
+    with pytest.raises(InputDataError, match="hdu="):
+        read_original_data(MEF)

@@ -171,3 +171,17 @@ def test_aggregate_errors():
         aggregate_patches(np.zeros((4, 4)), 2, weights=np.ones((3, 3)))
     with pytest.raises(ValueError, match="2-D"):
         aggregate_patches(np.zeros(4), 2)
+
+
+def test_aggregate_float32_input_matches_float64():
+    rng = np.random.default_rng(4)
+    values = rng.exponential(size=(40, 50)).astype(np.float32)
+    weights = rng.random(values.shape) > 0.3
+    for statistic in ("mean", "median", "trimmed_mean"):
+        s32, n32 = aggregate_patches(values, 8, weights=weights, statistic=statistic)
+        s64, n64 = aggregate_patches(
+            values.astype(np.float64), 8, weights=weights, statistic=statistic
+        )
+        assert s32.dtype == np.float64
+        np.testing.assert_array_equal(n32, n64)
+        np.testing.assert_allclose(s32, s64, rtol=1e-6)
