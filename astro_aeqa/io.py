@@ -162,6 +162,15 @@ def _hdu_table(hdul):
 def _select_hdu(hdul, hdu, name):
     """Return the index of the image HDU to read."""
     if hdu is not None:
+        if isinstance(hdu, str):
+            same = [i for i, h in enumerate(hdul) if h.name.upper() == hdu.upper()]
+            if len(same) > 1:
+                listing = ", ".join(f"{i} ({hdu!r}, {hdul[i].ver})" for i in same)
+                msg = (
+                    f"{name} has {len(same)} HDUs named {hdu!r}: {listing}; pass hdu= an index "
+                    f"or a (name, EXTVER) pair such as hdu=({hdu!r}, {hdul[same[0]].ver})"
+                )
+                raise InputDataError(msg)
         try:
             index = hdul.index_of(hdu)
             selected = hdul[index]
@@ -759,7 +768,7 @@ def write_aeqa_fits(
         Output file.
     ccd : `~astropy.nddata.CCDData`
         The evaluated image: its mask (the input mask OR the AEQA mask) goes
-        to ``MASK`` (uint8), its uncertainty to ``UNCERT``, its WCS, meta
+        to ``MASK`` (uint8; all zero when the mask is None), its uncertainty to ``UNCERT``, its WCS, meta
         (including AEQA* keywords and HISTORY) to the primary header.
     score_map : `~astropy.nddata.NDData` or array-like
         The patch score map; its ``wcs`` (see `score_map_wcs`) is written in
@@ -807,6 +816,8 @@ def write_aeqa_fits(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         hdul = ccd.to_hdu(hdu_mask=MASK_EXTNAME, hdu_uncertainty=UNCERT_EXTNAME, wcs_relax=True)
+    if ccd.mask is None:  # keep the layout fixed: an all-good MASK
+        hdul.insert(1, fits.ImageHDU(np.zeros(shape, np.uint8), name=MASK_EXTNAME))
     primary_header = _data_header(hdul[0].header)
     for key in ("EXTNAME", "EXTVER", "INHERIT", "BLANK"):
         primary_header.remove(key, ignore_missing=True)

@@ -217,6 +217,8 @@ def test_read_mef_select_and_ambiguous():
         stored = hdul[3].data.astype(np.int64)
     assert fits.getheader(MEF, 3)["BZERO"] == 32768
     np.testing.assert_array_equal(out.data, (stored + 32768).astype(np.float32))
+    with pytest.raises(InputDataError, match=r"4 HDUs named 'SCI'.*\('SCI', 1\)"):
+        read_image(MEF, hdu="SCI")
     with pytest.raises(InputDataError, match="no HDU 9"):
         read_image(MEF, hdu=9)
     with pytest.raises(InputDataError, match="holds no image data"):
@@ -417,8 +419,7 @@ def test_write_round_trip(tmp_path, ccd):
 
 def test_write_original_integer_data(tmp_path):
     raw = (np.arange(64 * 80) % 60000).astype(np.uint16).reshape(64, 80)
-    ccd = read_image(raw)
-    ccd.mask = np.zeros(raw.shape, bool)
+    ccd = read_image(raw)  # no mask: an all-zero MASK is written
     flags = np.zeros(raw.shape, np.uint16)
     path = write_aeqa_fits(
         tmp_path / "raw.fits", ccd, score_map=np.zeros((4, 5)), flags=flags, original_data=raw
@@ -426,7 +427,9 @@ def test_write_original_integer_data(tmp_path):
     data = fits.getdata(path)
     assert data.dtype == np.uint16
     np.testing.assert_array_equal(data, raw)
-    assert read_aeqa_fits(path).score_map.wcs is None
+    products = read_aeqa_fits(path)
+    assert products.score_map.wcs is None
+    assert products.ccd.mask is not None and not products.ccd.mask.any()
 
 
 def test_write_no_overwrite_and_overwrite(tmp_path, ccd):
