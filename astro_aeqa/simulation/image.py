@@ -540,7 +540,7 @@ def simulate_image(shape=(1024, 1024), *, instrument=PAPER_2P5M, fwhm=None, psf=
     shape : tuple of int, optional
         ``(ny, nx)``, at least 32 x 32.
     instrument : `Instrument`, optional
-        Telescope and camera; `PAPER_2P5M` by default.
+        Telescope and camera; ``PAPER_2P5M`` by default.
     fwhm : `~astropy.units.Quantity`, optional
         Seeing FWHM (angle); default ``instrument.typical_fwhm``.
     psf : {'moffat', 'gaussian'}, optional

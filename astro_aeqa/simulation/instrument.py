@@ -128,7 +128,7 @@ class Instrument:
 
     def replace(self, **changes):
         """
-        Return a copy with some fields changed (`dataclasses.replace`).
+        Return a copy with some fields changed (``dataclasses.replace``).
 
         Parameters
         ----------

@@ -76,7 +76,7 @@ def make_psf_image(shape, fwhm_pix, *, position=None, flux=1.0, psf="moffat", be
     Examples
     --------
     >>> from astro_aeqa.simulation import make_psf_image
-    >>> img = make_psf_image((25, 25), 3.0, position=(12.3, 11.8))
+    >>> img = make_psf_image((41, 41), 3.0, position=(20.3, 19.8))
     >>> round(float(img.sum()), 6)
     1.0
     """
