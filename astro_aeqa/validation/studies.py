@@ -68,7 +68,11 @@ def error_vs_score(tables, *, n_bins=8, bins=None, snr_min=5.0):
     -------
     table : `~astropy.table.QTable`
         ``score_lo``, ``score_hi``, ``score_mid`` (median score in the bin),
-        ``n_stars``, ``mean_abs_error``, ``median_abs_error`` (mag).
+        ``n_stars``, ``mean_abs_error``, ``median_abs_error`` and
+        ``median_abs_error_err`` (its standard error; mag). ``meta['monotonic']``
+        says whether the median rises from bin to bin, and
+        ``meta['monotonic_within_errors']`` whether every drop is within the
+        combined standard errors.
     fig : `~matplotlib.figure.Figure`
     """
     stars = _stack(tables, snr_min)
@@ -88,16 +92,24 @@ def error_vs_score(tables, *, n_bins=8, bins=None, snr_min=5.0):
         sel = which == b
         if not sel.any():
             continue
+        e = err[sel]
+        # standard error of the median, sqrt(pi/2) sigma / sqrt(n), with a robust sigma
+        sem = 1.2533 * 1.4826 * np.median(np.abs(e - np.median(e))) / np.sqrt(e.size)
         rows.append((edges[b], edges[b + 1], np.median(score[sel]), int(sel.sum()),
-                     np.mean(err[sel]), np.median(err[sel])))
+                     np.mean(e), np.median(e), sem))
     out = QTable(rows=rows, names=("score_lo", "score_hi", "score_mid", "n_stars",
-                                   "mean_abs_error", "median_abs_error"))
-    out["mean_abs_error"].unit = u.mag
-    out["median_abs_error"].unit = u.mag
+                                   "mean_abs_error", "median_abs_error", "median_abs_error_err"))
+    for col in ("mean_abs_error", "median_abs_error", "median_abs_error_err"):
+        out[col].unit = u.mag
+    med = out["median_abs_error"].value
+    tol = np.hypot(out["median_abs_error_err"].value[1:], out["median_abs_error_err"].value[:-1])
+    out.meta["monotonic"] = bool(np.all(np.diff(med) >= 0))
+    out.meta["monotonic_within_errors"] = bool(np.all(np.diff(med) >= -tol))
     fig, (ax,) = _figure()
     ax.scatter(score, err, s=2, alpha=0.25, color="0.6", label="stars")
     ax.plot(out["score_mid"], out["mean_abs_error"].value, "k-o", label="mean")
-    ax.plot(out["score_mid"], out["median_abs_error"].value, "r:s", label="median")
+    ax.errorbar(out["score_mid"], out["median_abs_error"].value, yerr=out["median_abs_error_err"].value,
+                fmt="r:s", label="median")
     ax.set_xlabel("patch score")
     ax.set_ylabel("|photometric error| (mag)")
     ax.set_yscale("log")
