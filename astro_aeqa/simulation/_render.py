@@ -4,7 +4,7 @@
 import numpy as np
 from scipy import signal
 
-__all__ = ["psf_profile", "EffectivePSF", "add_stamps", "sersic_stamp"]
+__all__ = ["psf_profile", "EffectivePSF", "Canvas", "add_stamps", "sersic_stamps"]
 
 OVERSAMPLE = 9  # odd, so a pixel box is centred on a grid sample
 _CHUNK = 4_000_000
@@ -118,19 +118,36 @@ class EffectivePSF:
         return out
 
 
-def scatter_stamps(image, stamps, iy, ix):
-    """Add stamps (n, s, s) centred on integer pixels (iy, ix) to ``image`` in place."""
-    ny, nx = image.shape
-    half = stamps.shape[1] // 2
-    offs = np.arange(-half, half + 1)
-    yy = iy[:, None, None] + offs[None, :, None]
-    xx = ix[:, None, None] + offs[None, None, :]
-    ok = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
-    flat = (yy * nx + xx)[ok]
-    image += np.bincount(flat, weights=stamps[ok], minlength=ny * nx).reshape(ny, nx)
+class Canvas:
+    """Collects stamps and adds them to an image with one `numpy.bincount`."""
+
+    def __init__(self, shape):
+        self.shape = shape
+        self.index = []
+        self.value = []
+
+    def add(self, stamps, iy, ix):
+        """Stamps (n, s, s) centred on integer pixels (iy, ix)."""
+        ny, nx = self.shape
+        half = stamps.shape[1] // 2
+        offs = np.arange(-half, half + 1)
+        yy = iy[:, None, None] + offs[None, :, None]
+        xx = ix[:, None, None] + offs[None, None, :]
+        ok = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+        self.index.append((yy * nx + xx)[ok])
+        self.value.append(stamps[ok])
+
+    def image(self):
+        ny, nx = self.shape
+        if not self.index:
+            return np.zeros(self.shape)
+        out = np.bincount(np.concatenate(self.index), weights=np.concatenate(self.value),
+                          minlength=ny * nx)
+        self.index, self.value = [], []
+        return out.reshape(ny, nx)
 
 
-def add_stamps(image, epsf, x, y, flux, half):
+def add_stamps(canvas, epsf, x, y, flux, half):
     """Render point sources at (x, y) with total ``flux`` each, in chunks."""
     if len(x) == 0:
         return
@@ -143,33 +160,38 @@ def add_stamps(image, epsf, x, y, flux, half):
     for start in range(0, len(x), step):
         sl = slice(start, start + step)
         st = epsf.stamps(fy[sl], fx[sl], half) * flux[sl, None, None]
-        scatter_stamps(image, st, iy[sl], ix[sl])
+        canvas.add(st, iy[sl], ix[sl])
 
 
 def _b_n(n):
     return 2.0 * n - 1.0 / 3.0 + 4.0 / (405.0 * n) + 46.0 / (25515.0 * n**2)
 
 
-def sersic_stamp(half, fy, fx, components, *, oversample=3):
+def sersic_stamps(half, fy, fx, params, *, oversample=3):
     """
-    A pixel-integrated (by ``oversample``) sum of Sersic profiles, sum 1.
+    Pixel-integrated (by ``oversample``) disc + bulge Sersic stamps, each sum 1.
 
-    ``components`` is a list of (weight, r_eff_pix, n, q, theta).
+    ``fy, fx`` are the sub-pixel offsets (n,); ``params`` a dict of (n,)
+    arrays: r_disc, q_disc, r_bulge, q_bulge, bulge_fraction, theta.
     """
     s = 2 * half + 1
     o = oversample
     sub = (np.arange(s * o) - (s * o - 1) / 2.0) / o
-    yy = sub[:, None] - fy
-    xx = sub[None, :] - fx
-    img = np.zeros((s * o, s * o))
-    for weight, r_eff, n, q, theta in components:
-        c, sn = np.cos(theta), np.sin(theta)
-        u = xx * c + yy * sn
-        v = -xx * sn + yy * c
-        r = np.sqrt(u**2 + (v / q) ** 2) / max(r_eff, 1e-3)
-        prof = np.exp(-_b_n(n) * (r ** (1.0 / n) - 1.0))
-        total = prof.sum()
-        if total > 0:
-            img += weight * prof / total
-    img = img.reshape(s, o, s, o).mean(axis=(1, 3))
-    return img / img.sum()
+    yy = sub[None, :, None] - fy[:, None, None]
+    xx = sub[None, None, :] - fx[:, None, None]
+    c = np.cos(params["theta"])[:, None, None]
+    sn = np.sin(params["theta"])[:, None, None]
+    u = xx * c + yy * sn
+    v = -xx * sn + yy * c
+    img = np.zeros((len(fy), s * o, s * o))
+    fb = params["bulge_fraction"][:, None, None]
+    for n_index, r_key, q_key, weight in ((1.0, "r_disc", "q_disc", 1 - fb),
+                                          (4.0, "r_bulge", "q_bulge", fb)):
+        r_eff = np.maximum(params[r_key], 1e-3)[:, None, None]
+        q = params[q_key][:, None, None]
+        r = np.sqrt(u**2 + (v / q) ** 2) / r_eff
+        prof = np.exp(-_b_n(n_index) * (r ** (1.0 / n_index) - 1.0))
+        total = prof.sum(axis=(1, 2), keepdims=True)
+        img += weight * prof / np.maximum(total, 1e-300)
+    img = img.reshape(len(fy), s, o, s, o).mean(axis=(2, 4))
+    return img / img.sum(axis=(1, 2), keepdims=True)

@@ -16,7 +16,7 @@ from astropy.wcs import WCS
 from ..utils import check_fraction, check_positive_quantity, write_hdulist_atomic
 from ..utils import progress_bar as _progress_bar
 from . import _backgrounds as bg
-from ._render import EffectivePSF, add_stamps, sersic_stamp
+from ._render import Canvas, EffectivePSF, add_stamps, sersic_stamps
 from ._sources import (GALAXY_FRACTION, STAR_DENSITY, default_mag_range, galaxy_params,
                        sample_power_law_mags)
 from .instrument import PAPER_2P5M, Instrument
@@ -279,9 +279,14 @@ def _catalog_sources(catalog, mag_column, instrument, rng):
     return {"ra": _deg("ra"), "dec": _deg("dec"), "mag": mag, "type": kinds, "galaxy": gal}
 
 
+_GAL_HALVES = np.array([4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128])
+
+
 def _render_sources(shape, x, y, flux, kinds, gal, psfs, psf_of, fwhm_pix, *, bright_flux):
     """Noiseless source image in electrons; ``psf_of`` picks the PSF of each source."""
-    image = np.zeros(shape)
+    from scipy.signal import fftconvolve
+
+    canvas = Canvas(shape)
     for key, epsf in psfs.items():
         h_big = epsf.radius
         extra = epsf.radius - psfs[0].radius  # room for the defect
@@ -293,36 +298,31 @@ def _render_sources(shape, x, y, flux, kinds, gal, psfs, psf_of, fwhm_pix, *, br
                   (flux >= bright_flux, h_big)]
         for sel, half in groups:
             sel = mine & sel
-            add_stamps(image, epsf, x[sel], y[sel], flux[sel], half)
-        # galaxies: Sersic disc + bulge, pixel-integrated, convolved with the pixel PSF
+            add_stamps(canvas, epsf, x[sel], y[sel], flux[sel], half)
+        # galaxies: Sersic disc + bulge, pixel-integrated, convolved with the
+        # pixel PSF, in batches of equal stamp size
         gi = np.flatnonzero((psf_of == key) & (kinds == "galaxy"))
-        if gi.size:
-            from scipy.signal import fftconvolve
-
-            hp = min(int(np.ceil(2.5 * fwhm_pix)) + 1, h_big)
-            kernel = epsf.pixel_psf(hp)
-            for i in gi:
-                r = gal["r_disc"][i]
-                half = int(np.ceil(3.5 * r + hp)) + 1
-                iy, ix = int(np.rint(y[i])), int(np.rint(x[i]))
-                comps = [(1 - gal["bulge_fraction"][i], r, 1.0, gal["q_disc"][i], gal["theta"][i]),
-                         (gal["bulge_fraction"][i], gal["r_bulge"][i], 4.0, gal["q_bulge"][i],
-                          gal["theta"][i])]
-                st = sersic_stamp(half, y[i] - iy, x[i] - ix, comps, oversample=3 if r < 4 else 1)
-                st = fftconvolve(st, kernel, mode="same")
-                st *= flux[i] / st.sum()
-                _add_one(image, st, iy, ix)
-    return image
-
-
-def _add_one(image, stamp, iy, ix):
-    """Add one stamp centred on pixel (iy, ix) by slicing."""
-    ny, nx = image.shape
-    h = stamp.shape[0] // 2
-    y0, y1 = max(iy - h, 0), min(iy + h + 1, ny)
-    x0, x1 = max(ix - h, 0), min(ix + h + 1, nx)
-    if y0 < y1 and x0 < x1:
-        image[y0:y1, x0:x1] += stamp[y0 - iy + h : y1 - iy + h, x0 - ix + h : x1 - ix + h]
+        if gi.size == 0:
+            continue
+        hp = min(int(np.ceil(2.5 * fwhm_pix)) + 1 + extra, h_big)
+        kernel = epsf.pixel_psf(hp)
+        need = np.ceil(3.5 * gal["r_disc"][gi] + hp) + 1
+        which = np.minimum(np.searchsorted(_GAL_HALVES, need), len(_GAL_HALVES) - 1)
+        for w in np.unique(which):
+            half = int(_GAL_HALVES[w])
+            members = gi[which == w]
+            o = 3 if half <= 16 else 1
+            step = max(1, 2_000_000 // ((2 * half + 1) * o) ** 2)
+            for start in range(0, members.size, step):
+                idx = members[start:start + step]
+                iy = np.rint(y[idx]).astype(np.intp)
+                ix = np.rint(x[idx]).astype(np.intp)
+                params = {k: v[idx] for k, v in gal.items()}
+                st = sersic_stamps(half, y[idx] - iy, x[idx] - ix, params, oversample=o)
+                st = fftconvolve(st, kernel[None], mode="same", axes=(1, 2))
+                st *= (flux[idx] / st.sum(axis=(1, 2)))[:, None, None]
+                canvas.add(st, iy, ix)
+    return canvas.image()
 
 
 def _spikes(shape, x, y, flux, fwhm_pix, level, sky_e, rng, *, n_max=20):

@@ -3,7 +3,7 @@
 
 import numpy as np
 
-from ._render import EffectivePSF, add_stamps
+from ._render import Canvas, EffectivePSF, add_stamps
 
 __all__ = ["make_psf_image", "PSF_MODELS", "PSF_DEFECTS"]
 
@@ -91,7 +91,7 @@ def make_psf_image(shape, fwhm_pix, *, position=None, flux=1.0, psf="moffat", be
     half = min(psf_radius(fwhm_pix, psf_defect, defect_level), max(ny, nx))
     epsf = EffectivePSF(fwhm_pix, half, model=psf, beta=beta, ellipticity=ellipticity, theta=theta,
                         defect=psf_defect, defect_level=defect_level)
-    image = np.zeros((ny, nx))
-    add_stamps(image, epsf, np.array([position[0]], float), np.array([position[1]], float),
+    canvas = Canvas((ny, nx))
+    add_stamps(canvas, epsf, np.array([position[0]], float), np.array([position[1]], float),
                np.array([flux], float), half)
-    return image
+    return canvas.image()
