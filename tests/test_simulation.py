@@ -351,3 +351,20 @@ def test_sequence():
     assert np.allclose(np.diff(t.unix), 65.0)
     with pytest.raises(ValueError, match="n_frames"):
         simulate_sequence(0)
+
+
+def test_sequence_options():
+    frames = simulate_sequence(2, shape=(64, 64), seed=17, psf="gaussian", level=[0.2, 0.9],
+                               cloud_speed=(3, -4), n_stars=10, dither=0.5)
+    assert all(f.ccd.meta["PSFMODEL"] == "gaussian" for f in frames)
+    assert frames[0].truth.max() <= 0.2 + 1e-6 < frames[1].truth.max()
+    # dithered pointings: same sky positions, slightly different pixels
+    _, i0, i1 = np.intersect1d(frames[0].catalog["ra"].value, frames[1].catalog["ra"].value,
+                               return_indices=True)
+    assert len(i0) > 3
+    dx = frames[0].catalog["x"][i0] - frames[1].catalog["x"][i1]
+    assert 0 < np.max(np.abs(dx)) < 5
+    with pytest.raises(TypeError, match="bogus"):
+        simulate_sequence(2, shape=(64, 64), bogus=1)
+    with pytest.raises(ValueError, match="level"):
+        simulate_sequence(2, shape=(64, 64), level=[0.5, 1.5])

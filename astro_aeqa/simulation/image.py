@@ -706,13 +706,20 @@ def simulate_sequence(n_frames, *, shape=(512, 512), instrument=PAPER_2P5M, fwhm
         msg = f"seeing_jitter must lie in [0, 0.5), got {seeing_jitter}"
         raise ValueError(msg)
     vy, vx = (float(v) for v in cloud_speed)
+    allowed = {"psf", "beta", "ellipticity", "theta", "psf_defect", "defect_level", "defect_region",
+               "n_stars", "n_galaxies", "catalog", "mag_column", "mag_range", "alpha", "pointing",
+               "rotation", "n_trails"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        msg = f"simulate_sequence got unexpected keyword arguments {unknown}; allowed: {sorted(allowed)}"
+        raise TypeError(msg)
+    psf = kwargs.get("psf", "moffat")
     rotation = kwargs.pop("rotation", 0 * u.deg)
     pointing = kwargs.pop("pointing", None)
     shape, fwhm, beta, ellipticity, theta, defect_level, rotation, pointing = _prepare(
         shape, instrument, fwhm, kwargs.pop("psf", "moffat"), kwargs.pop("beta", 2.5),
         kwargs.pop("ellipticity", 0.0), kwargs.pop("theta", 0.0), background, float(levels[0]),
         kwargs.get("psf_defect"), kwargs.pop("defect_level", 0.5), rotation, pointing)
-    psf = kwargs.pop("psf_model", None) or "moffat"
     if cadence is None:
         cadence = instrument.exposure_time + 5 * u.s
     cadence = check_positive_quantity(cadence, "cadence", u.s)
