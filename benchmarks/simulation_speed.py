@@ -32,8 +32,10 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args(argv)
-    print(f"{'size':>6} {'n_stars':>8} {'baseline_s':>10} {'clean_s':>8} {'ratio':>6} "
-          f"{'cloud_s':>8} {'ratio':>6}")
+    print(
+        f"{'size':>6} {'n_stars':>8} {'baseline_s':>10} {'clean_s':>8} {'ratio':>6} "
+        f"{'cloud_s':>8} {'ratio':>6}"
+    )
     for n in args.sizes:
         shape = (n, n)
         rng = np.random.default_rng(0)
@@ -41,10 +43,14 @@ def main(argv=None):
         base = _best(lambda: rng.poisson(lam), args.repeat)  # noqa: B023
         n_stars = int(round(1.2e-3 * n * n))
         clean = _best(lambda: simulate_image(shape, seed=1), args.repeat)  # noqa: B023
-        cloud = _best(lambda: simulate_image(shape, background="cloud", level=0.6, seed=1),  # noqa: B023
-                      args.repeat)
-        print(f"{n:>6} {n_stars:>8} {base:>10.3f} {clean:>8.2f} {clean / base:>6.1f} "
-              f"{cloud:>8.2f} {cloud / base:>6.1f}")
+        cloud = _best(
+            lambda: simulate_image(shape, background="cloud", level=0.6, seed=1),  # noqa: B023
+            args.repeat,
+        )
+        print(
+            f"{n:>6} {n_stars:>8} {base:>10.3f} {clean:>8.2f} {clean / base:>6.1f} "
+            f"{cloud:>8.2f} {cloud / base:>6.1f}"
+        )
 
 
 if __name__ == "__main__":

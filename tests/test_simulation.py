@@ -10,7 +10,6 @@ from photutils.aperture import CircularAnnulus, CircularAperture, aperture_photo
 from photutils.psf import fit_fwhm
 
 from astro_aeqa.simulation import (
-    BACKGROUNDS,
     GWAC_LIKE,
     PAPER_2P5M,
     Instrument,
@@ -29,7 +28,9 @@ def grid_catalog(instrument, fwhm_arcsec, *, shape=SHAPE, spacing=42, peak_e=200
 
     fwhm_pix = fwhm_arcsec / instrument.pixel_scale.to_value(u.arcsec / u.pix)
     flux = peak_e * 1.133 * fwhm_pix**2
-    mag = instrument.zero_point.value - 2.5 * np.log10(flux / instrument.exposure_time.to_value(u.s))
+    mag = instrument.zero_point.value - 2.5 * np.log10(
+        flux / instrument.exposure_time.to_value(u.s)
+    )
     rng = np.random.default_rng(seed)
     c = np.arange(spacing // 2 + 4, shape[0] - spacing // 2 - 4, spacing, dtype=float)
     yy, xx = np.meshgrid(c, c, indexing="ij")
@@ -71,8 +72,13 @@ def test_fwhm_recovered(psf, fwhm):
         h = int(3 * fwhm_pix) + 2
         cut = data[y0 - h : y0 + h + 1, x0 - h : x0 + h + 1]
         yy, xx = np.mgrid[: cut.shape[0], : cut.shape[1]]
-        model = models.Moffat2D(amplitude=cut.max(), x_0=xy[i, 0] - x0 + h, y_0=xy[i, 1] - y0 + h,
-                                gamma=fwhm_pix, alpha=2.5)
+        model = models.Moffat2D(
+            amplitude=cut.max(),
+            x_0=xy[i, 0] - x0 + h,
+            y_0=xy[i, 1] - y0 + h,
+            gamma=fwhm_pix,
+            alpha=2.5,
+        )
         model.alpha.fixed = True
         fit = fitting.TRFLSQFitter()(model, xx, yy, cut)
         assert fit.fwhm == pytest.approx(fwhm_pix, rel=0.05 if fwhm > 0.5 else 0.08)
@@ -99,7 +105,9 @@ def _moments_ellipticity(img):
 def test_psf_defects_change_the_psf():
     clean = make_psf_image((61, 61), 3.0, psf="gaussian")
     assert _moments_ellipticity(clean) < 0.01
-    elongated = make_psf_image((61, 61), 3.0, psf="gaussian", psf_defect="elongated", defect_level=0.8)
+    elongated = make_psf_image(
+        (61, 61), 3.0, psf="gaussian", psf_defect="elongated", defect_level=0.8
+    )
     assert _moments_ellipticity(elongated) > 0.3
     double = make_psf_image((61, 61), 3.0, psf="gaussian", psf_defect="double", defect_level=0.8)
     assert _moments_ellipticity(double) > 0.3
@@ -110,8 +118,14 @@ def test_psf_defects_change_the_psf():
 
 
 def test_psf_defect_region_truth():
-    sim = simulate_image((128, 128), psf_defect="double", defect_level=0.7,
-                         defect_region=np.s_[:, 64:], n_stars=50, seed=3)
+    sim = simulate_image(
+        (128, 128),
+        psf_defect="double",
+        defect_level=0.7,
+        defect_region=np.s_[:, 64:],
+        n_stars=50,
+        seed=3,
+    )
     assert np.all(sim.truth[:, 64:] == 1)
     assert np.all(sim.truth[:, :64] == 0)
     assert sim.ccd.meta["PSFDEF"] == "double"
@@ -131,8 +145,10 @@ def test_aperture_photometry_recovers_magnitudes():
     assert abs(np.median(dmag)) < 0.01
     assert np.all(np.abs(dmag) < 0.03)
     # the catalogue flux is the flux in the exposure, in electrons and adu
-    assert np.allclose(sim.catalog["flux"].to_value(u.electron),
-                       PAPER_2P5M.electron_rate(sim.catalog["phot_g_mean_mag"]) * 60.0)
+    assert np.allclose(
+        sim.catalog["flux"].to_value(u.electron),
+        PAPER_2P5M.electron_rate(sim.catalog["phot_g_mean_mag"]) * 60.0,
+    )
     assert np.allclose(sim.catalog["flux_adu"].to_value(u.adu), sim.catalog["flux"].value / gain)
 
 
@@ -141,8 +157,11 @@ def test_sky_level_and_noise(instrument):
     sim = simulate_image((128, 128), instrument=instrument, n_stars=0, n_galaxies=0, seed=4)
     t = instrument.exposure_time.to_value(u.s)
     gain = instrument.gain.to_value(u.electron / u.adu)
-    sky_e = (10 ** (-0.4 * (instrument.sky_brightness.value - instrument.zero_point.value))
-             * instrument.pixel_scale.to_value(u.arcsec / u.pix) ** 2 * t)
+    sky_e = (
+        10 ** (-0.4 * (instrument.sky_brightness.value - instrument.zero_point.value))
+        * instrument.pixel_scale.to_value(u.arcsec / u.pix) ** 2
+        * t
+    )
     dark_e = instrument.dark_current.to_value(u.electron / u.s) * t
     rn = instrument.read_noise.to_value(u.electron)
     expected_level = (sky_e + dark_e) / gain + instrument.bias.to_value(u.adu)
@@ -164,8 +183,9 @@ def test_saturation_clips():
 def test_cloud_dims_flux_where_truth_says():
     fwhm = 1.0
     cat = grid_catalog(PAPER_2P5M, fwhm, peak_e=40000.0)
-    sim = simulate_image(SHAPE, fwhm=fwhm * u.arcsec, catalog=cat, background="cloud", level=0.8,
-                         seed=6)
+    sim = simulate_image(
+        SHAPE, fwhm=fwhm * u.arcsec, catalog=cat, background="cloud", level=0.8, seed=6
+    )
     fwhm_pix = sim.ccd.meta["FWHMPIX"]
     xy = np.column_stack([sim.catalog["x"], sim.catalog["y"]])
     ap = CircularAperture(xy, r=3 * fwhm_pix)
@@ -191,14 +211,18 @@ def test_moon_and_shutter_truth_match_sky_change():
     inst = PAPER_2P5M
     gain = inst.gain.to_value(u.electron / u.adu)
     sky_e = inst.sky_electrons_per_pixel()
-    dark_adu = inst.dark_current.to_value(u.electron / u.s) * inst.exposure_time.to_value(u.s) / gain
+    dark_adu = (
+        inst.dark_current.to_value(u.electron / u.s) * inst.exposure_time.to_value(u.s) / gain
+    )
     bias = inst.bias.to_value(u.adu)
     moon = simulate_image((128, 128), n_stars=0, n_galaxies=0, background="moon", level=0.7, seed=7)
     extra = (_block_medians(moon.ccd.data) - moon.ccd.meta["SKYADU"]) / (sky_e / gain)
     truth = _block_medians(moon.truth)
     assert np.allclose(extra, 3.0 * truth, atol=0.05)
     assert truth.max() > 0.5
-    shut = simulate_image((128, 128), n_stars=0, n_galaxies=0, background="shutter", level=0.5, seed=8)
+    shut = simulate_image(
+        (128, 128), n_stars=0, n_galaxies=0, background="shutter", level=0.5, seed=8
+    )
     exposure = (_block_medians(shut.ccd.data) - bias - dark_adu) / (sky_e / gain)
     assert np.allclose(exposure, 1 - _block_medians(shut.truth), atol=0.03)
     assert shut.truth.max() == pytest.approx(0.5)
@@ -208,7 +232,10 @@ def test_trail_and_spikes_truth():
     sim = simulate_image((128, 128), n_stars=0, n_galaxies=0, background="trail", level=0.5, seed=9)
     on = sim.truth == 1
     assert 0.01 < on.mean() < 0.3
-    assert np.median(sim.ccd.data[on]) > np.median(sim.ccd.data[~on]) + 3 * np.std(sim.ccd.data[~on]) / 4
+    assert (
+        np.median(sim.ccd.data[on])
+        > np.median(sim.ccd.data[~on]) + 3 * np.std(sim.ccd.data[~on]) / 4
+    )
     sim = simulate_image((256, 256), n_stars=50, background="spikes", level=1.0, seed=10)
     # spikes need bright stars: at least two saturated ones are made in the frame
     assert np.sum(sim.ccd.data >= PAPER_2P5M.saturation.value) > 4
@@ -219,8 +246,13 @@ def test_trail_and_spikes_truth():
 
 
 def test_truth_is_max_of_components():
-    sim = simulate_image((128, 128), n_stars=30, background=["cloud", "moon", "shutter"],
-                         level={"cloud": 0.3, "moon": 0.8, "shutter": 0.5}, seed=11)
+    sim = simulate_image(
+        (128, 128),
+        n_stars=30,
+        background=["cloud", "moon", "shutter"],
+        level={"cloud": 0.3, "moon": 0.8, "shutter": 0.5},
+        seed=11,
+    )
     stack = np.max(np.stack(list(sim.components.values())), axis=0)
     assert np.array_equal(sim.truth, stack)
     assert sim.truth.dtype == np.float32
@@ -231,8 +263,9 @@ def test_truth_is_max_of_components():
 @pytest.mark.parametrize("rotation", [0, 33])
 def test_wcs_matches_catalog(rotation):
     sim = simulate_image((128, 96), n_stars=40, rotation=rotation * u.deg, seed=12)
-    x, y = sim.ccd.wcs.world_to_pixel_values(sim.catalog["ra"].to_value(u.deg),
-                                             sim.catalog["dec"].to_value(u.deg))
+    x, y = sim.ccd.wcs.world_to_pixel_values(
+        sim.catalog["ra"].to_value(u.deg), sim.catalog["dec"].to_value(u.deg)
+    )
     assert np.allclose(x, sim.catalog["x"], atol=1e-6)
     assert np.allclose(y, sim.catalog["y"], atol=1e-6)
     assert np.all((sim.catalog["x"] > -0.5) & (sim.catalog["x"] < 95.5))
@@ -332,8 +365,9 @@ def test_bad_input(kwargs, exc, name):
 
 
 def test_sequence():
-    frames = simulate_sequence(3, shape=(96, 96), seed=16, cloud_speed=(0, 7), level=0.7,
-                               seeing_jitter=0.1, n_stars=40)
+    frames = simulate_sequence(
+        3, shape=(96, 96), seed=16, cloud_speed=(0, 7), level=0.7, seeing_jitter=0.1, n_stars=40
+    )
     assert len(frames) == 3
     for f in frames[1:]:
         assert np.array_equal(f.catalog["ra"], frames[0].catalog["ra"])
@@ -354,13 +388,22 @@ def test_sequence():
 
 
 def test_sequence_options():
-    frames = simulate_sequence(2, shape=(64, 64), seed=17, psf="gaussian", level=[0.2, 0.9],
-                               cloud_speed=(3, -4), n_stars=10, dither=0.5)
+    frames = simulate_sequence(
+        2,
+        shape=(64, 64),
+        seed=17,
+        psf="gaussian",
+        level=[0.2, 0.9],
+        cloud_speed=(3, -4),
+        n_stars=10,
+        dither=0.5,
+    )
     assert all(f.ccd.meta["PSFMODEL"] == "gaussian" for f in frames)
     assert frames[0].truth.max() <= 0.2 + 1e-6 < frames[1].truth.max()
     # dithered pointings: same sky positions, slightly different pixels
-    _, i0, i1 = np.intersect1d(frames[0].catalog["ra"].value, frames[1].catalog["ra"].value,
-                               return_indices=True)
+    _, i0, i1 = np.intersect1d(
+        frames[0].catalog["ra"].value, frames[1].catalog["ra"].value, return_indices=True
+    )
     assert len(i0) > 3
     dx = frames[0].catalog["x"][i0] - frames[1].catalog["x"][i1]
     assert 0 < np.max(np.abs(dx)) < 5

@@ -9,8 +9,24 @@ from astro_aeqa.simulation import SimulatedImage
 
 
 def test_simulate_writes_files(tmp_path, capsys):
-    status = main(["-q", "simulate", "--output-dir", str(tmp_path), "--shape", "64", "64",
-                   "--background", "cloud", "trail", "--level", "0.7", "--seed", "3"])
+    status = main(
+        [
+            "-q",
+            "simulate",
+            "--output-dir",
+            str(tmp_path),
+            "--shape",
+            "64",
+            "64",
+            "--background",
+            "cloud",
+            "trail",
+            "--level",
+            "0.7",
+            "--seed",
+            "3",
+        ]
+    )
     assert status == 0
     paths = capsys.readouterr().out.split()
     assert len(paths) == 1
@@ -36,8 +52,21 @@ def test_simulate_default_set_and_no_overwrite(tmp_path, capsys):
 
 
 def test_simulate_sequence(tmp_path, capsys):
-    status = main(["-q", "simulate", "--output-dir", str(tmp_path), "--shape", "48", "48",
-                   "--n-frames", "2", "--instrument", "gwac"])
+    status = main(
+        [
+            "-q",
+            "simulate",
+            "--output-dir",
+            str(tmp_path),
+            "--shape",
+            "48",
+            "48",
+            "--n-frames",
+            "2",
+            "--instrument",
+            "gwac",
+        ]
+    )
     assert status == 0
     paths = capsys.readouterr().out.split()
     assert len(paths) == 2
@@ -47,7 +76,19 @@ def test_simulate_sequence(tmp_path, capsys):
 
 
 def test_simulate_bad_level(tmp_path, capsys):
-    status = main(["simulate", "--output-dir", str(tmp_path), "--shape", "64", "64",
-                   "--background", "cloud", "--level", "3"])
+    status = main(
+        [
+            "simulate",
+            "--output-dir",
+            str(tmp_path),
+            "--shape",
+            "64",
+            "64",
+            "--background",
+            "cloud",
+            "--level",
+            "3",
+        ]
+    )
     assert status == 2
     assert "level" in capsys.readouterr().err

@@ -29,17 +29,43 @@ def register(subparsers):
             "a clean, a cloudy, a moonlit and a shutter frame."
         ),
     )
-    parser.add_argument("--output-dir", default=".", help="directory of the FITS files (default: .)")
-    parser.add_argument("--n-frames", type=int, default=None,
-                        help="write a sequence of N frames with drifting clouds")
-    parser.add_argument("--shape", type=int, nargs=2, metavar=("NY", "NX"), default=(1024, 1024),
-                        help="frame shape (default: 1024 1024)")
-    parser.add_argument("--instrument", choices=["paper", "gwac"], default="paper",
-                        help="instrument preset (default: paper, the 2.5 m telescope of the paper)")
-    parser.add_argument("--fwhm", type=float, default=None, metavar="ARCSEC",
-                        help="seeing FWHM in arcsec (default: the instrument's typical seeing)")
-    parser.add_argument("--background", nargs="+", default=None, metavar="NAME",
-                        help="backgrounds of every frame: cloud moon shutter trail spikes")
+    parser.add_argument(
+        "--output-dir", default=".", help="directory of the FITS files (default: .)"
+    )
+    parser.add_argument(
+        "--n-frames",
+        type=int,
+        default=None,
+        help="write a sequence of N frames with drifting clouds",
+    )
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs=2,
+        metavar=("NY", "NX"),
+        default=(1024, 1024),
+        help="frame shape (default: 1024 1024)",
+    )
+    parser.add_argument(
+        "--instrument",
+        choices=["paper", "gwac"],
+        default="paper",
+        help="instrument preset (default: paper, the 2.5 m telescope of the paper)",
+    )
+    parser.add_argument(
+        "--fwhm",
+        type=float,
+        default=None,
+        metavar="ARCSEC",
+        help="seeing FWHM in arcsec (default: the instrument's typical seeing)",
+    )
+    parser.add_argument(
+        "--background",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="backgrounds of every frame: cloud moon shutter trail spikes",
+    )
     parser.add_argument("--level", type=float, default=0.6, help="background level in [0, 1]")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
@@ -61,9 +87,16 @@ def run(args):
             msg = f"--n-frames must be at least 1, got {args.n_frames}"
             raise ValueError(msg)
         background = args.background if args.background is not None else ["cloud"]
-        frames = simulate_sequence(args.n_frames, shape=shape, instrument=instrument, fwhm=fwhm,
-                                   seed=args.seed, background=background, level=args.level,
-                                   progress_bar=args.progress_bar)
+        frames = simulate_sequence(
+            args.n_frames,
+            shape=shape,
+            instrument=instrument,
+            fwhm=fwhm,
+            seed=args.seed,
+            background=background,
+            level=args.level,
+            progress_bar=args.progress_bar,
+        )
         jobs = [(outdir / f"{prefix}_seq_{i:04d}.fits", frame) for i, frame in enumerate(frames)]
     else:
         if args.background is not None:
@@ -75,8 +108,14 @@ def run(args):
             if path.exists() and not args.overwrite:
                 msg = f"{path}: file exists; pass --overwrite to replace it"
                 raise FileExistsError(msg)
-            sim = simulate_image(shape, instrument=instrument, fwhm=fwhm, background=background,
-                                 level=args.level, seed=args.seed + i)
+            sim = simulate_image(
+                shape,
+                instrument=instrument,
+                fwhm=fwhm,
+                background=background,
+                level=args.level,
+                seed=args.seed + i,
+            )
             jobs.append((path, sim))
     for path, _ in jobs:
         if path.exists() and not args.overwrite:

@@ -9,8 +9,7 @@ trails, diffraction spikes). Each frame comes with a truth catalogue and a
 truth contamination map.
 """
 
-from .image import (BACKGROUNDS, DEFAULT_POINTING, SimulatedImage, simulate_image,
-                    simulate_sequence)
+from .image import BACKGROUNDS, DEFAULT_POINTING, SimulatedImage, simulate_image, simulate_sequence
 from .instrument import GWAC_LIKE, PAPER_2P5M, Instrument
 from .psf import PSF_DEFECTS, PSF_MODELS, make_psf_image
 

@@ -36,7 +36,11 @@ def shutter(shape, level, rng):
     """Lost exposure fraction (1 - exposure / nominal): the shutter truth map."""
     ny, nx = shape
     side = rng.integers(4)
-    frac = (np.arange(nx) / max(nx - 1, 1))[None, :] if side < 2 else (np.arange(ny) / max(ny - 1, 1))[:, None]
+    frac = (
+        (np.arange(nx) / max(nx - 1, 1))[None, :]
+        if side < 2
+        else (np.arange(ny) / max(ny - 1, 1))[:, None]
+    )
     if side % 2:
         frac = 1 - frac
     return np.broadcast_to(level * frac, shape).astype(np.float32)

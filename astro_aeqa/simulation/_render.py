@@ -71,8 +71,19 @@ class EffectivePSF:
     the pixels, out to ``radius`` pixels; stamps are interpolated from it.
     """
 
-    def __init__(self, fwhm, radius, *, model="moffat", beta=2.5, ellipticity=0.0, theta=0.0,
-                 defect=None, defect_level=0.0, defect_angle=0.0):
+    def __init__(
+        self,
+        fwhm,
+        radius,
+        *,
+        model="moffat",
+        beta=2.5,
+        ellipticity=0.0,
+        theta=0.0,
+        defect=None,
+        defect_level=0.0,
+        defect_angle=0.0,
+    ):
         k = OVERSAMPLE
         self.fwhm = float(fwhm)
         self.radius = int(radius)
@@ -80,8 +91,15 @@ class EffectivePSF:
         pad = 0 if kernel is None else kernel.shape[0] // 2
         half = (self.radius + 1) * k + (k // 2) + pad
         g = np.arange(-half, half + 1) / k
-        fine = psf_profile(g[None, :], g[:, None], fwhm, model=model, beta=beta,
-                           ellipticity=ellipticity, theta=theta)
+        fine = psf_profile(
+            g[None, :],
+            g[:, None],
+            fwhm,
+            model=model,
+            beta=beta,
+            ellipticity=ellipticity,
+            theta=theta,
+        )
         if kernel is not None:
             fine = signal.fftconvolve(fine, kernel, mode="same")
         # pixel integration: mean over a 1-pixel box (k fine samples)
@@ -112,8 +130,12 @@ class EffectivePSF:
         iy = iy[:, :, None]
         ix = ix[:, None, :]
         grid = self.grid
-        out = (grid[iy, ix] * (1 - wy) * (1 - wx) + grid[iy + 1, ix] * wy * (1 - wx)
-               + grid[iy, ix + 1] * (1 - wy) * wx + grid[iy + 1, ix + 1] * wy * wx)
+        out = (
+            grid[iy, ix] * (1 - wy) * (1 - wx)
+            + grid[iy + 1, ix] * wy * (1 - wx)
+            + grid[iy, ix + 1] * (1 - wy) * wx
+            + grid[iy + 1, ix + 1] * wy * wx
+        )
         out /= out.sum(axis=(1, 2), keepdims=True)
         return out
 
@@ -141,8 +163,9 @@ class Canvas:
         ny, nx = self.shape
         if not self.index:
             return np.zeros(self.shape)
-        out = np.bincount(np.concatenate(self.index), weights=np.concatenate(self.value),
-                          minlength=ny * nx)
+        out = np.bincount(
+            np.concatenate(self.index), weights=np.concatenate(self.value), minlength=ny * nx
+        )
         self.index, self.value = [], []
         return out.reshape(ny, nx)
 
@@ -185,8 +208,10 @@ def sersic_stamps(half, fy, fx, params, *, oversample=3):
     v = -xx * sn + yy * c
     img = np.zeros((len(fy), s * o, s * o))
     fb = params["bulge_fraction"][:, None, None]
-    for n_index, r_key, q_key, weight in ((1.0, "r_disc", "q_disc", 1 - fb),
-                                          (4.0, "r_bulge", "q_bulge", fb)):
+    for n_index, r_key, q_key, weight in (
+        (1.0, "r_disc", "q_disc", 1 - fb),
+        (4.0, "r_bulge", "q_bulge", fb),
+    ):
         r_eff = np.maximum(params[r_key], 1e-3)[:, None, None]
         q = params[q_key][:, None, None]
         r = np.sqrt(u**2 + (v / q) ** 2) / r_eff

@@ -17,13 +17,23 @@ from ..utils import check_fraction, check_positive_quantity, write_hdulist_atomi
 from ..utils import progress_bar as _progress_bar
 from . import _backgrounds as bg
 from ._render import Canvas, EffectivePSF, add_stamps, sersic_stamps
-from ._sources import (GALAXY_FRACTION, STAR_DENSITY, default_mag_range, galaxy_params,
-                       sample_power_law_mags)
+from ._sources import (
+    GALAXY_FRACTION,
+    STAR_DENSITY,
+    default_mag_range,
+    galaxy_params,
+    sample_power_law_mags,
+)
 from .instrument import PAPER_2P5M, Instrument
-from .psf import PSF_DEFECTS, _check_psf_args, psf_radius
+from .psf import _check_psf_args, psf_radius
 
-__all__ = ["SimulatedImage", "simulate_image", "simulate_sequence", "BACKGROUNDS",
-           "DEFAULT_POINTING"]
+__all__ = [
+    "SimulatedImage",
+    "simulate_image",
+    "simulate_sequence",
+    "BACKGROUNDS",
+    "DEFAULT_POINTING",
+]
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +138,10 @@ class SimulatedImage:
             names = [h.name for h in hdul]
             for need in ("TRUTH", "CATALOG"):
                 if need not in names:
-                    msg = f"{path}: no {need} extension; is this a file written by SimulatedImage.write?"
+                    msg = (
+                        f"{path}: no {need} extension; "
+                        "is this a file written by SimulatedImage.write?"
+                    )
                     raise ValueError(msg)
             header = hdul[0].header
             data = hdul[0].data.astype(np.float32)
@@ -136,8 +149,11 @@ class SimulatedImage:
             meta = fits.Header(header)
             truth = np.array(hdul["TRUTH"].data, dtype=np.float32)
             table = Table.read(hdul["CATALOG"])
-            comps = {h.name[6:].lower(): np.array(h.data, np.float32)
-                     for h in hdul if h.name.startswith("TRUTH_")}
+            comps = {
+                h.name[6:].lower(): np.array(h.data, np.float32)
+                for h in hdul
+                if h.name.startswith("TRUTH_")
+            }
         for key in list(wcs.to_header().keys()) + ["BUNIT"]:
             if not key.startswith(("DATE", "MJD")):
                 meta.remove(key, ignore_missing=True, remove_all=True)
@@ -169,7 +185,9 @@ def _check_backgrounds(background):
     names = [background] if isinstance(background, str) else list(background)
     for name in names:
         if name not in BACKGROUNDS:
-            msg = f"background: unknown name {name!r}; known backgrounds are {', '.join(BACKGROUNDS)}"
+            msg = (
+                f"background: unknown name {name!r}; known backgrounds are {', '.join(BACKGROUNDS)}"
+            )
             raise ValueError(msg)
     return list(dict.fromkeys(names))
 
@@ -213,12 +231,16 @@ def _check_region(region, shape):
         mask = np.zeros(shape, bool)
         mask[region] = True
         return mask
-    msg = "defect_region must be None, a boolean array of the image shape or a pair of slices (np.s_[y0:y1, x0:x1])"
+    msg = (
+        "defect_region must be None, a boolean array of the image shape "
+        "or a pair of slices (np.s_[y0:y1, x0:x1])"
+    )
     raise TypeError(msg)
 
 
-def _random_sources(shape, wcs, instrument, fwhm_pix, rng, *, n_stars, n_galaxies, mag_range,
-                    alpha):
+def _random_sources(
+    shape, wcs, instrument, fwhm_pix, rng, *, n_stars, n_galaxies, mag_range, alpha
+):
     ny, nx = shape
     if n_stars is None:
         n_stars = int(round(STAR_DENSITY * ny * nx))
@@ -248,7 +270,10 @@ def _random_sources(shape, wcs, instrument, fwhm_pix, rng, *, n_stars, n_galaxie
 
 def _catalog_sources(catalog, mag_column, instrument, rng):
     if not isinstance(catalog, Table):
-        msg = f"catalog must be an astropy Table with ra, dec and a magnitude column, got {type(catalog).__name__}"
+        msg = (
+            "catalog must be an astropy Table with ra, dec and a magnitude column, "
+            f"got {type(catalog).__name__}"
+        )
         raise TypeError(msg)
     for name in ("ra", "dec"):
         if name not in catalog.colnames:
@@ -256,7 +281,8 @@ def _catalog_sources(catalog, mag_column, instrument, rng):
             raise ValueError(msg)
     if mag_column is None:
         cands = [c for c in catalog.colnames if c == "phot_g_mean_mag"] or [
-            c for c in catalog.colnames if "mag" in c.lower()]
+            c for c in catalog.colnames if "mag" in c.lower()
+        ]
         if not cands:
             msg = f"catalog has no magnitude column; pass mag_column= (columns: {catalog.colnames})"
             raise ValueError(msg)
@@ -274,7 +300,11 @@ def _catalog_sources(catalog, mag_column, instrument, rng):
     mag = catalog[mag_column]
     mag = np.asarray(mag.value if isinstance(mag, u.Quantity) else mag, float)
     n = len(mag)
-    kinds = np.asarray(catalog["type"], dtype=str) if "type" in catalog.colnames else np.array(["star"] * n)
+    kinds = (
+        np.asarray(catalog["type"], dtype=str)
+        if "type" in catalog.colnames
+        else np.array(["star"] * n)
+    )
     gal = galaxy_params(mag, instrument.pixel_scale.to_value(u.arcsec / u.pix), rng)
     return {"ra": _deg("ra"), "dec": _deg("dec"), "mag": mag, "type": kinds, "galaxy": gal}
 
@@ -293,9 +323,11 @@ def _render_sources(shape, x, y, flux, kinds, gal, psfs, psf_of, fwhm_pix, *, br
         h_small = min(int(np.ceil(2.5 * fwhm_pix)) + 2 + extra, h_big)
         h_mid = min(int(np.ceil(5 * fwhm_pix)) + 2 + extra, h_big)
         mine = (psf_of == key) & (kinds == "star")
-        groups = [(flux < bright_flux / 100, h_small),
-                  ((flux >= bright_flux / 100) & (flux < bright_flux), h_mid),
-                  (flux >= bright_flux, h_big)]
+        groups = [
+            (flux < bright_flux / 100, h_small),
+            ((flux >= bright_flux / 100) & (flux < bright_flux), h_mid),
+            (flux >= bright_flux, h_big),
+        ]
         for sel, half in groups:
             sel = mine & sel
             add_stamps(canvas, epsf, x[sel], y[sel], flux[sel], half)
@@ -314,7 +346,7 @@ def _render_sources(shape, x, y, flux, kinds, gal, psfs, psf_of, fwhm_pix, *, br
             o = 3 if half <= 16 else 1
             step = max(1, 2_000_000 // ((2 * half + 1) * o) ** 2)
             for start in range(0, members.size, step):
-                idx = members[start:start + step]
+                idx = members[start : start + step]
                 iy = np.rint(y[idx]).astype(np.intp)
                 ix = np.rint(x[idx]).astype(np.intp)
                 params = {k: v[idx] for k, v in gal.items()}
@@ -364,9 +396,31 @@ def _spikes(shape, x, y, flux, fwhm_pix, level, sky_e, rng, *, n_max=20):
     return light, truth
 
 
-def _simulate(shape, *, instrument, fwhm, psf, beta, ellipticity, theta, background, level,
-              psf_defect, defect_level, defect_region, sources, wcs, rng, cloud_screen,
-              cloud_threshold, outer_scale, n_trails, date_obs, extra_meta, n_bright=2):
+def _simulate(
+    shape,
+    *,
+    instrument,
+    fwhm,
+    psf,
+    beta,
+    ellipticity,
+    theta,
+    background,
+    level,
+    psf_defect,
+    defect_level,
+    defect_region,
+    sources,
+    wcs,
+    rng,
+    cloud_screen,
+    cloud_threshold,
+    outer_scale,
+    n_trails,
+    date_obs,
+    extra_meta,
+    n_bright=2,
+):
     ny, nx = shape
     names = _check_backgrounds(background)
     levels = _levels(level, names)
@@ -393,23 +447,42 @@ def _simulate(shape, *, instrument, fwhm, psf, beta, ellipticity, theta, backgro
     region = _check_region(defect_region, shape)
     theta_rad = theta.to_value(u.rad)
     big = min(psf_radius(fwhm_pix, factor=15.0), 160)
-    psfs = {0: EffectivePSF(fwhm_pix, big, model=psf, beta=beta, ellipticity=ellipticity,
-                            theta=theta_rad)}
+    psfs = {
+        0: EffectivePSF(
+            fwhm_pix, big, model=psf, beta=beta, ellipticity=ellipticity, theta=theta_rad
+        )
+    }
     psf_of = np.zeros(len(x), int)
     truth_psf = None
     if psf_defect is not None and defect_level > 0:
-        psfs[1] = EffectivePSF(fwhm_pix, big + psf_radius(fwhm_pix, psf_defect) - psf_radius(fwhm_pix),
-                               model=psf, beta=beta, ellipticity=ellipticity, theta=theta_rad,
-                               defect=psf_defect, defect_level=defect_level,
-                               defect_angle=rng.uniform(0, np.pi))
+        psfs[1] = EffectivePSF(
+            fwhm_pix,
+            big + psf_radius(fwhm_pix, psf_defect) - psf_radius(fwhm_pix),
+            model=psf,
+            beta=beta,
+            ellipticity=ellipticity,
+            theta=theta_rad,
+            defect=psf_defect,
+            defect_level=defect_level,
+            defect_angle=rng.uniform(0, np.pi),
+        )
         iy = np.clip(np.rint(y), 0, ny - 1).astype(int)
         ix = np.clip(np.rint(x), 0, nx - 1).astype(int)
         psf_of[region[iy, ix]] = 1
         truth_psf = region.astype(np.float32)
     near = (x > -big) & (x < nx + big) & (y > -big) & (y < ny + big)
-    src = _render_sources(shape, x[near], y[near], flux[near], kinds[near],
-                          {k: v[near] for k, v in sources["galaxy"].items()}, psfs, psf_of[near],
-                          fwhm_pix, bright_flux=bright_flux)
+    src = _render_sources(
+        shape,
+        x[near],
+        y[near],
+        flux[near],
+        kinds[near],
+        {k: v[near] for k, v in sources["galaxy"].items()},
+        psfs,
+        psf_of[near],
+        fwhm_pix,
+        bright_flux=bright_flux,
+    )
 
     components = {}
     transmission = 1.0
@@ -418,12 +491,15 @@ def _simulate(shape, *, instrument, fwhm, psf, beta, ellipticity, theta, backgro
     meta = {}
     if "spikes" in names and levels["spikes"] > 0:
         stars = (kinds == "star") & near
-        light, tr = _spikes(shape, x[stars], y[stars], flux[stars], fwhm_pix, levels["spikes"],
-                            sky_e, rng)
+        light, tr = _spikes(
+            shape, x[stars], y[stars], flux[stars], fwhm_pix, levels["spikes"], sky_e, rng
+        )
         src += light
         components["spikes"] = tr
     if "cloud" in names:
-        screen = cloud_screen if cloud_screen is not None else bg.screen_for(shape, rng, outer_scale)
+        screen = (
+            cloud_screen if cloud_screen is not None else bg.screen_for(shape, rng, outer_scale)
+        )
         ext = bg.cloud(screen, levels["cloud"], cloud_threshold)
         scatter = float(rng.uniform(1.0, 2.0))
         transmission = 1.0 - ext
@@ -435,8 +511,14 @@ def _simulate(shape, *, instrument, fwhm, psf, beta, ellipticity, theta, backgro
         extra_sky += bg.MOON_MAX * tr * sky_e
         components["moon"] = tr
     if "trail" in names and levels["trail"] > 0:
-        light, tr = bg.trail(shape, levels["trail"], rng, width=max(2.0 * fwhm_pix, 2.0),
-                             peak=2.0 * sky_e, n_trails=n_trails)
+        light, tr = bg.trail(
+            shape,
+            levels["trail"],
+            rng,
+            width=max(2.0 * fwhm_pix, 2.0),
+            peak=2.0 * sky_e,
+            n_trails=n_trails,
+        )
         extra_sky += light
         components["trail"] = tr
     if "shutter" in names:
@@ -449,7 +531,9 @@ def _simulate(shape, *, instrument, fwhm, psf, beta, ellipticity, theta, backgro
     dark_e = instrument.dark_current.to_value(u.electron / u.s) * t
     expected = ((src + sky_e) * transmission + extra_sky) * exposure + dark_e
     electrons = rng.poisson(expected).astype(np.float32)
-    electrons += rng.normal(0.0, instrument.read_noise.to_value(u.electron), shape).astype(np.float32)
+    electrons += rng.normal(0.0, instrument.read_noise.to_value(u.electron), shape).astype(
+        np.float32
+    )
     adu = electrons / np.float32(gain) + np.float32(instrument.bias.to_value(u.adu))
     np.minimum(adu, np.float32(instrument.saturation.to_value(u.adu)), out=adu)
 
@@ -474,8 +558,10 @@ def _simulate(shape, *, instrument, fwhm, psf, beta, ellipticity, theta, backgro
     for name in names:
         header[f"LV_{name.upper()}"[:8]] = (levels[name], f"{name} level")
     header["SKYELEC"] = (sky_e, "[e-] nominal sky per pixel")
-    header["SKYADU"] = (sky_e / gain + dark_e / gain + instrument.bias.to_value(u.adu),
-                        "[adu] nominal sky + dark + bias per pixel")
+    header["SKYADU"] = (
+        sky_e / gain + dark_e / gain + instrument.bias.to_value(u.adu),
+        "[adu] nominal sky + dark + bias per pixel",
+    )
     header["NSTARS"] = (int(np.sum(inside & (kinds == "star"))), "stars in the frame")
     header["NGALAXY"] = (int(np.sum(inside & (kinds == "galaxy"))), "galaxies in the frame")
     for key, value in {**meta, **extra_meta}.items():
@@ -494,18 +580,36 @@ def _simulate(shape, *, instrument, fwhm, psf, beta, ellipticity, theta, backgro
     return SimulatedImage(ccd=ccd, catalog=cat, truth=truth, components=components)
 
 
-def _prepare(shape, instrument, fwhm, psf, beta, ellipticity, theta, background, level, psf_defect,
-             defect_level, rotation, pointing):
+def _prepare(
+    shape,
+    instrument,
+    fwhm,
+    psf,
+    beta,
+    ellipticity,
+    theta,
+    background,
+    level,
+    psf_defect,
+    defect_level,
+    rotation,
+    pointing,
+):
     shape = _check_shape(shape)
     if not isinstance(instrument, Instrument):
-        msg = f"instrument must be an Instrument (for example PAPER_2P5M), got {type(instrument).__name__}"
+        msg = (
+            "instrument must be an Instrument (for example PAPER_2P5M), "
+            f"got {type(instrument).__name__}"
+        )
         raise TypeError(msg)
-    fwhm = instrument.typical_fwhm if fwhm is None else check_positive_quantity(fwhm, "fwhm", u.arcsec)
+    fwhm = (
+        instrument.typical_fwhm if fwhm is None else check_positive_quantity(fwhm, "fwhm", u.arcsec)
+    )
     beta, ellipticity = _check_psf_args(psf, beta, ellipticity, psf_defect)
     defect_level = check_fraction(defect_level, "defect_level")
     theta = u.Quantity(theta, u.rad) if isinstance(theta, u.Quantity) else float(theta) * u.rad
     if not isinstance(rotation, u.Quantity):
-        msg = f"rotation must be an angle Quantity (for example rotation=30 * u.deg), got {rotation!r}"
+        msg = f"rotation must be an angle Quantity (e.g. rotation=30 * u.deg), got {rotation!r}"
         raise TypeError(msg)
     try:
         rotation = rotation.to(u.deg)
@@ -521,12 +625,34 @@ def _prepare(shape, instrument, fwhm, psf, beta, ellipticity, theta, background,
     return shape, fwhm, beta, ellipticity, theta, defect_level, rotation, pointing
 
 
-def simulate_image(shape=(1024, 1024), *, instrument=PAPER_2P5M, fwhm=None, psf="moffat", beta=2.5,
-                   ellipticity=0.0, theta=0.0, background=None, level=0.5, psf_defect=None,
-                   defect_level=0.5, defect_region=None, n_stars=None, n_galaxies=None,
-                   catalog=None, mag_column=None, mag_range=None, alpha=0.3, pointing=None,
-                   rotation=0 * u.deg, outer_scale=None, cloud_threshold=0.0, n_trails=1,
-                   date_obs=None, seed=None):
+def simulate_image(
+    shape=(1024, 1024),
+    *,
+    instrument=PAPER_2P5M,
+    fwhm=None,
+    psf="moffat",
+    beta=2.5,
+    ellipticity=0.0,
+    theta=0.0,
+    background=None,
+    level=0.5,
+    psf_defect=None,
+    defect_level=0.5,
+    defect_region=None,
+    n_stars=None,
+    n_galaxies=None,
+    catalog=None,
+    mag_column=None,
+    mag_range=None,
+    alpha=0.3,
+    pointing=None,
+    rotation=0 * u.deg,
+    outer_scale=None,
+    cloud_threshold=0.0,
+    n_trails=1,
+    date_obs=None,
+    seed=None,
+):
     """
     Simulate one frame of a star and galaxy field, with its truth.
 
@@ -618,32 +744,85 @@ def simulate_image(shape=(1024, 1024), *, instrument=PAPER_2P5M, fwhm=None, psf=
     True
     """
     shape, fwhm, beta, ellipticity, theta, defect_level, rotation, pointing = _prepare(
-        shape, instrument, fwhm, psf, beta, ellipticity, theta, background, level, psf_defect,
-        defect_level, rotation, pointing)
+        shape,
+        instrument,
+        fwhm,
+        psf,
+        beta,
+        ellipticity,
+        theta,
+        background,
+        level,
+        psf_defect,
+        defect_level,
+        rotation,
+        pointing,
+    )
     rng = np.random.default_rng(seed)
     wcs = _make_wcs(shape, instrument, pointing, rotation)
     fwhm_pix = fwhm.to_value(u.arcsec) / instrument.pixel_scale.to_value(u.arcsec / u.pix)
     if catalog is None:
-        sources = _random_sources(shape, wcs, instrument, fwhm_pix, rng, n_stars=n_stars,
-                                  n_galaxies=0 if n_galaxies is None and n_stars is not None and n_stars == 0 else n_galaxies,
-                                  mag_range=mag_range, alpha=alpha)
+        sources = _random_sources(
+            shape,
+            wcs,
+            instrument,
+            fwhm_pix,
+            rng,
+            n_stars=n_stars,
+            n_galaxies=0
+            if n_galaxies is None and n_stars is not None and n_stars == 0
+            else n_galaxies,
+            mag_range=mag_range,
+            alpha=alpha,
+        )
     else:
         sources = _catalog_sources(catalog, mag_column, instrument, rng)
     date_obs = Time(date_obs if date_obs is not None else _DEFAULT_DATE).isot
     extra = {"SEED": (str(seed) if seed is not None else "none", "random seed")}
-    return _simulate(shape, instrument=instrument, fwhm=fwhm, psf=psf, beta=beta,
-                     ellipticity=ellipticity, theta=theta, background=background, level=level,
-                     psf_defect=psf_defect, defect_level=defect_level, defect_region=defect_region,
-                     sources=sources, wcs=wcs, rng=rng, cloud_screen=None,
-                     cloud_threshold=check_fraction(cloud_threshold, "cloud_threshold"),
-                     outer_scale=outer_scale, n_trails=int(n_trails), date_obs=date_obs,
-                     extra_meta=extra)
+    return _simulate(
+        shape,
+        instrument=instrument,
+        fwhm=fwhm,
+        psf=psf,
+        beta=beta,
+        ellipticity=ellipticity,
+        theta=theta,
+        background=background,
+        level=level,
+        psf_defect=psf_defect,
+        defect_level=defect_level,
+        defect_region=defect_region,
+        sources=sources,
+        wcs=wcs,
+        rng=rng,
+        cloud_screen=None,
+        cloud_threshold=check_fraction(cloud_threshold, "cloud_threshold"),
+        outer_scale=outer_scale,
+        n_trails=int(n_trails),
+        date_obs=date_obs,
+        extra_meta=extra,
+    )
 
 
-def simulate_sequence(n_frames, *, shape=(512, 512), instrument=PAPER_2P5M, fwhm=None, seed=None,
-                      background="cloud", level=0.6, cloud_speed=(0.0, 20.0), seeing_jitter=0.05,
-                      cadence=None, dither=0.0, start_time=_DEFAULT_DATE, cloud_threshold=0.3,
-                      outer_scale=None, progress_bar=False, **kwargs):
+def simulate_sequence(
+    n_frames,
+    *,
+    shape=(512, 512),
+    instrument=PAPER_2P5M,
+    fwhm=None,
+    seed=None,
+    background="cloud",
+    level=0.6,
+    cloud_speed=(0.0, 20.0),
+    seeing_jitter=0.05,
+    cadence=None,
+    dither=0.0,
+    start_time=_DEFAULT_DATE,
+    cloud_threshold=0.3,
+    outer_scale=None,
+    progress_bar=False,
+    **kwargs,
+):
     """
     Simulate a sequence of frames of one star field.
 
@@ -706,20 +885,49 @@ def simulate_sequence(n_frames, *, shape=(512, 512), instrument=PAPER_2P5M, fwhm
         msg = f"seeing_jitter must lie in [0, 0.5), got {seeing_jitter}"
         raise ValueError(msg)
     vy, vx = (float(v) for v in cloud_speed)
-    allowed = {"psf", "beta", "ellipticity", "theta", "psf_defect", "defect_level", "defect_region",
-               "n_stars", "n_galaxies", "catalog", "mag_column", "mag_range", "alpha", "pointing",
-               "rotation", "n_trails"}
+    allowed = {
+        "psf",
+        "beta",
+        "ellipticity",
+        "theta",
+        "psf_defect",
+        "defect_level",
+        "defect_region",
+        "n_stars",
+        "n_galaxies",
+        "catalog",
+        "mag_column",
+        "mag_range",
+        "alpha",
+        "pointing",
+        "rotation",
+        "n_trails",
+    }
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
-        msg = f"simulate_sequence got unexpected keyword arguments {unknown}; allowed: {sorted(allowed)}"
+        msg = (
+            f"simulate_sequence got unexpected keyword arguments {unknown}; "
+            f"allowed: {sorted(allowed)}"
+        )
         raise TypeError(msg)
     psf = kwargs.get("psf", "moffat")
     rotation = kwargs.pop("rotation", 0 * u.deg)
     pointing = kwargs.pop("pointing", None)
     shape, fwhm, beta, ellipticity, theta, defect_level, rotation, pointing = _prepare(
-        shape, instrument, fwhm, kwargs.pop("psf", "moffat"), kwargs.pop("beta", 2.5),
-        kwargs.pop("ellipticity", 0.0), kwargs.pop("theta", 0.0), background, float(levels[0]),
-        kwargs.get("psf_defect"), kwargs.pop("defect_level", 0.5), rotation, pointing)
+        shape,
+        instrument,
+        fwhm,
+        kwargs.pop("psf", "moffat"),
+        kwargs.pop("beta", 2.5),
+        kwargs.pop("ellipticity", 0.0),
+        kwargs.pop("theta", 0.0),
+        background,
+        float(levels[0]),
+        kwargs.get("psf_defect"),
+        kwargs.pop("defect_level", 0.5),
+        rotation,
+        pointing,
+    )
     if cadence is None:
         cadence = instrument.exposure_time + 5 * u.s
     cadence = check_positive_quantity(cadence, "cadence", u.s)
@@ -729,19 +937,29 @@ def simulate_sequence(n_frames, *, shape=(512, 512), instrument=PAPER_2P5M, fwhm
     fwhm_pix = fwhm.to_value(u.arcsec) / instrument.pixel_scale.to_value(u.arcsec / u.pix)
     catalog = kwargs.pop("catalog", None)
     if catalog is None:
-        sources = _random_sources(shape, wcs0, instrument, fwhm_pix, rng,
-                                  n_stars=kwargs.pop("n_stars", None),
-                                  n_galaxies=kwargs.pop("n_galaxies", None),
-                                  mag_range=kwargs.pop("mag_range", None),
-                                  alpha=kwargs.pop("alpha", 0.3))
+        sources = _random_sources(
+            shape,
+            wcs0,
+            instrument,
+            fwhm_pix,
+            rng,
+            n_stars=kwargs.pop("n_stars", None),
+            n_galaxies=kwargs.pop("n_galaxies", None),
+            mag_range=kwargs.pop("mag_range", None),
+            alpha=kwargs.pop("alpha", 0.3),
+        )
     else:
         sources = _catalog_sources(catalog, kwargs.pop("mag_column", None), instrument, rng)
-    big_shape = (ny + int(np.ceil(abs(vy) * (n_frames - 1))) + 1,
-                 nx + int(np.ceil(abs(vx) * (n_frames - 1))) + 1)
+    big_shape = (
+        ny + int(np.ceil(abs(vy) * (n_frames - 1))) + 1,
+        nx + int(np.ceil(abs(vx) * (n_frames - 1))) + 1,
+    )
     names = _check_backgrounds(background)
     screen = None
     if "cloud" in names:
-        screen = bg.screen_for(big_shape, rng, outer_scale if outer_scale is not None else max(shape))
+        screen = bg.screen_for(
+            big_shape, rng, outer_scale if outer_scale is not None else max(shape)
+        )
     start = Time(start_time)
     frames = []
     for i in _progress_bar(range(n_frames), enabled=progress_bar, desc="simulate"):
@@ -749,8 +967,11 @@ def simulate_sequence(n_frames, *, shape=(512, 512), instrument=PAPER_2P5M, fwhm
         fwhm_i = fwhm * max(0.3, 1.0 + seeing_jitter * frng.standard_normal())
         if dither > 0:
             off = frng.normal(0, dither, 2) * instrument.pixel_scale.to_value(u.deg / u.pix)
-            p = SkyCoord(pointing.icrs.ra.deg + off[0] / np.cos(pointing.icrs.dec.rad),
-                         pointing.icrs.dec.deg + off[1], unit="deg")
+            p = SkyCoord(
+                pointing.icrs.ra.deg + off[0] / np.cos(pointing.icrs.dec.rad),
+                pointing.icrs.dec.deg + off[1],
+                unit="deg",
+            )
             wcs = _make_wcs(shape, instrument, p, rotation)
         else:
             wcs = wcs0
@@ -758,17 +979,35 @@ def simulate_sequence(n_frames, *, shape=(512, 512), instrument=PAPER_2P5M, fwhm
         if screen is not None:
             oy = int(round(vy * i)) if vy >= 0 else int(round(abs(vy) * (n_frames - 1 - i)))
             ox = int(round(vx * i)) if vx >= 0 else int(round(abs(vx) * (n_frames - 1 - i)))
-            window = screen[oy:oy + ny, ox:ox + nx]
+            window = screen[oy : oy + ny, ox : ox + nx]
         date = (start + i * cadence).isot
-        extra = {"SEED": (str(seed) if seed is not None else "none", "random seed of the sequence"),
-                 "FRAMENO": (i, "frame number in the sequence")}
-        frames.append(_simulate(shape, instrument=instrument, fwhm=fwhm_i, psf=psf, beta=beta,
-                                ellipticity=ellipticity, theta=theta, background=background,
-                                level=float(levels[i]), psf_defect=kwargs.get("psf_defect"),
-                                defect_level=defect_level,
-                                defect_region=kwargs.get("defect_region"), sources=sources,
-                                wcs=wcs, rng=frng, cloud_screen=window,
-                                cloud_threshold=check_fraction(cloud_threshold, "cloud_threshold"),
-                                outer_scale=outer_scale, n_trails=int(kwargs.get("n_trails", 1)),
-                                date_obs=date, extra_meta=extra))
+        extra = {
+            "SEED": (str(seed) if seed is not None else "none", "random seed of the sequence"),
+            "FRAMENO": (i, "frame number in the sequence"),
+        }
+        frames.append(
+            _simulate(
+                shape,
+                instrument=instrument,
+                fwhm=fwhm_i,
+                psf=psf,
+                beta=beta,
+                ellipticity=ellipticity,
+                theta=theta,
+                background=background,
+                level=float(levels[i]),
+                psf_defect=kwargs.get("psf_defect"),
+                defect_level=defect_level,
+                defect_region=kwargs.get("defect_region"),
+                sources=sources,
+                wcs=wcs,
+                rng=frng,
+                cloud_screen=window,
+                cloud_threshold=check_fraction(cloud_threshold, "cloud_threshold"),
+                outer_scale=outer_scale,
+                n_trails=int(kwargs.get("n_trails", 1)),
+                date_obs=date,
+                extra_meta=extra,
+            )
+        )
     return frames

@@ -23,7 +23,10 @@ def _as_quantity(value, unit, name, *, allow_zero=False):
 
 def _check_mag(value, name, unit):
     if not isinstance(value, u.Quantity):
-        msg = f"{name} must be a Quantity in {u.Unit(unit)} (for example {name}=20.0 * u.{u.Unit(unit)}), got {value!r}"
+        msg = (
+            f"{name} must be a Quantity in {u.Unit(unit)} "
+            f"(for example {name}=20.0 * u.{u.Unit(unit)}), got {value!r}"
+        )
         raise TypeError(msg)
     try:
         value = value.to(unit)

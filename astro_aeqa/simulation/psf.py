@@ -37,8 +37,19 @@ def psf_radius(fwhm_pix, defect=None, defect_level=0.0, factor=5.0):
     return int(np.ceil(factor * fwhm_pix + extra)) + 2
 
 
-def make_psf_image(shape, fwhm_pix, *, position=None, flux=1.0, psf="moffat", beta=2.5,
-                   ellipticity=0.0, theta=0.0, psf_defect=None, defect_level=0.5):
+def make_psf_image(
+    shape,
+    fwhm_pix,
+    *,
+    position=None,
+    flux=1.0,
+    psf="moffat",
+    beta=2.5,
+    ellipticity=0.0,
+    theta=0.0,
+    psf_defect=None,
+    defect_level=0.5,
+):
     """
     Return a noiseless image of one point source.
 
@@ -89,9 +100,23 @@ def make_psf_image(shape, fwhm_pix, *, position=None, flux=1.0, psf="moffat", be
     if position is None:
         position = ((nx - 1) / 2.0, (ny - 1) / 2.0)
     half = min(psf_radius(fwhm_pix, psf_defect, defect_level), max(ny, nx))
-    epsf = EffectivePSF(fwhm_pix, half, model=psf, beta=beta, ellipticity=ellipticity, theta=theta,
-                        defect=psf_defect, defect_level=defect_level)
+    epsf = EffectivePSF(
+        fwhm_pix,
+        half,
+        model=psf,
+        beta=beta,
+        ellipticity=ellipticity,
+        theta=theta,
+        defect=psf_defect,
+        defect_level=defect_level,
+    )
     canvas = Canvas((ny, nx))
-    add_stamps(canvas, epsf, np.array([position[0]], float), np.array([position[1]], float),
-               np.array([flux], float), half)
+    add_stamps(
+        canvas,
+        epsf,
+        np.array([position[0]], float),
+        np.array([position[1]], float),
+        np.array([flux], float),
+        half,
+    )
     return canvas.image()

@@ -23,8 +23,13 @@ OUT = Path(__file__).resolve().parents[1] / "figures" / "simulation.png"
 def _show(ax, data, title, lo=None, hi=None):
     if lo is None:
         lo, hi = np.percentile(data, [5, 99.7])
-    ax.imshow(np.arcsinh((data - lo) / (0.05 * (hi - lo))), origin="lower", cmap="gray",
-              vmin=0, vmax=np.arcsinh(20))
+    ax.imshow(
+        np.arcsinh((data - lo) / (0.05 * (hi - lo))),
+        origin="lower",
+        cmap="gray",
+        vmin=0,
+        vmax=np.arcsinh(20),
+    )
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -48,11 +53,12 @@ def main():
     cy = int(np.clip(ys[iy] + 24, 48, 336))
     cx = int(np.clip(xs[ix] + 24, 48, 336))
     sub = (slice(cy - 48, cy + 48), slice(cx - 48, cx + 48))
-    for ax, fwhm in zip(axes[2:], (0.5, 1.0, 2.0)):
+    for ax, fwhm in zip(axes[2:], (0.5, 1.0, 2.0), strict=True):
         sim = simulate_image(shape, fwhm=fwhm * u.arcsec, **kw)
         _show(ax, sim.ccd.data[sub], f'FWHM {fwhm}" (zoom)', lo, lo + 4 * (hi - lo))
-    fig.suptitle("astro_aeqa.simulation, PAPER_2P5M (2.5 m, 0.2267\"/pix, 60 s, V sky 20.0)",
-                 fontsize=10)
+    fig.suptitle(
+        'astro_aeqa.simulation, PAPER_2P5M (2.5 m, 0.2267"/pix, 60 s, V sky 20.0)', fontsize=10
+    )
     fig.tight_layout()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(OUT, dpi=64)
