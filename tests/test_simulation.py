@@ -411,3 +411,19 @@ def test_sequence_options():
         simulate_sequence(2, shape=(64, 64), bogus=1)
     with pytest.raises(ValueError, match="level"):
         simulate_sequence(2, shape=(64, 64), level=[0.5, 1.5])
+
+
+def test_galaxy_flux_conserved():
+    cat = Table(
+        {
+            "ra": [150.1] * u.deg,
+            "dec": [2.2] * u.deg,
+            "phot_g_mean_mag": [16.5],
+            "type": ["galaxy"],
+        }
+    )
+    sim = simulate_image((128, 128), catalog=cat, seed=18)
+    assert list(sim.catalog["type"]) == ["galaxy"]
+    xy = (sim.catalog["x"][0], sim.catalog["y"][0])
+    phot = aperture_photometry(sim.ccd.data - sky_adu(sim), CircularAperture(xy, r=60))
+    assert phot["aperture_sum"][0] == pytest.approx(sim.catalog["flux_adu"][0].value, rel=0.03)
