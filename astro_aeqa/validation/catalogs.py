@@ -21,7 +21,7 @@ from astropy.time import Time
 from ..config import conf
 from ..exceptions import AEQAWarning, CatalogError
 from ..utils import atomic_write
-from ._utils import frame_epoch, celestial_wcs
+from ._utils import celestial_wcs, frame_epoch
 
 __all__ = ["REQUIRED_COLUMNS", "GAIA_COLUMNS", "load_catalog", "query_gaia", "propagate_epoch",
            "footprint"]

@@ -9,9 +9,9 @@ from astropy.table import QTable
 
 from ..exceptions import CatalogError, InputDataError
 from .calibration import crossmatch, fit_zero_point
-from .catalogs import load_catalog
+from .catalogs import load_catalog, propagate_epoch
 from .photometry import _fwhm_pixels, aperture_photometry_table, detect_stars
-from ._utils import frame_epoch, as_ccd, celestial_wcs, pixel_scale
+from ._utils import as_ccd, celestial_wcs, frame_epoch, pixel_scale
 
 __all__ = ["measure_frame", "patch_scores_at"]
 
@@ -86,7 +86,7 @@ def measure_frame(ccd, catalog, *, score_map=None, positions="detect", fwhm=None
         Detect stars with `detect_stars` and match them, or do forced
         photometry at the catalogue positions (light curves of fixed stars).
     fwhm : float, `~astropy.units.Quantity` or None, optional
-        PSF FWHM (pixels or angle); default ``meta['FWHM']`` or 3 px.
+        PSF FWHM (pixels or angle); default the ``FWHMPIX`` (then ``FWHM``) keyword in pixels, or 3 px.
     threshold : float, optional
         Detection threshold in background sigmas.
     match_radius : `~astropy.units.Quantity` or None, optional
@@ -148,15 +148,10 @@ def measure_frame(ccd, catalog, *, score_map=None, positions="detect", fwhm=None
     if positions not in ("detect", "catalog"):
         msg = f"positions must be 'detect' or 'catalog', got {positions!r}"
         raise ValueError(msg)
-    if not hasattr(catalog, "colnames"):
-        catalog = load_catalog(catalog, g_range=g_range)
-    else:
-        catalog = load_catalog(catalog, g_range=g_range)
+    catalog = load_catalog(catalog, g_range=g_range)
     if isinstance(epoch, str) and epoch == "auto":
         epoch = frame_epoch(ccd)
     if epoch is not None:
-        from .catalogs import propagate_epoch
-
         catalog = propagate_epoch(catalog, epoch)
     ny, nx = ccd.shape
     scale = pixel_scale(wcs)

@@ -26,7 +26,7 @@ _DEFAULT_FWHM = 3.0
 
 def _fwhm_pixels(ccd, fwhm):
     if fwhm is None:
-        fwhm = meta_float(ccd.meta, ("FWHM", "SEEING_PIX"), _DEFAULT_FWHM)
+        fwhm = meta_float(ccd.meta, ("FWHMPIX", "SEEING_PIX", "FWHM"), _DEFAULT_FWHM)
     return to_pixels(fwhm, ccd.wcs if ccd.wcs is not None else None, "fwhm")
 
 
@@ -48,7 +48,7 @@ def detect_stars(ccd, *, fwhm=None, threshold=5.0, n_brightest=None, use_mask=Fa
         The frame (not background-subtracted).
     fwhm : float, `~astropy.units.Quantity` or None, optional
         PSF FWHM in pixels, or as an angle (needs a WCS). Default: the
-        ``FWHM`` keyword of ``ccd.meta``, else 3 pixels.
+        ``FWHMPIX`` (then ``FWHM``) keyword of ``ccd.meta``, in pixels, else 3.
     threshold : float, optional
         Detection threshold in units of the sigma-clipped background RMS.
     n_brightest : int or None, optional
@@ -125,7 +125,7 @@ def aperture_photometry_table(ccd, positions, *, fwhm=None, radius=None, annulus
     positions : array-like of shape (N, 2) or `~astropy.table.Table`
         ``(x, y)`` pixel positions (0-based), or a table with ``x`` and ``y``.
     fwhm : float, `~astropy.units.Quantity` or None, optional
-        PSF FWHM (pixels or angle); default from ``ccd.meta['FWHM']``, else 3 px.
+        PSF FWHM (pixels or angle); default as in `detect_stars`.
     radius : float, `~astropy.units.Quantity` or None, optional
         Aperture radius; default ``1.5 * fwhm``.
     annulus : tuple of two floats or None, optional

@@ -3,7 +3,9 @@
 The paper's validation studies (Jia et al. 2024, Figs. 7, 9, 10 and 11).
 
 Each function takes the per-star tables of `measure_frame` (one table per
-frame) and returns ``(QTable, matplotlib.figure.Figure)``. matplotlib is
+frame) and returns ``(QTable, matplotlib.figure.Figure)``. Saturated,
+blended and edge stars are left out: their errors say nothing about the
+background. matplotlib is
 imported inside the functions; the figures use the object-oriented API
 (no pyplot state), so they are safe in scripts and servers.
 """
@@ -41,6 +43,9 @@ def _stack(tables, snr_min):
                                                                           else t["error"], float))
         if snr_min is not None:
             keep &= np.nan_to_num(np.asarray(t["snr"], float)) >= snr_min
+        for col in ("blended", "edge"):  # errors that say nothing about the background
+            if col in t.colnames:
+                keep &= ~np.asarray(t[col], bool)
         sub = QTable({"frame": np.full(keep.sum(), i),
                       "score": np.asarray(t["score"], float)[keep],
                       "error": np.asarray(u.Quantity(t["error"], u.mag).value)[keep],
@@ -282,6 +287,9 @@ def light_curve_study(tables, *, n_stars=None, min_frames=5, snr_min=5.0, key=No
     ids, frames, mags, masked, cats = [], [], [], [], []
     for i, t in enumerate(tables):
         ok = np.isfinite(np.asarray(u.Quantity(t["mag_cal"], u.mag).value)) & ~np.asarray(t["saturated"], bool)
+        for col in ("blended", "edge"):
+            if col in t.colnames:
+                ok &= ~np.asarray(t[col], bool)
         if snr_min is not None:
             ok &= np.nan_to_num(np.asarray(t["snr"], float)) >= snr_min
         ids.append(np.asarray(t[key])[ok])
