@@ -384,3 +384,28 @@ def test_cli_validate_writes_tables_and_figures(tmp_path, field, monkeypatch, ca
     assert "--overwrite" in capsys.readouterr().err
     status = cli.main(["-q", "validate", str(path), "--catalog", str(tmp_path / "none.csv")])
     assert status == 2
+
+
+def test_cli_validate_reads_aeqa_score_extension(tmp_path, monkeypatch, capsys):
+    """An astro_aeqa output file: the mask and the AEQA_SCORE map travel to the star table."""
+    io = pytest.importorskip("astro_aeqa.io")
+    if not hasattr(io, "write_aeqa_fits"):
+        pytest.skip("astro_aeqa.io.write_aeqa_fits not available")
+    from astro_aeqa import cli
+
+    if "validate" not in cli._SUBCOMMANDS:
+        monkeypatch.setattr(cli, "_SUBCOMMANDS", cli._SUBCOMMANDS + ["validate"])
+    ccd, cat, truth = make_star_field((160, 160), n_stars=60, seed=5, cloud=0.7)
+    ccd.mask = truth > 0.3
+    ccd.meta["AEQAPSZ"] = 32
+    smap = score_map_from_array(truth, 32, wcs=ccd.wcs)
+    path = tmp_path / "frame_aeqa.fits"
+    io.write_aeqa_fits(path, ccd, score_map=smap, flags=np.zeros(ccd.shape, np.uint16))
+    catpath = tmp_path / "cat.fits"
+    Table(cat).write(catpath)
+    out = tmp_path / "out"
+    assert cli.main(["-q", "validate", str(path), "--catalog", str(catpath), "--output-dir", str(out),
+                     "--fwhm", "3"]) == 0
+    stars = QTable.read(out / "frame_aeqa_stars.ecsv")
+    np.testing.assert_allclose(stars["score"], patch_scores_at(smap, stars["x"], stars["y"]), atol=1e-6)
+    assert stars["masked"].any() and not stars["masked"].all()

@@ -38,6 +38,11 @@ def register(subparsers):
     parser.add_argument("--min-matches", type=int, default=10, help="fewest zero-point stars (default 10)")
     parser.add_argument("--g-range", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                         help="catalogue G magnitude range")
+    parser.add_argument("--fit-slope", action="store_true",
+                        help="also fit a slope of catalogue against instrumental magnitude "
+                             "(non-linear detectors such as photographic plates)")
+    parser.add_argument("--max-scatter", type=float, default=0.3,
+                        help="largest zero-point scatter accepted, mag (default 0.3)")
     parser.add_argument("--patch-size", type=int, default=64,
                         help="patch size of the proxy score map when a file has none (default 64)")
     parser.set_defaults(func=run)
@@ -64,10 +69,18 @@ def _read(path, hdu):
         read_aeqa_fits = None
     if read_aeqa_fits is not None and hdu is None:
         try:
-            ccd, score_map, _flags = read_aeqa_fits(path)
-            return ccd, score_map
+            products = read_aeqa_fits(path)
         except (AEQAError, OSError, ValueError, KeyError):
             log.debug("%s is not an AEQA output file; reading it as an image", path)
+        else:
+            score_map = products.score_map
+            if score_map is not None and "AEQAPSZ" not in (score_map.meta or {}):
+                header = getattr(products, "header", None) or {}
+                if "AEQAPSZ" in header:
+                    score_map.meta["AEQAPSZ"] = header["AEQAPSZ"]
+                else:
+                    score_map = None
+            return products.ccd, score_map
     return as_ccd(str(path), hdu=hdu, name=str(path)), score_map
 
 
@@ -106,7 +119,8 @@ def run(args):
                 ccd, g_range=g_range if g_range else (None, None), name=str(path))
             stars = measure_frame(ccd, cat, score_map=score_map, positions=args.positions,
                                   fwhm=args.fwhm, snr_min=args.snr_min, min_matches=args.min_matches,
-                                  name=str(path))
+                                  g_range=g_range, fit_slope=args.fit_slope,
+                                  max_scatter=args.max_scatter, name=str(path))
         except (AEQAError, OSError, ValueError) as exc:
             if len(args.files) == 1:
                 raise

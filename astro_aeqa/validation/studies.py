@@ -118,6 +118,9 @@ def error_vs_score(tables, *, n_bins=8, bins=None, snr_min=5.0):
     ax.set_xlabel("patch score")
     ax.set_ylabel("|photometric error| (mag)")
     ax.set_yscale("log")
+    positive = err[err > 0]
+    if positive.size:
+        ax.set_ylim(bottom=10 ** np.floor(np.log10(max(np.percentile(positive, 2), 1e-5))))
     ax.legend()
     return out, fig
 
