@@ -18,7 +18,7 @@ from ..exceptions import AEQAError
 
 __all__ = ["main", "build_parser"]
 
-_SUBCOMMANDS = ["simulate"]
+_SUBCOMMANDS = ["simulate", "validate"]
 
 log = logging.getLogger("astro_aeqa")
 

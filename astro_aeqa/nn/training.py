@@ -409,6 +409,7 @@ def train_autoencoder(
     progress_bar=True,
     checkpoint=None,
     resume=False,
+    transform=None,
 ):
     """
     Train ``model`` in place to reconstruct patches of ``images``.
@@ -462,6 +463,9 @@ def train_autoencoder(
     resume : bool
         Continue from ``checkpoint`` when it exists. A resumed run ends with
         the same weights as an uninterrupted one.
+    transform : callable, optional
+        Applied to every batch of crops, shape ``(n, 1, ny, nx)``, before the
+        model sees it (for example the paper's per-patch [0, 1] scaling).
 
     Returns
     -------
@@ -502,6 +506,8 @@ def train_autoencoder(
     cum_area = np.cumsum(area.astype(np.float64))
 
     val_x = np.stack([images[i][y : y + ps, x : x + ps] for i, y, x in val_patches])[:, None]
+    if transform is not None:
+        val_x = np.ascontiguousarray(transform(val_x), dtype=np.float32)
     val_x = torch.from_numpy(val_x).to(device)
     val_w = None
     if weights is not None:
@@ -567,6 +573,8 @@ def train_autoencoder(
             n_done = 0
             for _ in range(steps_per_epoch):
                 xb, wb = _sample_batch(images, weights, regions, cum_area, rng, batch_size, ps)
+                if transform is not None:
+                    xb = np.ascontiguousarray(transform(xb), dtype=np.float32)
                 bar.update(1)
                 if wb is not None:
                     w_sum = float(wb.sum())

@@ -1,0 +1,868 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+The evaluator: learn "good" from reference frames, score new frames patch by
+patch, and mask the patches that the autoencoder cannot reconstruct.
+"""
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.nddata import CCDData, NDData
+from astropy.table import QTable
+
+from . import io as aeqa_io
+from .config import conf
+from .exceptions import InputDataError, ModelFileError
+from .masking import (
+    build_flag_plane,
+    clean_patch_mask,
+    combine_masks,
+    conformal_threshold,
+    patch_mask_to_pixel_mask,
+    pvalues,
+    robust_threshold,
+)
+from .nn import (
+    PRESETS,
+    AutoencoderConfig,
+    build_model,
+    load_model,
+    reconstruct,
+    resolve_device,
+    save_model,
+    train_autoencoder,
+)
+from .preprocessing import NORMALIZATIONS, minmax_tiles, normalize_frame, valid_pixels
+from .tiling import aggregate_patches, extract_tiles, patch_grid_shape, stitch_tiles, tile_origins
+
+__all__ = ["AEQualityEvaluator", "QualityResult", "aeqa_mask"]
+
+log = logging.getLogger(__name__)
+
+AGGREGATES = ("mean", "trimmed_mean", "median")
+# Reference scores kept in a model file: enough quantiles to calibrate fpr=0.001.
+_N_CALIBRATION_QUANTILES = 4001
+
+
+def _package_version():
+    from . import __version__
+
+    return __version__
+
+
+class QualityResult:
+    """
+    The verdict on one frame, returned by `AEQualityEvaluator.evaluate`.
+
+    Attributes
+    ----------
+    score : float
+        Image score: the mean of the patch scores (the paper's image MAE).
+    patch_scores : 2-D `~numpy.ndarray`
+        One score per patch (mean absolute residual, or the configured
+        aggregate), NaN for patches without a valid pixel.
+    relative_scores : 2-D `~numpy.ndarray`
+        ``patch_scores`` divided by the median score of the clean reference
+        patches: 1 is a typical reference patch. NaN without calibration.
+    pvalues : 2-D `~numpy.ndarray`
+        Probability that a clean reference patch scores at least as high.
+        NaN without calibration.
+    residual : 2-D float32 `~numpy.ndarray`
+        ``|x - x_hat|`` per pixel in normalised units; NaN for invalid pixels.
+    patch_mask : 2-D bool `~numpy.ndarray`
+        Patches above the threshold, after opening and closing.
+    mask : 2-D bool `~numpy.ndarray`
+        ``patch_mask`` expanded to pixels (the AEQA mask alone, not OR-ed
+        with the input mask).
+    threshold : float
+        The patch-score threshold that made the mask.
+    fpr : float or None
+        The false-mask rate the threshold was calibrated for, if any.
+    threshold_method : str
+        ``'explicit'``, ``'fpr'`` or ``'robust'`` (the frame's median +
+        k MAD, used when the model has no calibration).
+    score_map : `~astropy.nddata.NDData`
+        ``patch_scores`` with the image WCS sliced to the patch grid.
+    valid : 2-D bool `~numpy.ndarray`
+        Pixels that were used (finite, unmasked, unsaturated).
+    patch_size : int
+        Patch size in pixels.
+    """
+
+    def __init__(self, **attrs):
+        self.__dict__.update(attrs)
+
+    @property
+    def masked_fraction(self):
+        """Fraction of the frame's pixels masked by AEQA."""
+        return float(self.mask.mean())
+
+    def __repr__(self):
+        return (
+            f"<QualityResult score={self.score:.4g} patches={self.patch_scores.shape} "
+            f"threshold={self.threshold:.4g} masked={self.masked_fraction:.1%}>"
+        )
+
+    def to_table(self):
+        """
+        Return one row per patch.
+
+        Columns: ``iy``, ``ix`` (patch indices), ``y0``, ``x0`` (first pixel),
+        ``score``, ``relative_score``, ``pvalue``, ``n_valid`` and ``masked``,
+        plus ``ra``, ``dec`` of the patch centre when the frame has a WCS.
+        """
+        n_py, n_px = self.patch_scores.shape
+        iy, ix = np.mgrid[0:n_py, 0:n_px]
+        p = self.patch_size
+        table = QTable()
+        table["iy"] = iy.ravel()
+        table["ix"] = ix.ravel()
+        table["y0"] = (iy * p).ravel()
+        table["x0"] = (ix * p).ravel()
+        table["score"] = self.patch_scores.ravel()
+        table["relative_score"] = self.relative_scores.ravel()
+        table["pvalue"] = self.pvalues.ravel()
+        table["n_valid"] = self.n_valid.ravel()
+        table["masked"] = self.patch_mask.ravel()
+        wcs = getattr(self.score_map, "wcs", None)
+        if wcs is not None and wcs.has_celestial:
+            sky = wcs.pixel_to_world(ix.ravel(), iy.ravel())
+            table["ra"] = sky.ra
+            table["dec"] = sky.dec
+        table.meta["score"] = self.score
+        table.meta["threshold"] = self.threshold
+        table.meta["patch_size"] = p
+        return table
+
+    def flag_plane(self):
+        """Return the ``AEQA_FLAGS`` uint16 plane of this result (see `astro_aeqa.flags`)."""
+        p = self.patch_size
+        edge = np.zeros(self.shape, dtype=bool)
+        ny, nx = self.shape
+        if ny % p:
+            edge[ny - ny % p :, :] = True
+        if nx % p:
+            edge[:, nx - nx % p :] = True
+        return build_flag_plane(
+            self.shape,
+            low_quality=self.mask,
+            non_finite=~self._finite,
+            saturated=self._saturated,
+            input_masked=self._input_mask,
+            edge=edge,
+        )
+
+    def plot(self, image=None, *, figsize=(12, 4.2)):
+        """
+        Plot the image with the mask outlined, the patch score map and the
+        patch score histogram against the threshold.
+
+        Parameters
+        ----------
+        image : 2-D `~numpy.ndarray`, optional
+            The frame (shown with a zscale stretch); without it the residual
+            is shown.
+
+        Returns
+        -------
+        fig : `matplotlib.figure.Figure`
+        """
+        import matplotlib.pyplot as plt
+        from astropy.visualization import ImageNormalize, ZScaleInterval
+
+        fig, axes = plt.subplots(1, 3, figsize=figsize, layout="constrained")
+        shown = self.residual if image is None else np.asarray(image, dtype=float)
+        norm = ImageNormalize(np.nan_to_num(shown), interval=ZScaleInterval())
+        axes[0].imshow(shown, origin="lower", cmap="gray", norm=norm)
+        if self.mask.any():
+            axes[0].contour(self.mask, levels=[0.5], colors="tab:red", linewidths=1)
+        axes[0].set_title("image, AEQA mask outlined" if image is not None else "residual")
+        ny, nx = self.shape
+        im = axes[1].imshow(
+            self.patch_scores, origin="lower", cmap="viridis", extent=(0, nx, 0, ny),
+            interpolation="nearest",
+        )
+        fig.colorbar(im, ax=axes[1], label="patch score")
+        axes[1].set_title(f"score map (image score {self.score:.3g})")
+        finite = self.patch_scores[np.isfinite(self.patch_scores)]
+        axes[2].hist(finite, bins=40, color="0.4")
+        axes[2].axvline(self.threshold, color="tab:red", label=f"threshold {self.threshold:.3g}")
+        axes[2].set_xlabel("patch score")
+        axes[2].set_ylabel("patches")
+        axes[2].legend()
+        return fig
+
+
+class AEQualityEvaluator:
+    """
+    Autoencoder image quality evaluator (Jia et al. 2024).
+
+    Parameters
+    ----------
+    model : str or `~astro_aeqa.nn.AutoencoderConfig`, optional
+        Architecture preset (``'small'``, the default, or ``'paper'``) or a
+        configuration. The network is untrained until `fit` or `load`.
+    patch_size : int, optional
+        Side of the square patches that are scored and masked, in pixels.
+    tile_size : int, optional
+        Side of the tiles the network reconstructs (and is trained on).
+        Default: ``max(128, 2 * patch_size)``.
+    overlap : int, optional
+        Margin of each tile that is discarded when tiles are stitched, so
+        there are no seams. Default: ``tile_size // 8``.
+    normalization : {'noise', 'minmax'}, optional
+        ``'noise'``: background-subtracted, noise-scaled, asinh-compressed
+        frame; ``'minmax'``: the paper's per-tile [0, 1] scaling.
+    aggregate : {'mean', 'trimmed_mean', 'median'}, optional
+        Statistic of the absolute residual within a patch; ``'mean'`` is the
+        paper's MAE.
+    sky_term : bool, optional
+        Add to each patch score the absolute median of the normalised patch,
+        that is its sky offset from the frame's sky in units of the noise.
+        The instance-normalised network cannot see a smooth offset well
+        against the noise; this term makes clouds, the Moon and shutter
+        shadows plain (see the quality benchmark). Only with
+        ``normalization='noise'``; default `True` there. The paper's score
+        is ``normalization='minmax', sky_term=False``.
+    fpr : float, optional
+        Default false-mask rate on clean reference patches, used to set the
+        threshold when none is given.
+    morphology : tuple of int, optional
+        Iterations of binary opening and closing of the patch mask (the
+        paper's erosion and dilation). ``(0, 0)`` disables both.
+    device : str or `torch.device`, optional
+        ``'auto'`` (CUDA when present), ``'cpu'``, ``'cuda'``... Default from
+        ``astro_aeqa.conf.device``.
+    batch_size : int, optional
+        Tiles reconstructed at once.
+    seed : int, optional
+        Seed of every random choice (training crops, initial weights).
+
+    Examples
+    --------
+    >>> from astro_aeqa import AEQualityEvaluator
+    >>> ev = AEQualityEvaluator(patch_size=32)
+    >>> ev.patch_size, ev.tile_size, ev.normalization
+    (32, 128, 'noise')
+    """
+
+    def __init__(
+        self,
+        model="small",
+        *,
+        patch_size=64,
+        tile_size=None,
+        overlap=None,
+        normalization="noise",
+        aggregate="mean",
+        sky_term=None,
+        fpr=0.01,
+        morphology=(1, 1),
+        device=None,
+        batch_size=16,
+        seed=0,
+    ):
+        if isinstance(model, str):
+            if model not in PRESETS:
+                msg = f"model must be one of the presets {sorted(PRESETS)} or an AutoencoderConfig, got {model!r}"
+                raise ValueError(msg)
+            self.model_name = model
+            config = PRESETS[model]
+        elif isinstance(model, AutoencoderConfig):
+            self.model_name = "custom"
+            config = model
+        else:
+            msg = f"model must be a preset name or an AutoencoderConfig, got {type(model).__name__}"
+            raise TypeError(msg)
+        self.patch_size = _check_int(patch_size, "patch_size", minimum=2)
+        unit = 2**config.n_down
+        if tile_size is None:
+            tile_size = max(128, 2 * self.patch_size)
+        self.tile_size = _check_int(tile_size, "tile_size", minimum=unit)
+        if self.tile_size % unit:
+            msg = f"tile_size must be a multiple of {unit} for this model, got {tile_size}"
+            raise ValueError(msg)
+        self.overlap = _check_int(self.tile_size // 8 if overlap is None else overlap, "overlap", minimum=0)
+        if 2 * self.overlap >= self.tile_size:
+            msg = f"overlap must be less than half of tile_size ({self.tile_size}), got {overlap}"
+            raise ValueError(msg)
+        if normalization not in NORMALIZATIONS:
+            msg = f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
+            raise ValueError(msg)
+        self.normalization = normalization
+        if aggregate not in AGGREGATES:
+            msg = f"aggregate must be one of {AGGREGATES}, got {aggregate!r}"
+            raise ValueError(msg)
+        self.aggregate = aggregate
+        if sky_term is None:
+            sky_term = normalization == "noise"
+        if sky_term and normalization != "noise":
+            msg = "sky_term needs normalization='noise': min-max scaled tiles have no common sky level"
+            raise ValueError(msg)
+        self.sky_term = bool(sky_term)
+        self.fpr = _check_fpr(fpr)
+        self.morphology = tuple(int(n) for n in morphology)
+        self.device = resolve_device(conf.device if device is None else device)
+        self.batch_size = _check_int(batch_size, "batch_size", minimum=1)
+        self.seed = int(seed)
+        self.config = config
+        self.model_ = build_model(config)
+        self.model_.to(self.device)
+        self.reference_scores_ = None  # sorted clean reference patch scores
+        self.training_ = {}
+        self.is_fitted = False
+        self.model_sha = None
+
+    def __repr__(self):
+        state = "fitted" if self.is_fitted else "untrained"
+        return (
+            f"<AEQualityEvaluator model={self.model_name!r} patch_size={self.patch_size} "
+            f"normalization={self.normalization!r} aggregate={self.aggregate!r} "
+            f"sky_term={self.sky_term} {state}>"
+        )
+
+    # -- training ---------------------------------------------------------
+
+    def fit(
+        self,
+        references,
+        *,
+        n_epochs=20,
+        batch_size=16,
+        steps_per_epoch=None,
+        learning_rate=1e-3,
+        val_fraction=0.2,
+        patience=5,
+        calibration=None,
+        hdu=None,
+        filter=None,
+        progress_bar=True,
+        checkpoint=None,
+        resume=False,
+    ):
+        """
+        Train the autoencoder on good reference frames and calibrate the scores.
+
+        Parameters
+        ----------
+        references : iterable or `ccdproc.ImageFileCollection`
+            Reference frames: `~astropy.nddata.CCDData`, `~astropy.nddata.NDData`,
+            arrays, HDUs or FITS paths; or an image file collection, whose files
+            are selected with ``filter``.
+        n_epochs, batch_size, steps_per_epoch, learning_rate : optional
+            Training schedule (Adam, MSE loss on random crops with flips and
+            90-degree rotations).
+        val_fraction : float, optional
+            Fraction of reference patches held out for validation, early
+            stopping and the score calibration.
+        patience : int, optional
+            Epochs without improvement of the validation loss before stopping.
+        calibration : iterable, optional
+            Clean frames, not used in training, to calibrate the scores on.
+            Default: the held-out reference patches.
+        hdu : int or str, optional
+            HDU to read from multi-extension FITS files.
+        filter : dict, optional
+            Header keyword values that select files of an image collection.
+        progress_bar : bool, optional
+            Show progress bars.
+        checkpoint : str or `~pathlib.Path`, optional
+            Write a checkpoint after each epoch; with ``resume=True`` training
+            continues from it.
+
+        Returns
+        -------
+        self : `AEQualityEvaluator`
+        """
+        frames = [self._prepare(ref, hdu=hdu) for ref in _iter_references(references, filter)]
+        if not frames:
+            msg = "references is empty: give at least one good reference frame"
+            raise InputDataError(msg)
+        images = [frame["x"] for frame in frames]
+        weights = [frame["valid"].astype(np.float32) for frame in frames]
+        history = train_autoencoder(
+            self.model_,
+            images,
+            weights=weights,
+            patch_size=self.tile_size,
+            n_epochs=n_epochs,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+            learning_rate=learning_rate,
+            val_fraction=val_fraction,
+            patience=patience,
+            seed=self.seed,
+            device=self.device,
+            progress_bar=progress_bar,
+            checkpoint=checkpoint,
+            resume=resume,
+            transform=minmax_tiles if self.normalization == "minmax" else None,
+        )
+        self.model_.to(self.device)
+        self.training_ = {
+            "n_frames": len(frames),
+            "n_epochs_run": len(history.train_loss),
+            "best_epoch": int(history.best_epoch),
+            "final_train_loss": float(history.train_loss[-1]) if history.train_loss else None,
+            "best_val_loss": float(min(history.val_loss)) if history.val_loss else None,
+            "n_train_patches": int(history.n_train_patches),
+            "n_val_patches": int(history.n_val_patches),
+            "seconds": float(history.seconds),
+            "learning_rate": float(learning_rate),
+            "batch_size": int(batch_size),
+            "seed": self.seed,
+            "shapes": [list(frame["x"].shape) for frame in frames[:20]],
+        }
+        self.history_ = history
+        self.is_fitted = True
+        self.model_sha = _weights_sha(self.model_)
+        if calibration is not None:
+            self.calibrate(calibration, hdu=hdu, progress_bar=progress_bar)
+        else:
+            self._calibrate_on_held_out(frames, history.val_patches, progress_bar=progress_bar)
+        return self
+
+    def calibrate(self, frames, *, hdu=None, progress_bar=True):
+        """
+        Calibrate the scores on clean frames that were not used in training.
+
+        The scores of their patches become the reference distribution: a
+        relative score of 1 is a typical clean patch, p-values and
+        ``fpr`` thresholds come from it (split-conformal calibration).
+
+        Returns
+        -------
+        self : `AEQualityEvaluator`
+        """
+        scores = []
+        for frame in _iter_references(frames, None):
+            prepared = self._prepare(frame, hdu=hdu)
+            patch_scores, _, _ = self._score_prepared(prepared, progress_bar=progress_bar)
+            scores.append(patch_scores[np.isfinite(patch_scores)].ravel())
+        self._set_reference_scores(np.concatenate(scores) if scores else np.array([]))
+        return self
+
+    def _calibrate_on_held_out(self, frames, val_patches, *, progress_bar):
+        # Patches that lie entirely inside a held-out training tile were never
+        # seen in training: their scores calibrate the thresholds.
+        held_out = {}
+        for index, y0, x0 in val_patches:
+            held_out.setdefault(index, []).append((y0, x0))
+        scores = []
+        p, t = self.patch_size, self.tile_size
+        for index, origins in held_out.items():
+            patch_scores, _, _ = self._score_prepared(frames[index], progress_bar=progress_bar)
+            for y0, x0 in origins:
+                iy0, ix0 = -(-y0 // p), -(-x0 // p)
+                iy1, ix1 = (y0 + t) // p, (x0 + t) // p
+                block = patch_scores[iy0:iy1, ix0:ix1]
+                scores.append(block[np.isfinite(block)].ravel())
+        self._set_reference_scores(np.concatenate(scores) if scores else np.array([]))
+
+    def _set_reference_scores(self, scores):
+        scores = np.sort(np.asarray(scores, dtype=np.float64))
+        if scores.size == 0:
+            log.warning("no clean reference patch to calibrate on: thresholds fall back to "
+                        "each frame's median + k MAD")
+            self.reference_scores_ = None
+            return
+        if scores.size > _N_CALIBRATION_QUANTILES:
+            # Keep the quantiles; the conformal threshold only needs the upper tail resolved.
+            n_total = scores.size
+            scores = np.quantile(scores, np.linspace(0, 1, _N_CALIBRATION_QUANTILES))
+            self.n_reference_ = n_total
+        else:
+            self.n_reference_ = scores.size
+        self.reference_scores_ = scores
+        log.info("calibrated on %d clean reference patches (median score %.4g)",
+                 self.n_reference_, np.median(scores))
+
+    # -- scoring ----------------------------------------------------------
+
+    def _prepare(self, image, *, hdu=None):
+        ccd = aeqa_io.read_image(image, hdu=hdu)
+        data = ccd.data
+        if data.ndim != 2:
+            msg = f"image must be 2-D, got shape {data.shape}"
+            raise InputDataError(msg)
+        ny, nx = data.shape
+        if ny < self.patch_size or nx < self.patch_size:
+            msg = (f"image of {ny}x{nx} pixels is smaller than one patch of "
+                   f"{self.patch_size}x{self.patch_size}; use a smaller patch_size")
+            raise InputDataError(msg)
+        saturation = _saturation_level(ccd.meta)
+        finite = np.isfinite(data)
+        if not finite.any():
+            msg = "every pixel of the image is NaN or inf: there is nothing to evaluate"
+            raise InputDataError(msg)
+        input_mask = np.zeros(data.shape, bool) if ccd.mask is None else np.asarray(ccd.mask, bool)
+        saturated = np.zeros(data.shape, bool)
+        if saturation is not None:
+            with np.errstate(invalid="ignore"):
+                saturated = finite & (data >= saturation)
+        valid = valid_pixels(data, input_mask, saturation=saturation)
+        x, stats = normalize_frame(data, valid, method=self.normalization)
+        return {"ccd": ccd, "x": x, "valid": valid, "finite": finite, "saturated": saturated,
+                "input_mask": input_mask, "stats": stats}
+
+    def _residual(self, x, *, progress_bar=False):
+        """Absolute residual of the stitched reconstruction, in normalised units."""
+        ny, nx = x.shape
+        t = self.tile_size
+        pad_y, pad_x = max(0, t - ny), max(0, t - nx)
+        if pad_y or pad_x:  # smaller than a tile: reflect to one tile, crop after
+            x = np.pad(x, ((0, pad_y), (0, pad_x)), mode="reflect")
+        origins = tile_origins(x.shape, t, self.overlap)
+        tiles = extract_tiles(x, origins, t)
+        if self.normalization == "minmax":
+            tiles = minmax_tiles(tiles)
+        recon = reconstruct(self.model_, tiles, batch_size=self.batch_size, device=self.device,
+                            progress_bar=progress_bar)
+        np.subtract(tiles, recon, out=recon)
+        np.abs(recon, out=recon)
+        residual = stitch_tiles(recon, origins, x.shape, self.overlap)
+        return residual[:ny, :nx]
+
+    def _score_prepared(self, prepared, *, progress_bar=False):
+        residual = self._residual(prepared["x"], progress_bar=progress_bar)
+        residual[~prepared["valid"]] = np.nan
+        statistic = self.aggregate
+        patch_scores, n_valid = aggregate_patches(
+            residual, self.patch_size, weights=prepared["valid"], statistic=statistic
+        )
+        if self.sky_term:
+            patch_scores = patch_scores + np.abs(self._patch_sky(prepared["x"], prepared["valid"]))
+        return patch_scores, n_valid, residual
+
+    def _patch_sky(self, x, valid):
+        # The median of every other pixel in each axis: 4x cheaper than the
+        # full median and as good a sky estimate at these patch sizes.
+        p = self.patch_size
+        step = 2 if p % 2 == 0 and p >= 8 else 1
+        sky = np.where(valid, x, np.nan)[::step, ::step]
+        medians, _ = aggregate_patches(sky, p // step, statistic="median")
+        return medians[: -(-x.shape[0] // p), : -(-x.shape[1] // p)]
+
+    def evaluate(self, image, *, threshold=None, fpr=None, hdu=None, progress_bar=False):
+        """
+        Score a frame patch by patch and make its mask.
+
+        Parameters
+        ----------
+        image : path, HDU, HDUList, `~astropy.nddata.CCDData`, `~astropy.nddata.NDData` or array
+            The frame. It is never modified.
+        threshold : float, optional
+            Patch-score threshold. Default: from ``fpr``.
+        fpr : float, optional
+            False-mask rate on clean reference patches that sets the
+            threshold (default: the evaluator's ``fpr``). Without a
+            calibration the frame's own median + 5 MAD is used.
+        hdu : int or str, optional
+            HDU of a multi-extension FITS file.
+
+        Returns
+        -------
+        result : `QualityResult`
+        """
+        if not self.is_fitted:
+            msg = ("the evaluator is untrained: call fit(reference_frames) first, or load a model "
+                   "with AEQualityEvaluator.load(path) or AEQualityEvaluator.pretrained()")
+            raise RuntimeError(msg)
+        prepared = self._prepare(image, hdu=hdu)
+        patch_scores, n_valid, residual = self._score_prepared(prepared, progress_bar=progress_bar)
+        threshold, used_fpr, method = self._threshold(patch_scores, threshold=threshold, fpr=fpr)
+        with np.errstate(invalid="ignore"):
+            raw_mask = patch_scores > threshold
+        patch_mask = clean_patch_mask(raw_mask, opening=self.morphology[0], closing=self.morphology[1])
+        shape = residual.shape
+        pixel_mask = patch_mask_to_pixel_mask(patch_mask, self.patch_size, shape)
+        if self.reference_scores_ is not None:
+            reference_median = float(np.median(self.reference_scores_))
+            relative = patch_scores / reference_median
+            pvals = pvalues(patch_scores, self.reference_scores_)
+        else:
+            relative = np.full(patch_scores.shape, np.nan)
+            pvals = np.full(patch_scores.shape, np.nan)
+        ccd = prepared["ccd"]
+        score_map = NDData(
+            patch_scores.astype(np.float32),
+            wcs=aeqa_io.score_map_wcs(ccd.wcs, self.patch_size, shape),
+            meta={"AEQAPSZ": self.patch_size},
+        )
+        return QualityResult(
+            score=float(np.nanmean(patch_scores)),
+            patch_scores=patch_scores,
+            relative_scores=relative,
+            pvalues=pvals,
+            n_valid=n_valid,
+            residual=residual.astype(np.float32, copy=False),
+            patch_mask=patch_mask,
+            mask=pixel_mask,
+            threshold=float(threshold),
+            fpr=used_fpr,
+            threshold_method=method,
+            score_map=score_map,
+            valid=prepared["valid"],
+            patch_size=self.patch_size,
+            shape=shape,
+            _finite=prepared["finite"],
+            _saturated=prepared["saturated"],
+            _input_mask=prepared["input_mask"],
+        )
+
+    def _threshold(self, patch_scores, *, threshold, fpr):
+        if threshold is not None and fpr is not None:
+            msg = "give either threshold or fpr, not both"
+            raise ValueError(msg)
+        if threshold is not None:
+            threshold = float(threshold)
+            if not np.isfinite(threshold):
+                msg = f"threshold must be a finite number, got {threshold}"
+                raise ValueError(msg)
+            return threshold, None, "explicit"
+        fpr = self.fpr if fpr is None else _check_fpr(fpr)
+        if self.reference_scores_ is not None:
+            return conformal_threshold(self.reference_scores_, fpr), fpr, "fpr"
+        return robust_threshold(patch_scores), None, "robust"
+
+    def mask(self, ccd, *, threshold=None, fpr=None, hdu=None):
+        """
+        Return a new `~astropy.nddata.CCDData` whose mask includes the AEQA mask.
+
+        The input mask is OR-ed with the AEQA mask, never replaced; the
+        ``AEQA*`` keywords and a HISTORY line are added to the header. The
+        input is not modified.
+
+        Parameters
+        ----------
+        ccd : `~astropy.nddata.CCDData` or any input of `evaluate`
+            The frame.
+        threshold, fpr, hdu : optional
+            As in `evaluate`.
+
+        Returns
+        -------
+        out : `~astropy.nddata.CCDData`
+        """
+        result = self.evaluate(ccd, threshold=threshold, fpr=fpr, hdu=hdu)
+        return self._masked_ccd(aeqa_io.read_image(ccd, hdu=hdu), result)
+
+    def _masked_ccd(self, ccd, result):
+        out = ccd.copy()
+        out.mask = combine_masks(ccd.mask, result.mask)
+        header = out.meta if isinstance(out.meta, fits.Header) else fits.Header(_fits_safe(out.meta))
+        for keyword, value, comment in aeqa_io.aeqa_header_cards(
+            version=_package_version(),
+            model_name=self.model_name,
+            model_sha=self.model_sha,
+            score=result.score,
+            threshold=result.threshold,
+            fpr=result.fpr,
+            patch_size=self.patch_size,
+            masked_fraction=result.masked_fraction,
+        ):
+            header[keyword] = (value, comment)
+        header.add_history(
+            f"astro_aeqa {_package_version()}: masked {result.masked_fraction:.2%} of pixels "
+            f"(score {result.score:.4g}, threshold {result.threshold:.4g}, {result.threshold_method})"
+        )
+        out.meta = header
+        return out
+
+    def write_masked(self, image, path, *, threshold=None, fpr=None, hdu=None, overwrite=False):
+        """
+        Evaluate ``image`` and write the FITS layout of `astro_aeqa.io`:
+        the data unchanged, ``MASK``, ``AEQA_SCORE`` and ``AEQA_FLAGS``.
+
+        Returns
+        -------
+        result : `QualityResult`
+        """
+        path = Path(path)
+        if path.exists() and not overwrite:
+            msg = f"{path}: file exists; pass overwrite=True (or --overwrite) to replace it"
+            raise FileExistsError(msg)
+        ccd = aeqa_io.read_image(image, hdu=hdu)
+        result = self.evaluate(ccd, threshold=threshold, fpr=fpr)
+        out = self._masked_ccd(ccd, result)
+        aeqa_io.write_aeqa_fits(path, out, score_map=result.score_map, flags=result.flag_plane(),
+                                overwrite=overwrite,
+                                original_data=aeqa_io.read_original_data(image, hdu=hdu))
+        return result
+
+    # -- files --------------------------------------------------------------
+
+    def _metadata(self):
+        return {
+            "package_version": _package_version(),
+            "model_name": self.model_name,
+            "patch_size": self.patch_size,
+            "tile_size": self.tile_size,
+            "overlap": self.overlap,
+            "normalization": self.normalization,
+            "aggregate": self.aggregate,
+            "sky_term": self.sky_term,
+            "fpr": self.fpr,
+            "morphology": list(self.morphology),
+            "calibration": None if self.reference_scores_ is None else {
+                "reference_scores": [float(s) for s in self.reference_scores_],
+                "n_reference": int(self.n_reference_),
+            },
+            "training": self.training_,
+            "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+
+    def save(self, path, *, overwrite=False):
+        """
+        Save the network, its configuration and its calibration to one
+        ``.safetensors`` file (no pickle).
+        """
+        if not self.is_fitted:
+            msg = "the evaluator is untrained: fit it before saving"
+            raise RuntimeError(msg)
+        path = save_model(path, self.model_, self._metadata(), overwrite=overwrite)
+        self.model_sha = _file_sha(path)
+        return path
+
+    @classmethod
+    def load(cls, path, *, device=None, patch_size=None, **kwargs):
+        """
+        Load an evaluator saved with `save`. The file is never unpickled.
+
+        Parameters
+        ----------
+        path : str or `~pathlib.Path`
+            The ``.safetensors`` model file.
+        device : str, optional
+            Where to run the network.
+        patch_size : int, optional
+            Must equal the patch size the model was calibrated with; to use
+            another, load it and call `calibrate` on clean frames.
+        **kwargs
+            Other evaluator options to override (``fpr``, ``aggregate``,
+            ``batch_size``, ``morphology``...).
+
+        Raises
+        ------
+        astro_aeqa.exceptions.ModelFileError
+            If the file is not an astro_aeqa model, is from a newer format, or
+            its weights do not match its architecture.
+        """
+        model, meta = load_model(path, device="cpu")
+        stored = meta.get("patch_size")
+        if patch_size is not None and stored is not None and int(patch_size) != int(stored):
+            msg = (f"{path}: the model was calibrated with patch_size={stored}, not {patch_size}; "
+                   f"load it with patch_size={stored}, or load it and call calibrate(clean_frames) "
+                   "after setting the new patch size")
+            raise ModelFileError(msg)
+        options = {
+            key: meta[key]
+            for key in ("patch_size", "tile_size", "overlap", "normalization", "aggregate", "sky_term",
+                        "fpr")
+            if meta.get(key) is not None
+        }
+        if meta.get("morphology") is not None:
+            options["morphology"] = tuple(meta["morphology"])
+        options.update(kwargs)
+        ev = cls(model.config, device=device, **options)
+        ev.model_name = meta.get("model_name", "custom")
+        ev.model_ = model.to(ev.device)
+        calibration = meta.get("calibration")
+        if calibration:
+            ev.reference_scores_ = np.asarray(calibration["reference_scores"], dtype=np.float64)
+            ev.n_reference_ = int(calibration.get("n_reference", ev.reference_scores_.size))
+        ev.training_ = meta.get("training", {})
+        ev.is_fitted = True
+        ev.model_sha = _file_sha(path)
+        return ev
+
+
+def aeqa_mask(ccd, evaluator, *, threshold=None, fpr=None):
+    """
+    Mask the low-quality regions of a frame: a step for ccdproc reduction scripts.
+
+    Like the ccdproc steps, it returns a **new** `~astropy.nddata.CCDData`:
+    the input is not modified, and the AEQA mask is OR-ed into the existing
+    mask.
+
+    Parameters
+    ----------
+    ccd : `~astropy.nddata.CCDData`
+        The (reduced) frame.
+    evaluator : `AEQualityEvaluator`
+        A fitted evaluator.
+    threshold, fpr : float, optional
+        As in `AEQualityEvaluator.evaluate`.
+
+    Returns
+    -------
+    out : `~astropy.nddata.CCDData`
+    """
+    if not isinstance(evaluator, AEQualityEvaluator):
+        msg = f"evaluator must be a fitted AEQualityEvaluator, got {type(evaluator).__name__}"
+        raise TypeError(msg)
+    return evaluator.mask(ccd, threshold=threshold, fpr=fpr)
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def _check_int(value, name, *, minimum):
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        msg = f"{name} must be an integer, got {value!r}"
+        raise TypeError(msg)
+    if value < minimum:
+        msg = f"{name} must be at least {minimum}, got {value}"
+        raise ValueError(msg)
+    return int(value)
+
+
+def _check_fpr(fpr):
+    fpr = float(fpr)
+    if not 0.0 < fpr < 1.0:
+        msg = f"fpr must lie strictly between 0 and 1, got {fpr}"
+        raise ValueError(msg)
+    return fpr
+
+
+def _saturation_level(meta):
+    for key in ("SATURATE", "SATLEVEL", "SATURATION"):
+        value = meta.get(key) if meta is not None else None
+        if value is not None:
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _iter_references(references, filter):
+    if hasattr(references, "files_filtered"):  # ccdproc.ImageFileCollection
+        return references.files_filtered(include_path=True, **(filter or {}))
+    if isinstance(references, str | Path | CCDData | NDData | np.ndarray | fits.HDUList):
+        return [references]
+    return references
+
+
+def _fits_safe(meta):
+    return {k: v for k, v in dict(meta or {}).items() if isinstance(v, str | int | float | bool)}
+
+
+def _weights_sha(model):
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _file_sha(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

@@ -1,0 +1,228 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""The evaluator: scores, masks, CCDData and FITS products, model files, bad input."""
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.io import fits
+from astropy.nddata import CCDData, NDData
+
+from astro_aeqa import AEQualityEvaluator, QualityResult, aeqa_mask
+from astro_aeqa.exceptions import AEQAWarning, InputDataError, ModelFileError
+from astro_aeqa.flags import decode_flags
+from astro_aeqa.simulation import PAPER_2P5M, simulate_image
+
+
+@pytest.fixture(scope="module")
+def clean_frame():
+    return simulate_image(shape=(256, 256), instrument=PAPER_2P5M, fwhm=0.65 * u.arcsec,
+                          background=None, seed=7).ccd
+
+
+@pytest.fixture(scope="module")
+def moon_frame():
+    return simulate_image(shape=(256, 256), instrument=PAPER_2P5M, fwhm=0.65 * u.arcsec,
+                          background="moon", level=1.0, seed=7)
+
+
+def _snapshot(ccd):
+    return (ccd.data.copy(), None if ccd.mask is None else ccd.mask.copy(), dict(ccd.meta))
+
+
+def test_evaluate_shapes_and_image_score(tiny_evaluator, clean_frame):
+    res = tiny_evaluator.evaluate(clean_frame)
+    assert isinstance(res, QualityResult)
+    assert res.patch_scores.shape == (8, 8)
+    assert res.residual.shape == clean_frame.shape
+    assert res.mask.shape == clean_frame.shape and res.mask.dtype == bool
+    assert res.score == pytest.approx(np.nanmean(res.patch_scores))
+    assert np.all(res.pvalues > 0) and np.all(res.pvalues <= 1)
+    assert res.threshold_method == "fpr"
+    # the score map carries the image WCS sliced to the patch grid
+    sky = res.score_map.wcs.pixel_to_world(0, 0)
+    expected = clean_frame.wcs.pixel_to_world(15.5, 15.5)
+    assert sky.separation(expected).to(u.arcsec).value < 0.01
+    table = res.to_table()
+    assert len(table) == 64
+    assert {"score", "relative_score", "pvalue", "masked", "ra", "dec"} <= set(table.colnames)
+
+
+def test_relative_scores_are_one_on_typical_reference_patch(tiny_evaluator, reference_frames):
+    res = tiny_evaluator.evaluate(reference_frames[0])
+    assert 0.5 < np.nanmedian(res.relative_scores) < 1.5
+
+
+def test_contaminated_frame_scores_higher(tiny_evaluator, clean_frame, moon_frame):
+    clean = tiny_evaluator.evaluate(clean_frame)
+    moon = tiny_evaluator.evaluate(moon_frame.ccd)
+    assert moon.score > clean.score
+    # the most contaminated patches score above the least contaminated ones
+    truth = moon_frame.truth.reshape(8, 32, 8, 32).mean(axis=(1, 3))
+    worst = moon.patch_scores[truth >= np.quantile(truth, 0.75)]
+    best = moon.patch_scores[truth <= np.quantile(truth, 0.25)]
+    assert np.median(worst) > np.median(best)
+
+
+def test_mask_returns_new_ccd_and_ors_the_input_mask(tiny_evaluator, moon_frame):
+    ccd = moon_frame.ccd.copy()
+    ccd.mask = np.zeros(ccd.shape, bool)
+    ccd.mask[:5, :5] = True
+    before = _snapshot(ccd)
+    out = tiny_evaluator.mask(ccd, threshold=0.0)  # everything above 0: all patches masked
+    assert out is not ccd
+    np.testing.assert_array_equal(ccd.data, before[0])
+    np.testing.assert_array_equal(ccd.mask, before[1])
+    assert dict(ccd.meta) == before[2]
+    assert out.mask.all()
+    high = tiny_evaluator.mask(ccd, threshold=1e9)  # nothing new: the input mask survives
+    np.testing.assert_array_equal(high.mask, ccd.mask)
+    for key in ("AEQAVER", "AEQAMOD", "AEQASCOR", "AEQATHR", "AEQAPSZ", "AEQAMFR"):
+        assert key in out.meta
+    assert any("astro_aeqa" in str(line) for line in out.meta["HISTORY"])
+
+
+def test_aeqa_mask_is_the_ccdproc_step(tiny_evaluator, clean_frame):
+    out = aeqa_mask(clean_frame, tiny_evaluator, threshold=1e9)
+    assert isinstance(out, CCDData)
+    assert not out.mask.any()
+    with pytest.raises(TypeError, match="fitted AEQualityEvaluator"):
+        aeqa_mask(clean_frame, "small")
+
+
+def test_fpr_controls_the_threshold(tiny_evaluator, clean_frame):
+    loose = tiny_evaluator.evaluate(clean_frame, fpr=0.2)
+    strict = tiny_evaluator.evaluate(clean_frame, fpr=0.05)
+    assert strict.threshold > loose.threshold
+    assert strict.patch_mask.sum() <= loose.patch_mask.sum()
+    # 128 reference patches cannot resolve a 0.1 % false-mask rate: say so, mask nothing
+    with pytest.warns(AEQAWarning, match="too few for fpr=0.001"):
+        too_strict = tiny_evaluator.evaluate(clean_frame, fpr=0.001)
+    assert too_strict.threshold == np.inf and not too_strict.mask.any()
+    with pytest.raises(ValueError, match="either threshold or fpr"):
+        tiny_evaluator.evaluate(clean_frame, fpr=0.1, threshold=1.0)
+    with pytest.raises(ValueError, match="fpr must lie"):
+        tiny_evaluator.evaluate(clean_frame, fpr=1.5)
+
+
+def test_scores_do_not_depend_on_batch_size_or_overlap(tiny_evaluator, clean_frame):
+    base = tiny_evaluator.evaluate(clean_frame).score
+    batch, overlap = tiny_evaluator.batch_size, tiny_evaluator.overlap
+    try:
+        tiny_evaluator.batch_size = 3
+        assert tiny_evaluator.evaluate(clean_frame).score == pytest.approx(base, rel=1e-4)
+        tiny_evaluator.overlap = 16
+        assert tiny_evaluator.evaluate(clean_frame).score == pytest.approx(base, rel=0.01)
+    finally:
+        tiny_evaluator.batch_size, tiny_evaluator.overlap = batch, overlap
+
+
+def test_every_input_kind_gives_the_same_score(tiny_evaluator, clean_frame, tmp_path):
+    path = tmp_path / "frame.fits"
+    clean_frame.write(path)
+    base = tiny_evaluator.evaluate(clean_frame).score
+    for image in (path, str(path), NDData(clean_frame.data, wcs=clean_frame.wcs), clean_frame.data):
+        assert tiny_evaluator.evaluate(image).score == pytest.approx(base, rel=1e-5)
+    with fits.open(path) as hdul:
+        assert tiny_evaluator.evaluate(hdul).score == pytest.approx(base, rel=1e-5)
+        assert tiny_evaluator.evaluate(hdul[0]).score == pytest.approx(base, rel=1e-5)
+
+
+def test_non_finite_and_masked_pixels_are_handled(tiny_evaluator, clean_frame):
+    ccd = clean_frame.copy()
+    ccd.data[10:20, 10:20] = np.nan
+    ccd.data[100, 100] = np.inf
+    res = tiny_evaluator.evaluate(ccd)
+    assert np.isfinite(res.score)
+    assert np.all(np.isnan(res.residual[10:20, 10:20]))
+    flags = res.flag_plane()
+    assert decode_flags(flags, "NON_FINITE")[15, 15]
+    assert decode_flags(flags, "NON_FINITE")[100, 100]
+    assert not decode_flags(flags, "NON_FINITE")[50, 50]
+
+
+def test_integer_data_with_bzero(tiny_evaluator, clean_frame, tmp_path):
+    path = tmp_path / "int.fits"
+    hdu = fits.PrimaryHDU(np.clip(clean_frame.data, 0, 60000).astype(np.uint16))
+    hdu.writeto(path)
+    assert fits.getheader(path)["BZERO"] == 32768
+    res = tiny_evaluator.evaluate(path)
+    assert np.isfinite(res.score)
+
+
+@pytest.mark.parametrize(
+    ("image", "match"),
+    [
+        (np.zeros((2, 64, 64)), "2-D"),
+        (np.full((64, 64), np.nan), "NaN or inf"),
+        (np.ones((16, 16)), "smaller than one patch"),
+    ],
+)
+def test_bad_images_raise_clear_errors(tiny_evaluator, image, match):
+    with pytest.raises((InputDataError, ValueError), match=match):
+        tiny_evaluator.evaluate(image)
+
+
+def test_bad_options_raise_clear_errors():
+    with pytest.raises(ValueError, match="device"):
+        AEQualityEvaluator(device="tpu")
+    with pytest.raises(ValueError, match="model must be one of the presets"):
+        AEQualityEvaluator("huge")
+    with pytest.raises(ValueError, match="normalization"):
+        AEQualityEvaluator(normalization="zscale")
+    with pytest.raises(RuntimeError, match="untrained"):
+        AEQualityEvaluator().evaluate(np.ones((128, 128)))
+
+
+def test_model_file_round_trip(tiny_evaluator, clean_frame, tmp_path):
+    path = tmp_path / "survey.aeqa.safetensors"
+    tiny_evaluator.save(path)
+    with pytest.raises(FileExistsError):
+        tiny_evaluator.save(path)
+    loaded = AEQualityEvaluator.load(path, device="cpu")
+    assert loaded.patch_size == tiny_evaluator.patch_size
+    np.testing.assert_allclose(loaded.reference_scores_, tiny_evaluator.reference_scores_)
+    a = tiny_evaluator.evaluate(clean_frame)
+    b = loaded.evaluate(clean_frame)
+    np.testing.assert_allclose(a.patch_scores, b.patch_scores, rtol=1e-6)
+    assert a.threshold == pytest.approx(b.threshold)
+    with pytest.raises(ModelFileError, match="patch_size=32"):
+        AEQualityEvaluator.load(path, patch_size=64)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ModelFileError, match="truncated.safetensors"):
+        AEQualityEvaluator.load(truncated)
+
+
+def test_write_masked_fits_layout(tiny_evaluator, moon_frame, tmp_path):
+    path = tmp_path / "masked.fits"
+    res = tiny_evaluator.write_masked(moon_frame.ccd, path, threshold=0.0)
+    with fits.open(path) as hdul:
+        names = [hdu.name for hdu in hdul]
+        assert names[:2] == ["PRIMARY", "MASK"]
+        assert "AEQA_SCORE" in names and "AEQA_FLAGS" in names
+        np.testing.assert_array_equal(hdul[0].data, moon_frame.ccd.data)
+        assert hdul["AEQA_SCORE"].data.shape == res.patch_scores.shape
+        assert hdul["AEQA_FLAGS"].data.dtype.kind == "u"
+        assert hdul[0].header["AEQAPSZ"] == 32
+    back = CCDData.read(path)
+    assert back.mask.all()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        tiny_evaluator.write_masked(moon_frame.ccd, path)
+
+
+def test_fit_accepts_an_image_file_collection(reference_frames, tmp_path):
+    from ccdproc import ImageFileCollection
+
+    from astro_aeqa.nn import AutoencoderConfig
+
+    for i, ccd in enumerate(reference_frames[:2]):
+        out = ccd.copy()
+        out.meta["IMAGETYP"] = "LIGHT" if i == 0 else "BIAS"
+        out.write(tmp_path / f"ref{i}.fits")
+    collection = ImageFileCollection(tmp_path)
+    ev = AEQualityEvaluator(AutoencoderConfig(base_channels=4, n_down=1, n_res_blocks=1, max_channels=8),
+                            patch_size=32, tile_size=64, device="cpu")
+    ev.fit(collection, filter={"imagetyp": "LIGHT"}, n_epochs=1, steps_per_epoch=2, batch_size=4,
+           progress_bar=False)
+    assert ev.training_["n_frames"] == 1
+    assert ev.is_fitted
