@@ -295,7 +295,7 @@ def build_model(config="small", *, seed=0):
     Parameters
     ----------
     config : str, `AutoencoderConfig` or dict
-        A key of `PRESETS` (``'small'`` or ``'paper'``), a config, or a
+        A key of ``PRESETS`` (``'small'`` or ``'paper'``), a config, or a
         config dictionary (`AutoencoderConfig.to_dict`).
     seed : int
         Seed of the weight initialisation (a private generator).

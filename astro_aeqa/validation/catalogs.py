@@ -286,7 +286,7 @@ def query_gaia(ccd, *, g_range=(None, None), ruwe_max=1.4, epoch="auto", margin=
     """
     Query Gaia DR3 (``conf.gaia_table``) over the footprint of a frame.
 
-    An asynchronous ADQL job asks only for `GAIA_COLUMNS` in a circle that
+    An asynchronous ADQL job asks only for ``GAIA_COLUMNS`` in a circle that
     covers the frame, with the magnitude and RUWE cuts done by the server.
     The query has no ``TOP`` and the client's ``ROW_LIMIT`` is set to -1,
     so no row is silently dropped. The result is cached on disk under a
