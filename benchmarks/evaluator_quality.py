@@ -77,13 +77,12 @@ def classical_patch_scores(data, patch_size):
     from photutils.background import Background2D, MedianBackground, StdBackgroundRMS
 
     bkg = Background2D(data, patch_size, filter_size=1, sigma_clip=SigmaClip(sigma=3.0),
-                       bkg_estimator=MedianBackground(), bkgrms_estimator=StdBackgroundRMS())
+                       bkg_estimator=MedianBackground(), bkg_rms_estimator=StdBackgroundRMS())
     level, rms = bkg.background_mesh, bkg.background_rms_mesh
     med_level, med_rms = np.nanmedian(level), np.nanmedian(rms)
-    mad_level = 1.4826 * np.nanmedian(np.abs(level - med_level)) + 1e-6 * abs(med_level)
-    mad_rms = 1.4826 * np.nanmedian(np.abs(rms - med_rms)) + 1e-6 * abs(med_rms)
-    # a defect raises the level (scattered light) or lowers it (clouds, shutter); RMS changes
-    return np.maximum(np.abs(level - med_level) / mad_level, np.abs(rms - med_rms) / mad_rms)
+    # a defect raises the level (scattered light) or lowers it (clouds, shutter), and changes
+    # the RMS; both in units of the frame's median sky RMS ("sigma units")
+    return np.maximum(np.abs(level - med_level), np.abs(rms - med_rms)) / med_rms
 
 
 def frame(shape, fwhm, seed, background=None, level=0.0, **kwargs):
@@ -105,9 +104,9 @@ def main(argv=None):
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    shape = (512, 512) if args.quick else (1024, 1024)
-    n_refs = 6 if args.quick else 12
-    n_fields = 4 if args.quick else 10
+    shape = (256, 256) if args.quick else (512, 512)
+    n_refs = 4 if args.quick else 10
+    n_fields = 3 if args.quick else 10
     p = args.patch_size
     results = {"config": vars(args), "shape": shape}
     t0 = time.perf_counter()
@@ -119,8 +118,8 @@ def main(argv=None):
         refs = [frame(shape, rng.uniform(0.5, 0.8), 1000 + i).ccd for i in range(n_refs)]
         ev = AEQualityEvaluator(args.model, patch_size=p, normalization=args.normalization,
                                 aggregate=args.aggregate, device="cpu", seed=0)
-        n_epochs = args.n_epochs or (8 if args.quick else 20)
-        ev.fit(refs, n_epochs=n_epochs, batch_size=16, steps_per_epoch=100, progress_bar=False)
+        n_epochs = args.n_epochs or (3 if args.quick else 10)
+        ev.fit(refs, n_epochs=n_epochs, batch_size=16, steps_per_epoch=50, progress_bar=False)
         ev.save(out_dir / "benchmark_model.safetensors", overwrite=True)
         results["training"] = ev.training_
     print(f"trained in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
