@@ -1,0 +1,153 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""``aeqa info``: print the model card of a model file."""
+
+import json
+import logging
+
+import numpy as np
+
+__all__ = ["register", "run", "model_card"]
+
+log = logging.getLogger(__name__)
+
+_QUANTILES = (0.5, 0.99, 0.999)
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "info",
+        help="print the model card of a model file",
+        description=(
+            "Print the model card of a model file without building the network: architecture "
+            "and parameter count, patch and tile size, normalisation, score aggregate, sky term, "
+            "calibration, training provenance, package version and sha256."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="model file (*.safetensors)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the metadata as JSON (calibration as its summary only)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _preset_name(config):
+    from ..nn import PRESETS
+
+    for name, preset in PRESETS.items():
+        if preset.to_dict() == config:
+            return name
+    return "custom"
+
+
+def _calibration_summary(calibration):
+    if not calibration:
+        return None
+    scores = np.asarray(calibration.get("reference_scores", []), dtype=float)
+    scores = scores[np.isfinite(scores)]
+    if scores.size == 0:
+        return None
+    n_reference = int(calibration.get("n_reference", scores.size))
+    return {
+        "n_reference": n_reference,
+        "n_stored": int(scores.size),
+        "quantiles": {f"{q:g}": float(np.quantile(scores, q)) for q in _QUANTILES},
+    }
+
+
+def model_card(path):
+    """
+    Return the model card of a model file as a dict (no network is built).
+
+    Raises
+    ------
+    FileNotFoundError, astro_aeqa.exceptions.ModelFileError
+        If there is no file, or it is not an astro_aeqa model.
+    """
+    from ..nn import read_model_metadata
+
+    meta = read_model_metadata(path)
+    aeqa = meta["aeqa"]
+    return {
+        "file": str(path),
+        "sha256": meta["sha256"],
+        "format_version": meta["format_version"],
+        "model_name": aeqa.get("model_name", "custom"),
+        "architecture": _preset_name(meta["config"]),
+        "config": meta["config"],
+        "n_parameters": meta["n_parameters"],
+        "patch_size": aeqa.get("patch_size"),
+        "tile_size": aeqa.get("tile_size"),
+        "overlap": aeqa.get("overlap"),
+        "normalization": aeqa.get("normalization"),
+        "aggregate": aeqa.get("aggregate"),
+        "sky_term": aeqa.get("sky_term"),
+        "fpr": aeqa.get("fpr"),
+        "morphology": aeqa.get("morphology"),
+        "calibration": _calibration_summary(aeqa.get("calibration")),
+        "training": aeqa.get("training") or {},
+        "package_version": aeqa.get("package_version"),
+        "saved": aeqa.get("saved"),
+    }
+
+
+def _value(value):
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def _print_card(card):
+    config = ", ".join(f"{k}={v}" for k, v in card["config"].items())
+    lines = [
+        f"model file      {card['file']}",
+        f"sha256          {card['sha256']}",
+        f"architecture    {card['architecture']} ({config})",
+        f"parameters      {card['n_parameters']:,}",
+        f"patch size      {_value(card['patch_size'])} px",
+        f"tile size       {_value(card['tile_size'])} px (overlap {_value(card['overlap'])} px)",
+        f"normalisation   {_value(card['normalization'])}",
+        f"aggregate       {_value(card['aggregate'])}",
+        f"sky term        {_value(card['sky_term'])}",
+        f"default fpr     {_value(card['fpr'])}",
+        f"morphology      {_value(card['morphology'])} (opening, closing iterations)",
+    ]
+    cal = card["calibration"]
+    if cal is None:
+        lines.append("calibration     none (thresholds fall back to each frame's median + k MAD)")
+    else:
+        quantiles = ", ".join(f"{float(q):.1%}: {v:.4g}" for q, v in cal["quantiles"].items())
+        lines.append(f"calibration     {cal['n_reference']:,} clean reference patch scores; "
+                     f"quantiles {quantiles}")
+    training = card["training"]
+    if training:
+        lines.append("training")
+        keys = [("n_frames", "frames"), ("n_epochs_run", "epochs run"),
+                ("best_epoch", "best epoch (0-based)"), ("best_val_loss", "best val loss"),
+                ("final_train_loss", "final train loss"), ("n_train_patches", "train patches"),
+                ("n_val_patches", "val patches"), ("learning_rate", "learning rate"),
+                ("batch_size", "batch size"), ("seed", "seed"), ("seconds", "seconds")]
+        for key, label in keys:
+            if key in training:
+                lines.append(f"  {label:<22}{_value(training[key])}")
+        init = training.get("init")
+        if init:
+            lines.append(f"  {'fine-tuned from':<22}{init.get('file')} "
+                         f"(sha256 {init.get('sha256_16')}...)")
+        refs = training.get("references")
+        if refs:
+            more = f" (+{len(refs) - 5} more)" if len(refs) > 5 else ""
+            lines.append(f"  {'references':<22}{', '.join(refs[:5])}{more}")
+    else:
+        lines.append("training        no provenance recorded")
+    lines.append(f"astro_aeqa      {_value(card['package_version'])} "
+                 f"(saved {_value(card['saved'])}, format version {card['format_version']})")
+    print("\n".join(lines))
+
+
+def run(args):
+    card = model_card(args.model)
+    if args.json:
+        print(json.dumps(card, indent=2))
+    else:
+        _print_card(card)
+    return 0
