@@ -3,6 +3,7 @@
 
 import json
 import logging
+import math
 
 import numpy as np
 
@@ -96,6 +97,12 @@ def _value(value):
     return "-" if value is None else str(value)
 
 
+def _ceil_2_digits(value):
+    """``value`` rounded up to two significant digits."""
+    scale = 10.0 ** (1 - math.floor(math.log10(value)))
+    return math.ceil(value * scale) / scale
+
+
 def _print_card(card):
     config = ", ".join(f"{k}={v}" for k, v in card["config"].items())
     lines = [
@@ -118,6 +125,11 @@ def _print_card(card):
         quantiles = ", ".join(f"{float(q):.1%}: {v:.4g}" for q, v in cal["quantiles"].items())
         lines.append(f"calibration     {cal['n_reference']:,} clean reference patch scores; "
                      f"quantiles {quantiles}")
+        fpr, n_stored = card["fpr"], cal["n_stored"]
+        if fpr and fpr < 1 / (n_stored + 1):
+            lowest = _ceil_2_digits(1 / (n_stored + 1))
+            lines.append(f"{'':16}too few for the default fpr {fpr:g} (it needs "
+                         f"{math.ceil(1 / fpr - 1)}): pass --fpr {lowest:g} or more")
     training = card["training"]
     if training:
         lines.append("training")
