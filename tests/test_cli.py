@@ -354,6 +354,19 @@ def test_mask_bad_file_and_hdu(frames, model, tmp_path, capsys):
     np.testing.assert_array_equal(ccd.data, data)
 
 
+def test_mask_into_the_input_directory(frames, model, tmp_path, capsys):
+    night = tmp_path / "night"
+    night.mkdir()
+    shutil.copy(frames / "refs" / "ref_0.fits", night / "ref_0.fits")
+    args = ["-q", "mask", night, "--model", model, "--output-dir", night, *_FPR]
+    assert aeqa(*args) == 0
+    assert aeqa(*args) == 0  # the output is not taken for an input
+    table = Table.read(night / "scores.ecsv", format="ascii.ecsv")
+    assert [os.path.basename(f) for f in table["file"]] == ["ref_0.fits"]
+    assert list(table["status"]) == ["skipped"]
+    assert sorted(p.name for p in night.glob("*.fits")) == ["ref_0.fits", "ref_0_aeqa.fits"]
+
+
 def test_mask_same_stem_is_an_error(frames, model, tmp_path, capsys):
     other = tmp_path / "other"
     other.mkdir()

@@ -60,10 +60,26 @@ def _from_header(path):
     }
 
 
+def _drop_own_outputs(paths, out_dir):
+    """Leave out the ``*_aeqa.fits`` outputs of an earlier run found among the inputs."""
+    out_dir = out_dir.resolve()
+    kept = []
+    for path in paths:
+        if path.resolve().parent == out_dir and fits_stem(path).endswith("_aeqa"):
+            log.info("%s: an output of aeqa mask in the output directory; not an input", path)
+        else:
+            kept.append(path)
+    if not kept:
+        msg = (f"every input is an output of aeqa mask in {out_dir}; "
+               "pass the original frames")
+        raise ValueError(msg)
+    return kept
+
+
 def run(args):
-    paths = expand_inputs(args.files)
-    check_distinct_stems(paths)
     out_dir = Path(args.output_dir)
+    paths = _drop_own_outputs(expand_inputs(args.files), out_dir)
+    check_distinct_stems(paths)
     hdu = parse_hdu(args.hdu)
     ev = load_evaluator(args.model, device=args.device)
     out_dir.mkdir(parents=True, exist_ok=True)
