@@ -191,6 +191,9 @@ def test_train_refuses_to_overwrite(frames, model, capsys):
     _assert_one_line_error(err, "train")
     assert "--overwrite" in err
     assert model.read_bytes() == before
+    assert aeqa("-q", "train", frames / "refs", "--output", model.parent / "new.safetensors",
+                "--resume") == 2
+    _assert_one_line_error(capsys.readouterr().err, "train")
 
 
 def test_train_init_fine_tunes_the_given_weights(frames, model, tmp_path, capsys):
