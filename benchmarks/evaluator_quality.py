@@ -159,7 +159,8 @@ def main(argv=None):
         pos, neg, cpos, cneg, image_scores = [], [], [], [], []
         for j, level in enumerate(levels):
             for i in range(2 if args.quick else 3):
-                sim = frame(shape, 0.65, 9000 + 31 * i + j, background=defect, level=level)
+                # the same field and screen at every level, as the paper's Fig. 6
+                sim = frame(shape, 0.65, 9000 + 31 * i, background=defect, level=level)
                 res = ev.evaluate(sim.ccd)
                 classical = classical_patch_scores(sim.ccd.data, p)
                 truth = patch_truth(sim.truth, p)

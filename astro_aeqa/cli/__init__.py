@@ -18,7 +18,7 @@ from ..exceptions import AEQAError
 
 __all__ = ["main", "build_parser"]
 
-_SUBCOMMANDS = ["simulate", "validate"]
+_SUBCOMMANDS = ["simulate", "train", "score", "mask", "info", "validate"]
 
 log = logging.getLogger("astro_aeqa")
 
@@ -76,13 +76,17 @@ def main(argv=None):
         return 2
     _setup_logging(args)
     args.progress_bar = not args.quiet
+    logging.captureWarnings(True)  # warnings print as one log line, not Python's raw format
     try:
         return int(args.func(args) or 0)
     except _USER_ERRORS as exc:
         if args.traceback:
             raise
-        print(f"aeqa {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, even for multi-line messages
+        print(f"aeqa {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("aeqa: interrupted", file=sys.stderr)
         return 130
+    finally:
+        logging.captureWarnings(False)

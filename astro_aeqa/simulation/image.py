@@ -501,7 +501,9 @@ def _simulate(
             cloud_screen if cloud_screen is not None else bg.screen_for(shape, rng, outer_scale)
         )
         ext = bg.cloud(screen, levels["cloud"], cloud_threshold)
-        scatter = float(rng.uniform(1.0, 2.0))
+        # Lit clouds, as in the paper's sec. 3.2: the light they reflect (moon, town)
+        # exceeds the sky they block, so a cloud brightens the sky by ext * (scatter - 1).
+        scatter = float(rng.uniform(1.5, 3.0))
         transmission = 1.0 - ext
         extra_sky += ext * scatter * sky_e
         components["cloud"] = ext
