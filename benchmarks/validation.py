@@ -53,7 +53,7 @@ def mask_source_proxy(sim, patch_size=64, threshold=None):
 
 
 def mask_source_evaluator(evaluator):
-    """Return a mask source that uses an `AEQualityEvaluator` (for the lead, once it exists)."""
+    """Return a mask source that uses an `AEQualityEvaluator`: its mask and its patch score map."""
 
     def source(sim, patch_size=None, threshold=None):
         res = evaluator.evaluate(sim.ccd)
@@ -175,14 +175,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-frames", type=int, default=50)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--mask-source", choices=["truth", "proxy"], default="truth")
+    parser.add_argument("--mask-source", choices=["truth", "proxy", "evaluator"], default="truth")
+    parser.add_argument("--model", default=None,
+                        help="model file of the evaluator (with --mask-source evaluator), e.g. the "
+                             "one benchmarks/evaluator_quality.py writes")
     parser.add_argument("--threshold", type=float, default=None,
                         help="mask threshold: truth > 0.1 (truth) or score > 1.3 (proxy) by default")
     parser.add_argument("--level", type=float, default=0.8, help="peak cloud level of the sequence")
     parser.add_argument("--snr-min", type=float, default=20.0, help="S/N cut of the studies")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    source = {"truth": mask_source_truth, "proxy": mask_source_proxy}[args.mask_source]
+    if args.mask_source == "evaluator":
+        if not args.model:
+            parser.error("--mask-source evaluator needs --model MODEL.safetensors")
+        from astro_aeqa import AEQualityEvaluator
+
+        source = mask_source_evaluator(AEQualityEvaluator.load(args.model, device="cpu"))
+    else:
+        source = {"truth": mask_source_truth, "proxy": mask_source_proxy}[args.mask_source]
     results = {}
     t0 = time.perf_counter()
     results["clean"] = clean_frames(shape=(args.size, args.size))
