@@ -14,8 +14,7 @@ class Conf(_config.ConfigNamespace):
 
     device = _config.ConfigItem(
         "auto",
-        "Torch device for the autoencoder: 'auto' (CUDA when present), "
-        "'cpu', 'cuda' or 'cuda:N'.",
+        "Torch device for the autoencoder: 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.",
     )
     default_model = _config.ConfigItem(
         "",
@@ -28,8 +27,7 @@ class Conf(_config.ConfigNamespace):
     )
     cache_dir = _config.ConfigItem(
         "",
-        "Directory of the on-disk catalogue cache. Empty means the astropy "
-        "cache directory.",
+        "Directory of the on-disk catalogue cache. Empty means the astropy cache directory.",
     )
 
 

@@ -37,7 +37,8 @@ from .nn import (
     train_autoencoder,
 )
 from .preprocessing import NORMALIZATIONS, minmax_tiles, normalize_frame, valid_pixels
-from .tiling import aggregate_patches, extract_tiles, patch_grid_shape, stitch_tiles, tile_origins
+from .tiling import aggregate_patches, extract_tiles, owned_regions, tile_origins
+from .utils import progress_bar as _progress_bar
 
 __all__ = ["AEQualityEvaluator", "QualityResult", "aeqa_mask"]
 
@@ -183,7 +184,10 @@ class QualityResult:
         axes[0].set_title("image, AEQA mask outlined" if image is not None else "residual")
         ny, nx = self.shape
         im = axes[1].imshow(
-            self.patch_scores, origin="lower", cmap="viridis", extent=(0, nx, 0, ny),
+            self.patch_scores,
+            origin="lower",
+            cmap="viridis",
+            extent=(0, nx, 0, ny),
             interpolation="nearest",
         )
         fig.colorbar(im, ax=axes[1], label="patch score")
@@ -288,7 +292,9 @@ class AEQualityEvaluator:
             raise ValueError(msg)
         # tile_size // 4: the image score then changes by < 1 % with the overlap
         # (benchmarks/evaluator_quality.py); narrower margins keep tile-edge pixels.
-        self.overlap = _check_int(self.tile_size // 4 if overlap is None else overlap, "overlap", minimum=0)
+        self.overlap = _check_int(
+            self.tile_size // 4 if overlap is None else overlap, "overlap", minimum=0
+        )
         if 2 * self.overlap >= self.tile_size:
             msg = f"overlap must be less than half of tile_size ({self.tile_size}), got {overlap}"
             raise ValueError(msg)
@@ -468,8 +474,10 @@ class AEQualityEvaluator:
     def _set_reference_scores(self, scores):
         scores = np.sort(np.asarray(scores, dtype=np.float64))
         if scores.size == 0:
-            log.warning("no clean reference patch to calibrate on: thresholds fall back to "
-                        "each frame's median + k MAD")
+            log.warning(
+                "no clean reference patch to calibrate on: thresholds fall back to "
+                "each frame's median + k MAD"
+            )
             self.reference_scores_ = None
             return
         if scores.size > _N_CALIBRATION_QUANTILES:
@@ -480,8 +488,11 @@ class AEQualityEvaluator:
         else:
             self.n_reference_ = scores.size
         self.reference_scores_ = scores
-        log.info("calibrated on %d clean reference patches (median score %.4g)",
-                 self.n_reference_, np.median(scores))
+        log.info(
+            "calibrated on %d clean reference patches (median score %.4g)",
+            self.n_reference_,
+            np.median(scores),
+        )
 
     # -- scoring ----------------------------------------------------------
 
@@ -493,8 +504,10 @@ class AEQualityEvaluator:
             raise InputDataError(msg)
         ny, nx = data.shape
         if ny < self.patch_size or nx < self.patch_size:
-            msg = (f"image of {ny}x{nx} pixels is smaller than one patch of "
-                   f"{self.patch_size}x{self.patch_size}; use a smaller patch_size")
+            msg = (
+                f"image of {ny}x{nx} pixels is smaller than one patch of "
+                f"{self.patch_size}x{self.patch_size}; use a smaller patch_size"
+            )
             raise InputDataError(msg)
         saturation = _saturation_level(ccd.meta)
         finite = np.isfinite(data)
@@ -508,8 +521,15 @@ class AEQualityEvaluator:
                 saturated = finite & (data >= saturation)
         valid = valid_pixels(data, input_mask, saturation=saturation)
         x, stats = normalize_frame(data, valid, method=self.normalization)
-        return {"ccd": ccd, "x": x, "valid": valid, "finite": finite, "saturated": saturated,
-                "input_mask": input_mask, "stats": stats}
+        return {
+            "ccd": ccd,
+            "x": x,
+            "valid": valid,
+            "finite": finite,
+            "saturated": saturated,
+            "input_mask": input_mask,
+            "stats": stats,
+        }
 
     def _residual(self, x, *, progress_bar=False):
         """Absolute residual of the stitched reconstruction, in normalised units."""
@@ -519,14 +539,25 @@ class AEQualityEvaluator:
         if pad_y or pad_x:  # smaller than a tile: reflect to one tile, crop after
             x = np.pad(x, ((0, pad_y), (0, pad_x)), mode="reflect")
         origins = tile_origins(x.shape, t, self.overlap)
-        tiles = extract_tiles(x, origins, t)
-        if self.normalization == "minmax":
-            tiles = minmax_tiles(tiles)
-        recon = reconstruct(self.model_, tiles, batch_size=self.batch_size, device=self.device,
-                            progress_bar=progress_bar)
-        np.subtract(tiles, recon, out=recon)
-        np.abs(recon, out=recon)
-        residual = stitch_tiles(recon, origins, x.shape, self.overlap)
+        regions = owned_regions(origins, x.shape, t)
+        residual = np.empty(x.shape, dtype=np.float32)
+        # A chunk of tiles at a time: memory stays bounded for any frame size.
+        chunk = max(4 * self.batch_size, 64)
+        bar = _progress_bar(total=len(origins), enabled=progress_bar, desc="tiles", unit="tile")
+        for start in range(0, len(origins), chunk):
+            batch = origins[start : start + chunk]
+            tiles = extract_tiles(x, batch, t)
+            if self.normalization == "minmax":
+                tiles = minmax_tiles(tiles)
+            recon = reconstruct(self.model_, tiles, batch_size=self.batch_size, device=self.device)
+            np.subtract(tiles, recon, out=recon)
+            np.abs(recon, out=recon)
+            for (y0, x0), (y1, y2, x1, x2), tile in zip(
+                batch, regions[start : start + chunk], recon, strict=True
+            ):
+                residual[y1:y2, x1:x2] = tile[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0]
+            bar.update(len(batch))
+        bar.close()
         return residual[:ny, :nx]
 
     def _score_prepared(self, prepared, *, progress_bar=False):
@@ -571,15 +602,19 @@ class AEQualityEvaluator:
         result : `QualityResult`
         """
         if not self.is_fitted:
-            msg = ("the evaluator is untrained: call fit(reference_frames) first, or load a model "
-                   "with AEQualityEvaluator.load(path) or AEQualityEvaluator.pretrained()")
+            msg = (
+                "the evaluator is untrained: call fit(reference_frames) first, or load a model "
+                "with AEQualityEvaluator.load(path) or AEQualityEvaluator.pretrained()"
+            )
             raise RuntimeError(msg)
         prepared = self._prepare(image, hdu=hdu)
         patch_scores, n_valid, residual = self._score_prepared(prepared, progress_bar=progress_bar)
         threshold, used_fpr, method = self._threshold(patch_scores, threshold=threshold, fpr=fpr)
         with np.errstate(invalid="ignore"):
             raw_mask = patch_scores > threshold
-        patch_mask = clean_patch_mask(raw_mask, opening=self.morphology[0], closing=self.morphology[1])
+        patch_mask = clean_patch_mask(
+            raw_mask, opening=self.morphology[0], closing=self.morphology[1]
+        )
         shape = residual.shape
         pixel_mask = patch_mask_to_pixel_mask(patch_mask, self.patch_size, shape)
         if self.reference_scores_ is not None:
@@ -656,7 +691,9 @@ class AEQualityEvaluator:
     def _masked_ccd(self, ccd, result):
         out = ccd.copy()
         out.mask = combine_masks(ccd.mask, result.mask)
-        header = out.meta if isinstance(out.meta, fits.Header) else fits.Header(_fits_safe(out.meta))
+        header = (
+            out.meta if isinstance(out.meta, fits.Header) else fits.Header(_fits_safe(out.meta))
+        )
         for keyword, value, comment in aeqa_io.aeqa_header_cards(
             version=_package_version(),
             model_name=self.model_name,
@@ -691,9 +728,14 @@ class AEQualityEvaluator:
         ccd = aeqa_io.read_image(image, hdu=hdu)
         result = self.evaluate(ccd, threshold=threshold, fpr=fpr)
         out = self._masked_ccd(ccd, result)
-        aeqa_io.write_aeqa_fits(path, out, score_map=result.score_map, flags=result.flag_plane(),
-                                overwrite=overwrite,
-                                original_data=aeqa_io.read_original_data(image, hdu=hdu))
+        aeqa_io.write_aeqa_fits(
+            path,
+            out,
+            score_map=result.score_map,
+            flags=result.flag_plane(),
+            overwrite=overwrite,
+            original_data=aeqa_io.read_original_data(image, hdu=hdu),
+        )
         return result
 
     # -- files --------------------------------------------------------------
@@ -710,7 +752,9 @@ class AEQualityEvaluator:
             "sky_term": self.sky_term,
             "fpr": self.fpr,
             "morphology": list(self.morphology),
-            "calibration": None if self.reference_scores_ is None else {
+            "calibration": None
+            if self.reference_scores_ is None
+            else {
                 "reference_scores": [float(s) for s in self.reference_scores_],
                 "n_reference": int(self.n_reference_),
             },
@@ -757,14 +801,23 @@ class AEQualityEvaluator:
         model, meta = load_model(path, device="cpu")
         stored = meta.get("patch_size")
         if patch_size is not None and stored is not None and int(patch_size) != int(stored):
-            msg = (f"{path}: the model was calibrated with patch_size={stored}, not {patch_size}; "
-                   f"load it with patch_size={stored}, or load it and call calibrate(clean_frames) "
-                   "after setting the new patch size")
+            msg = (
+                f"{path}: the model was calibrated with patch_size={stored}, not {patch_size}; "
+                f"load it with patch_size={stored}, or load it and call calibrate(clean_frames) "
+                "after setting the new patch size"
+            )
             raise ModelFileError(msg)
         options = {
             key: meta[key]
-            for key in ("patch_size", "tile_size", "overlap", "normalization", "aggregate", "sky_term",
-                        "fpr")
+            for key in (
+                "patch_size",
+                "tile_size",
+                "overlap",
+                "normalization",
+                "aggregate",
+                "sky_term",
+                "fpr",
+            )
             if meta.get(key) is not None
         }
         if meta.get("morphology") is not None:

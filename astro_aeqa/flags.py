@@ -52,8 +52,7 @@ def flag_header_cards():
         ``(keyword, value, comment)`` with keywords ``AEQAFB0``, ``AEQAFB1``...
     """
     return [
-        (f"AEQAFB{int(np.log2(value))}", name, descr)
-        for name, value, descr in flag_descriptions()
+        (f"AEQAFB{int(np.log2(value))}", name, descr) for name, value, descr in flag_descriptions()
     ]
 
 

@@ -100,7 +100,9 @@ _SIP_KEY = re.compile(r"^(A|B|AP|BP)_(ORDER|DMAX|\d+_\d+)$")
 _DSS_KEY = re.compile(
     r"^(AMD[XY]\d+|PLTRA[HMS]|PLTDEC(SN|D|M|S)|PPO\d+|CNPIX\d|XPIXELSZ|YPIXELSZ|PLTSCALE)$"
 )
-_WCS_EXTRA = re.compile(r"^(CD\d_\d|PC\d_\d|CROTA\d|WCSAXES|LONPOLE|LATPOLE|RADESYS|EQUINOX|EPOCH)$")
+_WCS_EXTRA = re.compile(
+    r"^(CD\d_\d|PC\d_\d|CROTA\d|WCSAXES|LONPOLE|LATPOLE|RADESYS|EQUINOX|EPOCH)$"
+)
 
 
 # --------------------------------------------------------------------------- reading
@@ -155,7 +157,9 @@ def _hdu_shape(hdu):
 def _hdu_table(hdul):
     rows = []
     for i, hdu in enumerate(hdul):
-        rows.append(f"  {i}: {hdu.name or '(no name)'} {type(hdu).__name__} shape={_hdu_shape(hdu)}")
+        rows.append(
+            f"  {i}: {hdu.name or '(no name)'} {type(hdu).__name__} shape={_hdu_shape(hdu)}"
+        )
     return "\n".join(rows)
 
 
@@ -307,7 +311,9 @@ def _read_hdulist(hdul, hdu, name, unit):
     if UNCERT_EXTNAME in names and index != names.index(UNCERT_EXTNAME):
         uhdu = hdul[UNCERT_EXTNAME]
         if uhdu.data is not None and uhdu.data.shape == data.shape:
-            cls = _UNCERTAINTIES.get(uhdu.header.get("UTYPE", "StdDevUncertainty"), UnknownUncertainty)
+            cls = _UNCERTAINTIES.get(
+                uhdu.header.get("UTYPE", "StdDevUncertainty"), UnknownUncertainty
+            )
             uunit = _unit_from(uhdu.header.get("BUNIT"), name)
             uncertainty = cls(np.array(uhdu.data, copy=True), unit=uunit)
     file_unit = _unit_from(header.get("BUNIT"), name)
@@ -548,7 +554,9 @@ def read_original_data(image, *, hdu=None):
         return np.array(_as_2d(np.ma.getdata(image.data), _describe(image), "the data"), copy=True)
     if isinstance(image, tuple) and len(image) == 2:
         image = image[0]
-    return np.array(_as_2d(np.ma.getdata(np.asanyarray(image)), "the input", "the array"), copy=True)
+    return np.array(
+        _as_2d(np.ma.getdata(np.asanyarray(image)), "the input", "the array"), copy=True
+    )
 
 
 def _single(hdu):
@@ -580,6 +588,7 @@ def _sliced_wcs(wcs, step):
     else:
         new.wcs.pc = wcs.wcs.get_pc() * step
     if wcs.sip is not None:
+
         def scale(coeffs):
             if coeffs is None:
                 return None

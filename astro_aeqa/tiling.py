@@ -26,6 +26,7 @@ __all__ = [
     "tile_origins",
     "extract_tiles",
     "stitch_tiles",
+    "owned_regions",
     "iter_tile_batches",
     "patch_grid_shape",
     "aggregate_patches",
@@ -217,27 +218,62 @@ def stitch_tiles(tiles, origins, shape, overlap=None):
             f"len(origins) = {len(origins)}, got {tiles.shape}"
         )
         raise ValueError(msg)
-    tile_size = tiles.shape[1]
+    regions = owned_regions(origins, (ny, nx), tiles.shape[1])
+    out = np.empty((ny, nx), dtype=tiles.dtype)
+    for k, (y1, y2, x1, x2) in enumerate(regions):
+        y0, x0 = origins[k]
+        out[y1:y2, x1:x2] = tiles[k, y1 - y0 : y2 - y0, x1 - x0 : x2 - x0]
+    return out
+
+
+def owned_regions(origins, shape, tile_size):
+    """
+    Return the pixels each tile contributes when tiles are stitched.
+
+    Each pixel belongs to the tile in which it lies deepest (see
+    `stitch_tiles`). Knowing the regions lets a caller stitch batch by batch,
+    with only one batch of tiles in memory.
+
+    Parameters
+    ----------
+    origins : array-like
+        ``(n_tiles, 2)`` origins forming a full grid, as from `tile_origins`.
+    shape : tuple of int
+        Image shape ``(ny, nx)``.
+    tile_size : int
+        Tile side in pixels.
+
+    Returns
+    -------
+    regions : `~numpy.ndarray`
+        ``(n_tiles, 4)`` integer ``(y1, y2, x1, x2)`` half-open image ranges,
+        in the order of ``origins``. Together they cover the image exactly once.
+
+    Examples
+    --------
+    >>> from astro_aeqa.tiling import owned_regions, tile_origins
+    >>> origins = tile_origins((7, 10), 4, 1)
+    >>> owned_regions(origins, (7, 10), 4)[:2].tolist()
+    [[0, 3, 0, 3], [0, 3, 3, 5]]
+    """
+    origins = np.asarray(origins, dtype=np.intp).reshape(-1, 2)
+    ny, nx = _check_shape(shape)
     ys = np.unique(origins[:, 0])
     xs = np.unique(origins[:, 1])
-    index = {(int(y0), int(x0)): k for k, (y0, x0) in enumerate(origins)}
-    if len(index) != len(ys) * len(xs):
+    n_grid = len(ys) * len(xs)
+    if len(origins) != n_grid or len({(int(y), int(x)) for y, x in origins}) != n_grid:
         msg = "origins must form a full grid of tiles, as returned by tile_origins"
         raise ValueError(msg)
     ylo, yhi = _ownership(ys, ny, tile_size)
     xlo, xhi = _ownership(xs, nx, tile_size)
-    out = np.empty((ny, nx), dtype=tiles.dtype)
-    covered = 0
-    for iy, y0 in enumerate(ys):
-        for ix, x0 in enumerate(xs):
-            k = index[(int(y0), int(x0))]
-            y1, y2, x1, x2 = ylo[iy], yhi[iy], xlo[ix], xhi[ix]
-            out[y1:y2, x1:x2] = tiles[k, y1 - y0 : y2 - y0, x1 - x0 : x2 - x0]
-            covered += (y2 - y1) * (x2 - x1)
-    if covered != ny * nx:
+    iy = np.searchsorted(ys, origins[:, 0])
+    ix = np.searchsorted(xs, origins[:, 1])
+    regions = np.stack([ylo[iy], yhi[iy], xlo[ix], xhi[ix]], axis=1)
+    area = ((regions[:, 1] - regions[:, 0]) * (regions[:, 3] - regions[:, 2])).sum()
+    if area != ny * nx:
         msg = f"the tiles do not cover an image of shape {(ny, nx)}; use tile_origins(shape, ...)"
         raise ValueError(msg)
-    return out
+    return regions
 
 
 def iter_tile_batches(image, tile_size, overlap, batch_size):

@@ -56,9 +56,9 @@ def auroc(positive, negative):
     # average ranks of ties
     sorted_scores = scores[order]
     _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    for start, count in zip(first, counts):
+    for start, count in zip(first, counts, strict=True):
         if count > 1:
-            ranks[order[start:start + count]] = start + (count + 1) / 2
+            ranks[order[start : start + count]] = start + (count + 1) / 2
     u_stat = ranks[: positive.size].sum() - positive.size * (positive.size + 1) / 2
     return float(u_stat / (positive.size * negative.size))
 
@@ -76,8 +76,14 @@ def classical_patch_scores(data, patch_size):
     from astropy.stats import SigmaClip
     from photutils.background import Background2D, MedianBackground, StdBackgroundRMS
 
-    bkg = Background2D(data, patch_size, filter_size=1, sigma_clip=SigmaClip(sigma=3.0),
-                       bkg_estimator=MedianBackground(), bkg_rms_estimator=StdBackgroundRMS())
+    bkg = Background2D(
+        data,
+        patch_size,
+        filter_size=1,
+        sigma_clip=SigmaClip(sigma=3.0),
+        bkg_estimator=MedianBackground(),
+        bkg_rms_estimator=StdBackgroundRMS(),
+    )
     level, rms = bkg.background_mesh, bkg.background_rms_mesh
     med_level, med_rms = np.nanmedian(level), np.nanmedian(rms)
     # a defect raises the level (scattered light) or lowers it (clouds, shutter), and changes
@@ -86,8 +92,15 @@ def classical_patch_scores(data, patch_size):
 
 
 def frame(shape, fwhm, seed, background=None, level=0.0, **kwargs):
-    return simulate_image(shape=shape, instrument=PAPER_2P5M, fwhm=fwhm * u.arcsec,
-                          background=background, level=level, seed=seed, **kwargs)
+    return simulate_image(
+        shape=shape,
+        instrument=PAPER_2P5M,
+        fwhm=fwhm * u.arcsec,
+        background=background,
+        level=level,
+        seed=seed,
+        **kwargs,
+    )
 
 
 def main(argv=None):
@@ -116,8 +129,14 @@ def main(argv=None):
     else:
         rng = np.random.default_rng(0)
         refs = [frame(shape, rng.uniform(0.5, 0.8), 1000 + i).ccd for i in range(n_refs)]
-        ev = AEQualityEvaluator(args.model, patch_size=p, normalization=args.normalization,
-                                aggregate=args.aggregate, device="cpu", seed=0)
+        ev = AEQualityEvaluator(
+            args.model,
+            patch_size=p,
+            normalization=args.normalization,
+            aggregate=args.aggregate,
+            device="cpu",
+            seed=0,
+        )
         n_epochs = args.n_epochs or (3 if args.quick else 10)
         ev.fit(refs, n_epochs=n_epochs, batch_size=16, steps_per_epoch=50, progress_bar=False)
         ev.save(out_dir / "benchmark_model.safetensors", overwrite=True)
@@ -154,10 +173,14 @@ def main(argv=None):
     # -- defects: AUROC against truth, AE and classical
     results["defects"] = {}
     coverages = [0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
-    for defect, levels in [("cloud", coverages), ("moon", [0.5, 1.0]), ("shutter", [0.5, 1.0]),
-                           ("trail", [0.5, 1.0])]:
+    for defect, levels in [
+        ("cloud", coverages),
+        ("moon", [0.5, 1.0]),
+        ("shutter", [0.5, 1.0]),
+        ("trail", [0.5, 1.0]),
+    ]:
         pos, neg, cpos, cneg, image_scores = [], [], [], [], []
-        for j, level in enumerate(levels):
+        for level in levels:
             for i in range(2 if args.quick else 3):
                 # the same field and screen at every level, as the paper's Fig. 6
                 sim = frame(shape, 0.65, 9000 + 31 * i, background=defect, level=level)
@@ -181,7 +204,8 @@ def main(argv=None):
             sc = [s[1] for s in image_scores]
             entry["spearman_score_vs_coverage"] = float(spearmanr(lv, sc).statistic)
             entry["mean_score_by_coverage"] = {
-                str(c): float(np.mean([s for lvl, s in image_scores if lvl == c])) for c in coverages
+                str(c): float(np.mean([s for lvl, s in image_scores if lvl == c]))
+                for c in coverages
             }
         results["defects"][defect] = entry
 

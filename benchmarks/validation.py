@@ -28,9 +28,15 @@ import warnings
 import numpy as np
 from astropy import units as u
 
-from astro_aeqa.validation import (background_rms_score_map, error_vs_score, light_curve_study,
-                                   mask_ratio_study, masked_vs_unmasked, measure_frame,
-                                   score_map_from_array)
+from astro_aeqa.validation import (
+    background_rms_score_map,
+    error_vs_score,
+    light_curve_study,
+    mask_ratio_study,
+    masked_vs_unmasked,
+    measure_frame,
+    score_map_from_array,
+)
 
 REAL = "/work/shared/data/real"
 
@@ -48,7 +54,9 @@ def mask_source_proxy(sim, patch_size=64, threshold=None):
     """Truth-free: background-RMS score map; mask = patches with score > threshold."""
     smap = background_rms_score_map(sim.ccd, patch_size)
     grid = np.nan_to_num(smap.data) > (1.3 if threshold is None else threshold)
-    mask = np.kron(grid, np.ones((patch_size, patch_size), bool))[: sim.ccd.shape[0], : sim.ccd.shape[1]]
+    mask = np.kron(grid, np.ones((patch_size, patch_size), bool))[
+        : sim.ccd.shape[0], : sim.ccd.shape[1]
+    ]
     return mask, smap
 
 
@@ -85,24 +93,51 @@ def clean_frames(n_frames=3, shape=(512, 512), seed=100):
 
     rows = []
     for i in range(n_frames):
-        sim = simulate_image(shape=shape, instrument=PAPER_2P5M, fwhm=0.7 * u.arcsec, background=None,
-                             seed=seed + i, n_stars=400)
+        sim = simulate_image(
+            shape=shape,
+            instrument=PAPER_2P5M,
+            fwhm=0.7 * u.arcsec,
+            background=None,
+            seed=seed + i,
+            n_stars=400,
+        )
         meta = sim.ccd.meta
-        stars = measure_frame(sim.ccd, sim.catalog[sim.catalog["type"] == "star"], positions="detect",
-                              fwhm=meta["FWHMPIX"])
+        stars = measure_frame(
+            sim.ccd,
+            sim.catalog[sim.catalog["type"] == "star"],
+            positions="detect",
+            fwhm=meta["FWHMPIX"],
+        )
         fwhm = meta["FWHMPIX"]
         frac = moffat_aperture_fraction(fwhm, meta["PSFBETA"], 1.5 * fwhm, 3 * fwhm, 5 * fwhm)
         zp_true = meta["MAGZP"] - 2.5 * np.log10(meta["GAIN"]) + 2.5 * np.log10(frac)
         clean = stars["snr"] > 50
-        rows.append({"frame": i, "zp_fit": stars.meta["zero_point"], "zp_true": zp_true,
-                     "zp_diff": stars.meta["zero_point"] - zp_true, "zp_scatter": stars.meta["zp_scatter"],
-                     "n_matches": len(stars), "n_snr50": int(clean.sum()),
-                     "median_abs_error_snr50": float(np.median(np.abs(stars["error"][clean].value)))})
+        rows.append(
+            {
+                "frame": i,
+                "zp_fit": stars.meta["zero_point"],
+                "zp_true": zp_true,
+                "zp_diff": stars.meta["zero_point"] - zp_true,
+                "zp_scatter": stars.meta["zp_scatter"],
+                "n_matches": len(stars),
+                "n_snr50": int(clean.sum()),
+                "median_abs_error_snr50": float(np.median(np.abs(stars["error"][clean].value))),
+            }
+        )
     return rows
 
 
-def cloudy_sequence(n_frames=50, shape=(512, 512), seed=7, level=0.8, mask_source=mask_source_truth,
-                    patch_size=64, threshold=0.1, snr_min=20.0, cloud_threshold=0.4):
+def cloudy_sequence(
+    n_frames=50,
+    shape=(512, 512),
+    seed=7,
+    level=0.8,
+    mask_source=mask_source_truth,
+    patch_size=64,
+    threshold=0.1,
+    snr_min=20.0,
+    cloud_threshold=0.4,
+):
     """A field that is clear, then crossed by patchy drifting clouds, then clear again.
 
     The cloud level of frame i is ``level * sin(pi i / (n - 1))**2``; the
@@ -110,9 +145,17 @@ def cloudy_sequence(n_frames=50, shape=(512, 512), seed=7, level=0.8, mask_sourc
     """
     from astro_aeqa.simulation import PAPER_2P5M, simulate_sequence
 
-    frames = simulate_sequence(n_frames, shape=shape, instrument=PAPER_2P5M, fwhm=0.7 * u.arcsec,
-                               seed=seed, level=level * np.sin(np.pi * np.arange(n_frames) / max(n_frames - 1, 1)) ** 2,
-                               cloud_threshold=cloud_threshold, cloud_speed=(0.0, 12.0), n_stars=300)
+    frames = simulate_sequence(
+        n_frames,
+        shape=shape,
+        instrument=PAPER_2P5M,
+        fwhm=0.7 * u.arcsec,
+        seed=seed,
+        level=level * np.sin(np.pi * np.arange(n_frames) / max(n_frames - 1, 1)) ** 2,
+        cloud_threshold=cloud_threshold,
+        cloud_speed=(0.0, 12.0),
+        n_stars=300,
+    )
     tables = []
     for i, sim in enumerate(frames):
         ccd, smap = _with_mask(sim, mask_source, patch_size=patch_size, threshold=threshold)
@@ -121,10 +164,19 @@ def cloudy_sequence(n_frames=50, shape=(512, 512), seed=7, level=0.8, mask_sourc
             stars_cat = stars_cat.copy()
             stars_cat["source_id"] = np.arange(len(stars_cat))
         try:
-            t = measure_frame(ccd, stars_cat, score_map=smap, positions="catalog",
-                              fwhm=ccd.meta["FWHMPIX"], min_matches=5, name=f"frame{i:03d}")
+            t = measure_frame(
+                ccd,
+                stars_cat,
+                score_map=smap,
+                positions="catalog",
+                fwhm=ccd.meta["FWHMPIX"],
+                min_matches=5,
+                name=f"frame{i:03d}",
+            )
         except Exception as exc:  # a fully clouded frame has no clean zero-point star
-            print(f"  frame {i}: skipped ({exc.__class__.__name__}: {str(exc)[:80]})", file=sys.stderr)
+            print(
+                f"  frame {i}: skipped ({exc.__class__.__name__}: {str(exc)[:80]})", file=sys.stderr
+            )
             continue
         tables.append(t)
     evs, _ = error_vs_score(tables, n_bins=8, snr_min=snr_min)
@@ -133,20 +185,31 @@ def cloudy_sequence(n_frames=50, shape=(512, 512), seed=7, level=0.8, mask_sourc
     lc, _ = light_curve_study(tables, min_frames=min(10, len(tables)), snr_min=snr_min)
     med = evs["median_abs_error"].value
     return {
-        "n_frames": len(frames), "n_frames_measured": len(tables),
+        "n_frames": len(frames),
+        "n_frames_measured": len(tables),
         "n_star_points": int(sum(len(t) for t in tables)),
         "median_abs_error_masked": mvu.meta["median_abs_error_masked"],
         "median_abs_error_unmasked": mvu.meta["median_abs_error_unmasked"],
         "masked_over_unmasked": mvu.meta["ratio"],
-        "error_vs_score": [(round(float(a), 4), round(float(b), 4)) for a, b in zip(evs["score_mid"], med, strict=True)],
+        "error_vs_score": [
+            (round(float(a), 4), round(float(b), 4))
+            for a, b in zip(evs["score_mid"], med, strict=True)
+        ],
         "error_vs_score_err": [round(float(e), 4) for e in evs["median_abs_error_err"].value],
         "error_vs_score_mean": [round(float(e), 4) for e in evs["mean_abs_error"].value],
         "error_vs_score_monotonic": evs.meta["monotonic"],
         "error_vs_score_monotonic_within_errors": evs.meta["monotonic_within_errors"],
         "error_vs_score_mean_monotonic": bool(np.all(np.diff(evs["mean_abs_error"].value) >= 0)),
-        "mask_ratio_groups": [(float(a), float(b), int(n), round(float(e), 4))
-                              for a, b, n, e in zip(mr["ratio_lo"], mr["ratio_hi"], mr["n_frames"],
-                                                    np.nan_to_num(mr["median_abs_error"].value), strict=True)],
+        "mask_ratio_groups": [
+            (float(a), float(b), int(n), round(float(e), 4))
+            for a, b, n, e in zip(
+                mr["ratio_lo"],
+                mr["ratio_hi"],
+                mr["n_frames"],
+                np.nan_to_num(mr["median_abs_error"].value),
+                strict=True,
+            )
+        ],
         "lightcurve_mean_improvement_mag": lc.meta["mean_improvement"],
         "lightcurve_rms_reduction_mag": lc.meta["rms_reduction"],
         "lightcurve_n_stars_masked": lc.meta["n_stars_masked"],
@@ -160,15 +223,34 @@ def real_plate(patch_size=64, g_range=(13, 18)):
         warnings.simplefilter("ignore")
         ccd = as_ccd(f"{REAL}/M6707HH.fits")
     smap = background_rms_score_map(ccd, patch_size)
-    t = measure_frame(ccd, f"{REAL}/M67_gaiadr2_AriaKoul.csv", score_map=smap, fit_slope=True,
-                      fwhm=3.0, g_range=g_range, name="M6707HH.fits")
+    t = measure_frame(
+        ccd,
+        f"{REAL}/M67_gaiadr2_AriaKoul.csv",
+        score_map=smap,
+        fit_slope=True,
+        fwhm=3.0,
+        g_range=g_range,
+        name="M6707HH.fits",
+    )
     evs, _ = error_vs_score(t, n_bins=6)
-    return {"n_matches": t.meta["n_matches"], "n_zp": t.meta["n_zp"], "zero_point": t.meta["zero_point"],
-            "slope": t.meta["slope"], "zp_scatter": t.meta["zp_scatter"],
-            "median_separation_arcsec": float(np.median(t["separation"].to_value(u.arcsec))),
-            "error_vs_score": [(round(float(a), 3), round(float(b), 3), int(n), round(float(c), 4))
-                               for a, b, n, c in zip(evs["score_lo"], evs["score_hi"], evs["n_stars"],
-                                                     evs["median_abs_error"].value, strict=True)]}
+    return {
+        "n_matches": t.meta["n_matches"],
+        "n_zp": t.meta["n_zp"],
+        "zero_point": t.meta["zero_point"],
+        "slope": t.meta["slope"],
+        "zp_scatter": t.meta["zp_scatter"],
+        "median_separation_arcsec": float(np.median(t["separation"].to_value(u.arcsec))),
+        "error_vs_score": [
+            (round(float(a), 3), round(float(b), 3), int(n), round(float(c), 4))
+            for a, b, n, c in zip(
+                evs["score_lo"],
+                evs["score_hi"],
+                evs["n_stars"],
+                evs["median_abs_error"].value,
+                strict=True,
+            )
+        ],
+    }
 
 
 def main(argv=None):
@@ -176,11 +258,18 @@ def main(argv=None):
     parser.add_argument("--n-frames", type=int, default=50)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--mask-source", choices=["truth", "proxy", "evaluator"], default="truth")
-    parser.add_argument("--model", default=None,
-                        help="model file of the evaluator (with --mask-source evaluator), e.g. the "
-                             "one benchmarks/evaluator_quality.py writes")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="mask threshold: truth > 0.1 (truth) or score > 1.3 (proxy) by default")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model file of the evaluator (with --mask-source evaluator), e.g. the "
+        "one benchmarks/evaluator_quality.py writes",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="mask threshold: truth > 0.1 (truth) or score > 1.3 (proxy) by default",
+    )
     parser.add_argument("--level", type=float, default=0.8, help="peak cloud level of the sequence")
     parser.add_argument("--snr-min", type=float, default=20.0, help="S/N cut of the studies")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -197,10 +286,19 @@ def main(argv=None):
     t0 = time.perf_counter()
     results["clean"] = clean_frames(shape=(args.size, args.size))
     t1 = time.perf_counter()
-    threshold = args.threshold if args.threshold is not None else (0.1 if args.mask_source == "truth" else 1.3)
-    results["sequence"] = cloudy_sequence(n_frames=args.n_frames, shape=(args.size, args.size),
-                                          mask_source=source, threshold=threshold, level=args.level,
-                                          snr_min=args.snr_min)
+    threshold = (
+        args.threshold
+        if args.threshold is not None
+        else (0.1 if args.mask_source == "truth" else 1.3)
+    )
+    results["sequence"] = cloudy_sequence(
+        n_frames=args.n_frames,
+        shape=(args.size, args.size),
+        mask_source=source,
+        threshold=threshold,
+        level=args.level,
+        snr_min=args.snr_min,
+    )
     t2 = time.perf_counter()
     results["real"] = real_plate()
     t3 = time.perf_counter()
@@ -209,16 +307,26 @@ def main(argv=None):
     c, s, r = results["clean"], results["sequence"], results["real"]
     zp = max(abs(row["zp_diff"]) for row in c)
     err = max(row["median_abs_error_snr50"] for row in c)
-    print(f"\nzero point within 0.02 mag: max |zp - truth| = {zp:.4f} -> {'PASS' if zp < 0.02 else 'FAIL'}")
-    print(f"median |error| S/N>50 < 0.05: worst frame {err:.4f} -> {'PASS' if err < 0.05 else 'FAIL'}")
+    print(
+        f"\nzero point within 0.02 mag: max |zp - truth| = {zp:.4f} -> {'PASS' if zp < 0.02 else 'FAIL'}"
+    )
+    print(
+        f"median |error| S/N>50 < 0.05: worst frame {err:.4f} -> {'PASS' if err < 0.05 else 'FAIL'}"
+    )
     ratio = s["masked_over_unmasked"]
-    print(f"masked/unmasked median |error| >= 3 ({args.mask_source} masks): {ratio:.2f} -> "
-          f"{'PASS' if ratio >= 3 else 'FAIL'}")
-    print(f"error vs score monotonic (median, strict): {'PASS' if s['error_vs_score_monotonic'] else 'FAIL'}; "
-          f"within standard errors: {'PASS' if s['error_vs_score_monotonic_within_errors'] else 'FAIL'}; "
-          f"mean, strict: {'PASS' if s['error_vs_score_mean_monotonic'] else 'FAIL'}")
+    print(
+        f"masked/unmasked median |error| >= 3 ({args.mask_source} masks): {ratio:.2f} -> "
+        f"{'PASS' if ratio >= 3 else 'FAIL'}"
+    )
+    print(
+        f"error vs score monotonic (median, strict): {'PASS' if s['error_vs_score_monotonic'] else 'FAIL'}; "
+        f"within standard errors: {'PASS' if s['error_vs_score_monotonic_within_errors'] else 'FAIL'}; "
+        f"mean, strict: {'PASS' if s['error_vs_score_mean_monotonic'] else 'FAIL'}"
+    )
     print(f"light-curve improvement: {s['lightcurve_mean_improvement_mag']:.3f} mag (paper: 0.51)")
-    print(f"M67 plate: {r['n_matches']} matches, scatter {r['zp_scatter']:.3f} mag (slope {r['slope']:.2f})")
+    print(
+        f"M67 plate: {r['n_matches']} matches, scatter {r['zp_scatter']:.3f} mag (slope {r['slope']:.2f})"
+    )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1, default=float)

@@ -38,8 +38,11 @@ def reference_frames():
 
     return [
         simulate_image(
-            shape=(256, 256), instrument=PAPER_2P5M, fwhm=(0.6 + 0.05 * i) * u.arcsec,
-            background=None, seed=100 + i,
+            shape=(256, 256),
+            instrument=PAPER_2P5M,
+            fwhm=(0.6 + 0.05 * i) * u.arcsec,
+            background=None,
+            seed=100 + i,
         ).ccd
         for i in range(4)
     ]
@@ -52,11 +55,22 @@ def tiny_evaluator(reference_frames):
     from astro_aeqa.nn import AutoencoderConfig
 
     ev = AEQualityEvaluator(
-        AutoencoderConfig(**TINY_CONFIG), patch_size=32, tile_size=64, overlap=8,
-        fpr=0.05, device="cpu", seed=0,
+        AutoencoderConfig(**TINY_CONFIG),
+        patch_size=32,
+        tile_size=64,
+        overlap=8,
+        fpr=0.05,
+        device="cpu",
+        seed=0,
     )
-    ev.fit(reference_frames, n_epochs=3, batch_size=8, steps_per_epoch=20, val_fraction=0.5,
-           progress_bar=False)
+    ev.fit(
+        reference_frames,
+        n_epochs=3,
+        batch_size=8,
+        steps_per_epoch=20,
+        val_fraction=0.5,
+        progress_bar=False,
+    )
     return ev
 
 

@@ -52,9 +52,29 @@ def frames(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(frames, tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "tiny.aeqa.safetensors"
-    status = aeqa("-q", "train", frames / "refs", "--output", path, "--model-preset", "small",
-                  "--n-epochs", 1, "--steps-per-epoch", 2, "--batch-size", 2, "--patch-size", 32,
-                  "--tile-size", 64, "--val-fraction", 0.5, "--device", "cpu")
+    status = aeqa(
+        "-q",
+        "train",
+        frames / "refs",
+        "--output",
+        path,
+        "--model-preset",
+        "small",
+        "--n-epochs",
+        1,
+        "--steps-per-epoch",
+        2,
+        "--batch-size",
+        2,
+        "--patch-size",
+        32,
+        "--tile-size",
+        64,
+        "--val-fraction",
+        0.5,
+        "--device",
+        "cpu",
+    )
     assert status == 0
     return path
 
@@ -77,12 +97,16 @@ def test_expand_inputs_dirs_globs_lists(tmp_path, monkeypatch):
     found = [p.name for p in expand_inputs([str(tmp_path)])]
     assert found == ["a.fit", "b.fits", "c.fts", "d.fits.gz", "e.FITS"]
     assert [p.name for p in expand_inputs([str(tmp_path / "*.fit*")])] == [
-        "a.fit", "b.fits", "d.fits.gz"]
+        "a.fit",
+        "b.fits",
+        "d.fits.gz",
+    ]
     # a list file: comments, blank lines, paths relative to the list; each file once
     lists = tmp_path / "lists"
     lists.mkdir()
-    (lists / "files.txt").write_text("# night 1\n../b.fits  # the best\n\n../sub/x.fits\n"
-                                     f"{tmp_path / 'b.fits'}\n")
+    (lists / "files.txt").write_text(
+        f"# night 1\n../b.fits  # the best\n\n../sub/x.fits\n{tmp_path / 'b.fits'}\n"
+    )
     monkeypatch.chdir(tmp_path / "sub")
     paths = expand_inputs([f"@{lists / 'files.txt'}", str(tmp_path / "c.fts")])
     assert [p.name for p in paths] == ["b.fits", "x.fits", "c.fts"]
@@ -115,8 +139,11 @@ def test_fits_stem():
 @pytest.mark.parametrize("kind", ["missing", "empty_dir", "no_match"])
 def test_bad_inputs_one_line_exit_2(tmp_path, capsys, model, command, kind):
     (tmp_path / "empty").mkdir()
-    spec = {"missing": tmp_path / "nope.fits", "empty_dir": tmp_path / "empty",
-            "no_match": tmp_path / "empty" / "*.fits"}[kind]
+    spec = {
+        "missing": tmp_path / "nope.fits",
+        "empty_dir": tmp_path / "empty",
+        "no_match": tmp_path / "empty" / "*.fits",
+    }[kind]
     status = aeqa("-q", command, spec, "--model", model, "--output-dir", tmp_path / "out")
     assert status == 2
     err = capsys.readouterr().err
@@ -191,8 +218,12 @@ def test_train_refuses_to_overwrite(frames, model, capsys):
     _assert_one_line_error(err, "train")
     assert "--overwrite" in err
     assert model.read_bytes() == before
-    assert aeqa("-q", "train", frames / "refs", "--output", model.parent / "new.safetensors",
-                "--resume") == 2
+    assert (
+        aeqa(
+            "-q", "train", frames / "refs", "--output", model.parent / "new.safetensors", "--resume"
+        )
+        == 2
+    )
     _assert_one_line_error(capsys.readouterr().err, "train")
 
 
@@ -202,9 +233,27 @@ def test_train_init_fine_tunes_the_given_weights(frames, model, tmp_path, capsys
     from safetensors.numpy import load_file
 
     out = tmp_path / "tuned.safetensors"
-    status = aeqa("-q", "train", f"{frames / 'refs'}/ref_0*.fits", "--init", model, "--output", out,
-                  "--n-epochs", 1, "--steps-per-epoch", 1, "--batch-size", 2,
-                  "--learning-rate", 1e-12, "--val-fraction", 0.5, "--seed", 1)
+    status = aeqa(
+        "-q",
+        "train",
+        f"{frames / 'refs'}/ref_0*.fits",
+        "--init",
+        model,
+        "--output",
+        out,
+        "--n-epochs",
+        1,
+        "--steps-per-epoch",
+        1,
+        "--batch-size",
+        2,
+        "--learning-rate",
+        1e-12,
+        "--val-fraction",
+        0.5,
+        "--seed",
+        1,
+    )
     assert status == 0
     capsys.readouterr()
     initial, tuned = load_file(str(model)), load_file(str(out))
@@ -217,8 +266,20 @@ def test_train_init_fine_tunes_the_given_weights(frames, model, tmp_path, capsys
     assert card["training"]["init"]["file"] == model.name
     assert card["training"]["seed"] == 1
     # the architecture comes from the --init model
-    assert aeqa("-q", "train", frames / "refs", "--init", model, "--output", tmp_path / "x",
-                "--patch-size", 64) == 2
+    assert (
+        aeqa(
+            "-q",
+            "train",
+            frames / "refs",
+            "--init",
+            model,
+            "--output",
+            tmp_path / "x",
+            "--patch-size",
+            64,
+        )
+        == 2
+    )
     assert "--patch-size cannot be combined with --init" in capsys.readouterr().err
 
 
@@ -228,10 +289,21 @@ def test_train_init_fine_tunes_the_given_weights(frames, model, tmp_path, capsys
 def test_score_globs_dirs_lists_and_plots(frames, model, tmp_path, capsys):
     listing = tmp_path / "night.txt"
     listing.write_text(
-        f"# the cloudy frame\n{frames / 'cloud.fits'}\n{frames / 'refs' / 'ref_1.fits'}\n")
+        f"# the cloudy frame\n{frames / 'cloud.fits'}\n{frames / 'refs' / 'ref_1.fits'}\n"
+    )
     out = tmp_path / "out"
-    status = aeqa("score", frames / "refs", f"{frames / 'refs'}/ref_[01].fits", f"@{listing}",
-                  "--model", model, "--output-dir", out, "--plots", *_FPR)
+    status = aeqa(
+        "score",
+        frames / "refs",
+        f"{frames / 'refs'}/ref_[01].fits",
+        f"@{listing}",
+        "--model",
+        model,
+        "--output-dir",
+        out,
+        "--plots",
+        *_FPR,
+    )
     assert status == 0
     captured = capsys.readouterr()
     assert "4 files: 4 ok" in captured.out
@@ -239,7 +311,11 @@ def test_score_globs_dirs_lists_and_plots(frames, model, tmp_path, capsys):
     table = Table.read(out / "scores.ecsv", format="ascii.ecsv")
     assert table.colnames == _COLUMNS
     assert [os.path.basename(f) for f in table["file"]] == [
-        "ref_0.fits", "ref_1.fits", "ref_2.fits", "cloud.fits"]
+        "ref_0.fits",
+        "ref_1.fits",
+        "ref_2.fits",
+        "cloud.fits",
+    ]
     assert list(table["status"]) == ["ok"] * 4
     assert np.all(np.isfinite(table["score"])) and np.all(table["score"] > 0)
     assert np.all((table["masked_fraction"] >= 0) & (table["masked_fraction"] <= 1))
@@ -273,16 +349,31 @@ def test_score_bad_files_fail_alone(frames, model, tmp_path, capsys):
     assert "2-D" in table["error"][2] or "shape" in table["error"][2]
     assert np.ma.is_masked(table["error"][0]) or table["error"][0] == ""  # ECSV reads "" as masked
     # --traceback shows the traceback of each failed file, and still does the others
-    status = aeqa("--traceback", "-q", "score", data, "--model", model, "--output-dir", out,
-                  "--overwrite", *_FPR)
+    status = aeqa(
+        "--traceback",
+        "-q",
+        "score",
+        data,
+        "--model",
+        model,
+        "--output-dir",
+        out,
+        "--overwrite",
+        *_FPR,
+    )
     assert status == 1
     assert "Traceback" in capsys.readouterr().err
 
 
 def test_score_hdu(frames, model, tmp_path, capsys):
     data = fits.getdata(frames / "refs" / "ref_2.fits")
-    hdul = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data, name="SCI"),
-                         fits.ImageHDU(data[::-1].copy(), name="OTHER")])
+    hdul = fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(data, name="SCI"),
+            fits.ImageHDU(data[::-1].copy(), name="OTHER"),
+        ]
+    )
     mef = tmp_path / "mef.fits"
     hdul.writeto(mef)
     scores = {}
@@ -304,8 +395,15 @@ def test_score_hdu(frames, model, tmp_path, capsys):
 
 def test_mask_writes_skips_and_overwrites(frames, model, tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["mask", frames / "refs" / "ref_0.fits", frames / "cloud.fits", "--model", model,
-            "--output-dir", out]
+    args = [
+        "mask",
+        frames / "refs" / "ref_0.fits",
+        frames / "cloud.fits",
+        "--model",
+        model,
+        "--output-dir",
+        out,
+    ]
     assert aeqa("-q", *args, *_FPR) == 0
     table = Table.read(out / "scores.ecsv", format="ascii.ecsv")
     assert list(table["status"]) == ["ok", "ok"]
@@ -342,12 +440,24 @@ def test_mask_writes_skips_and_overwrites(frames, model, tmp_path, capsys):
 
 def test_mask_bad_file_and_hdu(frames, model, tmp_path, capsys):
     data = fits.getdata(frames / "refs" / "ref_1.fits")
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data, name="SCI"),
-                  fits.ImageHDU(data, name="SCI2")]).writeto(tmp_path / "mef.fits")
+    fits.HDUList(
+        [fits.PrimaryHDU(), fits.ImageHDU(data, name="SCI"), fits.ImageHDU(data, name="SCI2")]
+    ).writeto(tmp_path / "mef.fits")
     (tmp_path / "broken.fits").write_bytes(b"\x00" * 100)
     out = tmp_path / "out"
-    status = aeqa("-q", "mask", tmp_path / "broken.fits", tmp_path / "mef.fits", "--hdu", "SCI",
-                  "--model", model, "--output-dir", out, *_FPR)
+    status = aeqa(
+        "-q",
+        "mask",
+        tmp_path / "broken.fits",
+        tmp_path / "mef.fits",
+        "--hdu",
+        "SCI",
+        "--model",
+        model,
+        "--output-dir",
+        out,
+        *_FPR,
+    )
     assert status == 1
     assert "broken.fits" in capsys.readouterr().err
     table = Table.read(out / "scores.ecsv", format="ascii.ecsv")
@@ -374,7 +484,15 @@ def test_mask_same_stem_is_an_error(frames, model, tmp_path, capsys):
     other = tmp_path / "other"
     other.mkdir()
     shutil.copy(frames / "refs" / "ref_0.fits", other / "ref_0.fits")
-    status = aeqa("-q", "mask", frames / "refs" / "ref_0.fits", other / "ref_0.fits",
-                  "--model", model, "--output-dir", tmp_path / "out")
+    status = aeqa(
+        "-q",
+        "mask",
+        frames / "refs" / "ref_0.fits",
+        other / "ref_0.fits",
+        "--model",
+        model,
+        "--output-dir",
+        tmp_path / "out",
+    )
     assert status == 2
     _assert_one_line_error(capsys.readouterr().err, "mask")

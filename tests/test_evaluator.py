@@ -15,14 +15,21 @@ from astro_aeqa.simulation import PAPER_2P5M, simulate_image
 
 @pytest.fixture(scope="module")
 def clean_frame():
-    return simulate_image(shape=(256, 256), instrument=PAPER_2P5M, fwhm=0.65 * u.arcsec,
-                          background=None, seed=7).ccd
+    return simulate_image(
+        shape=(256, 256), instrument=PAPER_2P5M, fwhm=0.65 * u.arcsec, background=None, seed=7
+    ).ccd
 
 
 @pytest.fixture(scope="module")
 def moon_frame():
-    return simulate_image(shape=(256, 256), instrument=PAPER_2P5M, fwhm=0.65 * u.arcsec,
-                          background="moon", level=1.0, seed=7)
+    return simulate_image(
+        shape=(256, 256),
+        instrument=PAPER_2P5M,
+        fwhm=0.65 * u.arcsec,
+        background="moon",
+        level=1.0,
+        seed=7,
+    )
 
 
 def _snapshot(ccd):
@@ -220,9 +227,19 @@ def test_fit_accepts_an_image_file_collection(reference_frames, tmp_path):
         out.meta["IMAGETYP"] = "LIGHT" if i == 0 else "BIAS"
         out.write(tmp_path / f"ref{i}.fits")
     collection = ImageFileCollection(tmp_path)
-    ev = AEQualityEvaluator(AutoencoderConfig(base_channels=4, n_down=1, n_res_blocks=1, max_channels=8),
-                            patch_size=32, tile_size=64, device="cpu")
-    ev.fit(collection, filter={"imagetyp": "LIGHT"}, n_epochs=1, steps_per_epoch=2, batch_size=4,
-           progress_bar=False)
+    ev = AEQualityEvaluator(
+        AutoencoderConfig(base_channels=4, n_down=1, n_res_blocks=1, max_channels=8),
+        patch_size=32,
+        tile_size=64,
+        device="cpu",
+    )
+    ev.fit(
+        collection,
+        filter={"imagetyp": "LIGHT"},
+        n_epochs=1,
+        steps_per_epoch=2,
+        batch_size=4,
+        progress_bar=False,
+    )
     assert ev.training_["n_frames"] == 1
     assert ev.is_fitted

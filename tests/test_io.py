@@ -341,8 +341,14 @@ def test_score_map_wcs_real_plate():
 
 def test_aeqa_header_cards():
     cards = aeqa_header_cards(
-        version="0.1.dev1", model_name="small", model_sha="0123456789abcdef" * 4, score=1.25,
-        threshold=float("inf"), fpr=None, patch_size=64, masked_fraction=np.float64(0.125),
+        version="0.1.dev1",
+        model_name="small",
+        model_sha="0123456789abcdef" * 4,
+        score=1.25,
+        threshold=float("inf"),
+        fpr=None,
+        patch_size=64,
+        masked_fraction=np.float64(0.125),
     )
     keys = [c[0] for c in cards]
     assert keys == [v[0] for v in AEQA_KEYWORDS.values()]
@@ -373,8 +379,14 @@ def _products(ccd, p=16):
 def _with_cards(ccd, p=16):
     out = ccd.copy()
     for key, value, comment in aeqa_header_cards(
-        version="0.1", model_name="small", model_sha="f" * 64, score=0.5, threshold=1.5,
-        fpr=0.01, patch_size=p, masked_fraction=float(ccd.mask.mean()),
+        version="0.1",
+        model_name="small",
+        model_sha="f" * 64,
+        score=0.5,
+        threshold=1.5,
+        fpr=0.01,
+        patch_size=p,
+        masked_fraction=float(ccd.mask.mean()),
     ):
         out.meta[key] = (value, comment)
     out.meta["HISTORY"] = "astro_aeqa: masked 1 region"
@@ -482,8 +494,11 @@ def test_raw_file_written_back_unchanged(tmp_path):
     ccd.mask = np.zeros(ccd.shape, bool)
     score_map = NDData(np.zeros((9, 9), np.float32), wcs=score_map_wcs(ccd.wcs, 64, ccd.shape))
     path = write_aeqa_fits(
-        tmp_path / "raw.fits", ccd, score_map=score_map,
-        flags=np.zeros(ccd.shape, np.uint16), original_data=raw,
+        tmp_path / "raw.fits",
+        ccd,
+        score_map=score_map,
+        flags=np.zeros(ccd.shape, np.uint16),
+        original_data=raw,
     )
     np.testing.assert_array_equal(fits.getdata(path), fits.getdata(RAW))
     assert fits.getdata(path).dtype == np.uint16

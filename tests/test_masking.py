@@ -81,8 +81,9 @@ def test_opening_drops_lone_patch_keeps_edge_block(reconstruct):
     m[0:3, 0:3] = True  # block in the corner
     m[5, 5] = True  # lone bright-star patch
     m[7, 9] = True  # lone patch in the opposite corner
-    out = clean_patch_mask(m, closing=0, structure="square" if not reconstruct else "cross",
-                           reconstruct=reconstruct)
+    out = clean_patch_mask(
+        m, closing=0, structure="square" if not reconstruct else "cross", reconstruct=reconstruct
+    )
     assert not out[5, 5] and not out[7, 9]
     assert out[0:3, 0:3].all()
     assert out.sum() == 9

@@ -12,10 +12,23 @@ from astropy.nddata import CCDData
 from astropy.table import QTable, Table
 
 from astro_aeqa.exceptions import CatalogError, InputDataError
-from astro_aeqa.validation import (aperture_photometry_table, background_rms_score_map, crossmatch,
-                                   detect_stars, error_vs_score, fit_zero_point, light_curve_study,
-                                   load_catalog, mask_ratio_study, masked_vs_unmasked, measure_frame,
-                                   patch_scores_at, propagate_epoch, query_gaia, score_map_from_array)
+from astro_aeqa.validation import (
+    aperture_photometry_table,
+    background_rms_score_map,
+    crossmatch,
+    detect_stars,
+    error_vs_score,
+    fit_zero_point,
+    light_curve_study,
+    load_catalog,
+    mask_ratio_study,
+    masked_vs_unmasked,
+    measure_frame,
+    patch_scores_at,
+    propagate_epoch,
+    query_gaia,
+    score_map_from_array,
+)
 from astro_aeqa.validation._synthetic import make_star_field
 
 REAL = "/work/shared/data/real"
@@ -35,12 +48,20 @@ def cloudy():
 
 # --- photometry -------------------------------------------------------------------------------
 
+
 def test_detect_stars_finds_most_stars(field):
     ccd, cat, _ = field
     stars = detect_stars(ccd, fwhm=3.0)
-    m = crossmatch(QTable({"ra": ccd.wcs.pixel_to_world_values(stars["x"], stars["y"])[0] * u.deg,
-                           "dec": ccd.wcs.pixel_to_world_values(stars["x"], stars["y"])[1] * u.deg}),
-                   cat, radius=1.5 * u.arcsec)
+    m = crossmatch(
+        QTable(
+            {
+                "ra": ccd.wcs.pixel_to_world_values(stars["x"], stars["y"])[0] * u.deg,
+                "dec": ccd.wcs.pixel_to_world_values(stars["x"], stars["y"])[1] * u.deg,
+            }
+        ),
+        cat,
+        radius=1.5 * u.arcsec,
+    )
     assert len(m) >= 0.6 * len(cat)
     assert np.all(np.diff(stars["peak"]) <= 0)
 
@@ -91,8 +112,11 @@ def test_aperture_photometry_bad_positions(field):
 
 # --- catalogues -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fmt, ext", [("ascii.ecsv", ".ecsv"), ("ascii.csv", ".csv"),
-                                      ("fits", ".fits"), ("votable", ".xml")])
+
+@pytest.mark.parametrize(
+    "fmt, ext",
+    [("ascii.ecsv", ".ecsv"), ("ascii.csv", ".csv"), ("fits", ".fits"), ("votable", ".xml")],
+)
 def test_load_catalog_formats(tmp_path, field, fmt, ext):
     _, cat, _ = field
     path = tmp_path / f"cat{ext}"
@@ -100,13 +124,18 @@ def test_load_catalog_formats(tmp_path, field, fmt, ext):
     out = load_catalog(path, g_range=(None, 17.0))
     assert out["ra"].unit == u.deg and out["phot_g_mean_mag"].unit == u.mag
     assert len(out) == np.sum(cat["phot_g_mean_mag"].value <= 17.0)
-    np.testing.assert_allclose(np.sort(out["ra"].value), np.sort(cat["ra"].value[cat["phot_g_mean_mag"].value <= 17]))
+    np.testing.assert_allclose(
+        np.sort(out["ra"].value), np.sort(cat["ra"].value[cat["phot_g_mean_mag"].value <= 17])
+    )
 
 
 def test_load_catalog_missing_column_lists_them(tmp_path):
     path = tmp_path / "bad.csv"
     Table({"RA_ICRS": [1.0], "dec": [2.0], "Gmag": [12.0]}).write(path, format="ascii.csv")
-    with pytest.raises(CatalogError, match=r"bad.csv lacks the column\(s\) ra, phot_g_mean_mag.*needs ra, dec, phot_g_mean_mag"):
+    with pytest.raises(
+        CatalogError,
+        match=r"bad.csv lacks the column\(s\) ra, phot_g_mean_mag.*needs ra, dec, phot_g_mean_mag",
+    ):
         load_catalog(path)
 
 
@@ -116,17 +145,33 @@ def test_load_catalog_missing_file_says_how(tmp_path):
 
 
 def test_load_catalog_ruwe_cut_and_real_dr2_csv():
-    cat = load_catalog(QTable({"ra": [1.0, 2.0, 3.0], "dec": [0.0] * 3, "phot_g_mean_mag": [12.0] * 3,
-                               "ruwe": [1.0, 2.0, np.nan]}), ruwe_max=1.4)
+    cat = load_catalog(
+        QTable(
+            {
+                "ra": [1.0, 2.0, 3.0],
+                "dec": [0.0] * 3,
+                "phot_g_mean_mag": [12.0] * 3,
+                "ruwe": [1.0, 2.0, np.nan],
+            }
+        ),
+        ruwe_max=1.4,
+    )
     assert len(cat) == 2
     m67 = load_catalog(f"{REAL}/M67_gaiadr2_AriaKoul.csv")
     assert len(m67) == 5546 and "bp_rp" in m67.colnames
 
 
 def test_propagate_epoch_uses_ref_epoch():
-    cat = QTable({"ra": [0.0] * u.deg, "dec": [60.0] * u.deg, "phot_g_mean_mag": [10.0] * u.mag,
-                  "pmra": [1000.0] * u.mas / u.yr, "pmdec": [-1000.0] * u.mas / u.yr,
-                  "ref_epoch": [2015.5]})
+    cat = QTable(
+        {
+            "ra": [0.0] * u.deg,
+            "dec": [60.0] * u.deg,
+            "phot_g_mean_mag": [10.0] * u.mag,
+            "pmra": [1000.0] * u.mas / u.yr,
+            "pmdec": [-1000.0] * u.mas / u.yr,
+            "ref_epoch": [2015.5],
+        }
+    )
     moved = propagate_epoch(cat, "2025-07-02T12:00:00")
     dt = 10.0
     assert moved["dec"][0].to_value(u.deg) == pytest.approx(60.0 - dt / 3600, abs=2e-6)
@@ -161,6 +206,7 @@ def test_legacypipe_gaia_chunks_cross_match():
 
 
 # --- Gaia client (offline, fake client at our boundary) ---------------------------------------
+
 
 class _FakeJob:
     def __init__(self, table):
@@ -223,6 +269,7 @@ def test_query_gaia_needs_wcs():
 
 # --- cross-match and zero point ---------------------------------------------------------------
 
+
 def test_crossmatch_rejects_ambiguous():
     src = QTable({"ra": [10.0, 20.0, 30.0] * u.deg, "dec": [0.0, 0.0, 0.0] * u.deg})
     cat = QTable({"ra": [10.0, 20.0, 20.0002, 31.0] * u.deg, "dec": [0.0, 0.0, 0.0, 0.0] * u.deg})
@@ -251,6 +298,7 @@ def test_fit_zero_point_color_and_slope():
 
 
 # --- one frame ---------------------------------------------------------------------------------
+
 
 def test_measure_frame_recovers_zero_point(field):
     ccd, cat, _ = field
@@ -312,17 +360,27 @@ def test_measure_frame_bad_inputs(field):
 
 # --- studies ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def sequence():
     tables = []
     for i in range(6):
-        ccd, cat, truth = make_star_field((160, 160), n_stars=60, seed=10 + i, cloud=0.15 * i,
-                                          cloud_box=(0, 160, 0, 30 + 10 * i))
+        ccd, cat, truth = make_star_field(
+            (160, 160), n_stars=60, seed=10 + i, cloud=0.15 * i, cloud_box=(0, 160, 0, 30 + 10 * i)
+        )
         # different fields; the cloud grows from frame to frame (mask ratio 0 to 0.45)
         ccd.mask = truth > 0.05
-        tables.append(measure_frame(ccd, cat, fwhm=3.0, positions="catalog",
-                                    score_map=score_map_from_array(truth, 32), name=f"f{i}",
-                                    min_matches=5))
+        tables.append(
+            measure_frame(
+                ccd,
+                cat,
+                fwhm=3.0,
+                positions="catalog",
+                score_map=score_map_from_array(truth, 32),
+                name=f"f{i}",
+                min_matches=5,
+            )
+        )
     return tables
 
 
@@ -339,23 +397,39 @@ def test_studies_return_tables_and_figures(sequence):
     t, fig = light_curve_study(sequence, min_frames=3)
     assert "improvement" in t.colnames and isinstance(fig, Figure)
     with pytest.raises(ValueError, match="no finite 'score'"):
-        error_vs_score([QTable({"score": [np.nan] * 3, "error": [0.1] * 3 * u.mag, "snr": [99.0] * 3,
-                                "saturated": [False] * 3, "masked": [False] * 3})])
+        error_vs_score(
+            [
+                QTable(
+                    {
+                        "score": [np.nan] * 3,
+                        "error": [0.1] * 3 * u.mag,
+                        "snr": [99.0] * 3,
+                        "saturated": [False] * 3,
+                        "masked": [False] * 3,
+                    }
+                )
+            ]
+        )
 
 
 def test_light_curve_improvement_on_fixed_stars():
     tables = []
     for i in range(8):
-        ccd, cat_i, truth = make_star_field((128, 128), n_stars=40, seed=7, cloud=0.6 if i % 2 else 0.0)
+        ccd, cat_i, truth = make_star_field(
+            (128, 128), n_stars=40, seed=7, cloud=0.6 if i % 2 else 0.0
+        )
         ccd.data = ccd.data + np.random.default_rng(i).normal(0, 1, ccd.shape).astype(np.float32)
         ccd.mask = truth > 0.3
-        tables.append(measure_frame(ccd, cat_i, fwhm=3.0, positions="catalog", min_matches=5, name=str(i)))
+        tables.append(
+            measure_frame(ccd, cat_i, fwhm=3.0, positions="catalog", min_matches=5, name=str(i))
+        )
     t, _ = light_curve_study(tables)
     assert t.meta["n_stars_masked"] > 0
     assert t.meta["mean_improvement"] > 0.3  # clouds dim by 0.6 mag where masked
 
 
 # --- command line --------------------------------------------------------------------------------
+
 
 def test_cli_validate_writes_tables_and_figures(tmp_path, field, monkeypatch, capsys):
     from astro_aeqa import cli
@@ -369,8 +443,21 @@ def test_cli_validate_writes_tables_and_figures(tmp_path, field, monkeypatch, ca
     catpath = tmp_path / "cat.ecsv"
     Table(cat).write(catpath)
     out = tmp_path / "out"
-    status = cli.main(["-q", "validate", str(path), "--catalog", str(catpath), "--output-dir", str(out),
-                       "--fwhm", "3", "--patch-size", "32"])
+    status = cli.main(
+        [
+            "-q",
+            "validate",
+            str(path),
+            "--catalog",
+            str(catpath),
+            "--output-dir",
+            str(out),
+            "--fwhm",
+            "3",
+            "--patch-size",
+            "32",
+        ]
+    )
     assert status == 0
     printed = capsys.readouterr().out.split()
     assert str(out / "frame_stars.ecsv") in printed
@@ -378,8 +465,19 @@ def test_cli_validate_writes_tables_and_figures(tmp_path, field, monkeypatch, ca
     stars = QTable.read(out / "frame_stars.ecsv")
     assert stars["masked"].any()
     # rerun without --overwrite: a clear error, status 2
-    status = cli.main(["-q", "validate", str(path), "--catalog", str(catpath), "--output-dir", str(out),
-                       "--fwhm", "3"])
+    status = cli.main(
+        [
+            "-q",
+            "validate",
+            str(path),
+            "--catalog",
+            str(catpath),
+            "--output-dir",
+            str(out),
+            "--fwhm",
+            "3",
+        ]
+    )
     assert status == 2
     assert "--overwrite" in capsys.readouterr().err
     status = cli.main(["-q", "validate", str(path), "--catalog", str(tmp_path / "none.csv")])
@@ -404,8 +502,24 @@ def test_cli_validate_reads_aeqa_score_extension(tmp_path, monkeypatch, capsys):
     catpath = tmp_path / "cat.fits"
     Table(cat).write(catpath)
     out = tmp_path / "out"
-    assert cli.main(["-q", "validate", str(path), "--catalog", str(catpath), "--output-dir", str(out),
-                     "--fwhm", "3"]) == 0
+    assert (
+        cli.main(
+            [
+                "-q",
+                "validate",
+                str(path),
+                "--catalog",
+                str(catpath),
+                "--output-dir",
+                str(out),
+                "--fwhm",
+                "3",
+            ]
+        )
+        == 0
+    )
     stars = QTable.read(out / "frame_aeqa_stars.ecsv")
-    np.testing.assert_allclose(stars["score"], patch_scores_at(smap, stars["x"], stars["y"]), atol=1e-6)
+    np.testing.assert_allclose(
+        stars["score"], patch_scores_at(smap, stars["x"], stars["y"]), atol=1e-6
+    )
     assert stars["masked"].any() and not stars["masked"].all()

@@ -40,10 +40,14 @@ def build_parser():
         description="Autoencoder image quality evaluation and masking for astronomical frames.",
     )
     parser.add_argument("--version", action="version", version=f"aeqa {__version__}")
-    parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the full traceback on errors"
+    )
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more log messages")
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bar")
+    verbosity.add_argument(
+        "-q", "--quiet", action="store_true", help="only errors; no progress bar"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _SUBCOMMANDS:
         module = importlib.import_module(f"{__name__}._{name}")

@@ -25,8 +25,11 @@ def register(subparsers):
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="model file (*.safetensors)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the metadata as JSON (calibration as its summary only)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the metadata as JSON (calibration as its summary only)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -123,36 +126,51 @@ def _print_card(card):
         lines.append("calibration     none (thresholds fall back to each frame's median + k MAD)")
     else:
         quantiles = ", ".join(f"{float(q):.1%}: {v:.4g}" for q, v in cal["quantiles"].items())
-        lines.append(f"calibration     {cal['n_reference']:,} clean reference patch scores; "
-                     f"quantiles {quantiles}")
+        lines.append(
+            f"calibration     {cal['n_reference']:,} clean reference patch scores; "
+            f"quantiles {quantiles}"
+        )
         fpr, n_stored = card["fpr"], cal["n_stored"]
         if fpr and fpr < 1 / (n_stored + 1):
             lowest = _ceil_2_digits(1 / (n_stored + 1))
-            lines.append(f"{'':16}too few for the default fpr {fpr:g} (it needs "
-                         f"{math.ceil(1 / fpr - 1)}): pass --fpr {lowest:g} or more")
+            lines.append(
+                f"{'':16}too few for the default fpr {fpr:g} (it needs "
+                f"{math.ceil(1 / fpr - 1)}): pass --fpr {lowest:g} or more"
+            )
     training = card["training"]
     if training:
         lines.append("training")
-        keys = [("n_frames", "frames"), ("n_epochs_run", "epochs run"),
-                ("best_epoch", "best epoch (0-based)"), ("best_val_loss", "best val loss"),
-                ("final_train_loss", "final train loss"), ("n_train_patches", "train patches"),
-                ("n_val_patches", "val patches"), ("learning_rate", "learning rate"),
-                ("batch_size", "batch size"), ("seed", "seed"), ("seconds", "seconds")]
+        keys = [
+            ("n_frames", "frames"),
+            ("n_epochs_run", "epochs run"),
+            ("best_epoch", "best epoch (0-based)"),
+            ("best_val_loss", "best val loss"),
+            ("final_train_loss", "final train loss"),
+            ("n_train_patches", "train patches"),
+            ("n_val_patches", "val patches"),
+            ("learning_rate", "learning rate"),
+            ("batch_size", "batch size"),
+            ("seed", "seed"),
+            ("seconds", "seconds"),
+        ]
         for key, label in keys:
             if key in training:
                 lines.append(f"  {label:<22}{_value(training[key])}")
         init = training.get("init")
         if init:
-            lines.append(f"  {'fine-tuned from':<22}{init.get('file')} "
-                         f"(sha256 {init.get('sha256_16')}...)")
+            lines.append(
+                f"  {'fine-tuned from':<22}{init.get('file')} (sha256 {init.get('sha256_16')}...)"
+            )
         refs = training.get("references")
         if refs:
             more = f" (+{len(refs) - 5} more)" if len(refs) > 5 else ""
             lines.append(f"  {'references':<22}{', '.join(refs[:5])}{more}")
     else:
         lines.append("training        no provenance recorded")
-    lines.append(f"astro_aeqa      {_value(card['package_version'])} "
-                 f"(saved {_value(card['saved'])}, format version {card['format_version']})")
+    lines.append(
+        f"astro_aeqa      {_value(card['package_version'])} "
+        f"(saved {_value(card['saved'])}, format version {card['format_version']})"
+    )
     print("\n".join(lines))
 
 

@@ -103,8 +103,9 @@ def _expand_one(spec, *, where):
 def _read_list_file(spec):
     list_path = Path(spec[1:]).expanduser()
     if not list_path.is_file():
-        msg = (f"{spec}: list file {list_path} not found; "
-               "an @FILE argument names a text file of paths")
+        msg = (
+            f"{spec}: list file {list_path} not found; an @FILE argument names a text file of paths"
+        )
         raise FileNotFoundError(msg)
     entries = []
     for number, line in enumerate(list_path.read_text().splitlines(), start=1):
@@ -182,47 +183,59 @@ def check_distinct_stems(paths):
 def add_input_options(parser):
     """Add the ``FILE`` inputs and ``--hdu``."""
     parser.add_argument(
-        "files", nargs="+", metavar="FILE",
+        "files",
+        nargs="+",
+        metavar="FILE",
         help="FITS files, directories (every *.fits, *.fit, *.fts, *.fits.gz inside), glob "
-             "patterns (quote them) or @LIST text files of paths (one per line, # comments)",
+        "patterns (quote them) or @LIST text files of paths (one per line, # comments)",
     )
     parser.add_argument(
-        "--hdu", default=None,
+        "--hdu",
+        default=None,
         help="HDU index or EXTNAME of the image in multi-extension files "
-             "(default: the primary HDU if it has data, else the only image extension)",
+        "(default: the primary HDU if it has data, else the only image extension)",
     )
 
 
 def add_model_options(parser, *, required):
     """Add ``--model`` and ``--device``."""
-    note = (" Required: no pretrained model ships with this version yet." if required else "")
+    note = " Required: no pretrained model ships with this version yet." if required else ""
     parser.add_argument(
-        "--model", required=required, metavar="MODEL",
+        "--model",
+        required=required,
+        metavar="MODEL",
         help="model file written by `aeqa train` or AEQualityEvaluator.save "
-             "(*.safetensors)." + note,
+        "(*.safetensors)." + note,
     )
     parser.add_argument(
-        "--device", default=None,
+        "--device",
+        default=None,
         help="where to run the network: auto, cpu, cuda, cuda:1, mps... "
-             "(default: astro_aeqa.conf.device)",
+        "(default: astro_aeqa.conf.device)",
     )
 
 
 def add_output_options(parser):
     """Add ``--output-dir``, ``--overwrite``, ``--fpr`` and ``--threshold``."""
     parser.add_argument(
-        "--output-dir", default="aeqa_output", metavar="DIR",
+        "--output-dir",
+        default="aeqa_output",
+        metavar="DIR",
         help="directory of the outputs (default: aeqa_output, created if needed)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     threshold = parser.add_mutually_exclusive_group()
     threshold.add_argument(
-        "--fpr", type=float, default=None,
+        "--fpr",
+        type=float,
+        default=None,
         help="false-mask rate on clean reference patches that sets the threshold "
-             "(default: the model's, usually 0.01)",
+        "(default: the model's, usually 0.01)",
     )
     threshold.add_argument(
-        "--threshold", type=float, default=None,
+        "--threshold",
+        type=float,
+        default=None,
         help="explicit patch-score threshold instead of --fpr",
     )
 
@@ -234,8 +247,10 @@ def load_evaluator(model, *, device=None):
     if model == "default":
         pretrained = getattr(AEQualityEvaluator, "pretrained", None)
         if pretrained is None:
-            msg = ("no pretrained model ships with this version of astro_aeqa: "
-                   "train one with `aeqa train` and pass its file")
+            msg = (
+                "no pretrained model ships with this version of astro_aeqa: "
+                "train one with `aeqa train` and pass its file"
+            )
             raise FileNotFoundError(msg)
         return pretrained(device=device)
     return AEQualityEvaluator.load(model, device=device)
@@ -270,8 +285,14 @@ def run_per_file(paths, job, *, desc, enabled=True, show_traceback=False):
     rows = []
     for path in progress_bar(paths, enabled=enabled, desc=desc, unit="file"):
         t0 = time.perf_counter()
-        row = {"file": str(path), "score": np.nan, "masked_fraction": np.nan,
-               "threshold": np.nan, "status": "ok", "error": ""}
+        row = {
+            "file": str(path),
+            "score": np.nan,
+            "masked_fraction": np.nan,
+            "threshold": np.nan,
+            "status": "ok",
+            "error": "",
+        }
         try:
             row.update(job(path))
         except Exception as exc:  # one bad file must not stop the others
@@ -299,7 +320,8 @@ def summary_table(rows, *, meta=None):
     dtypes = [str, float, float, float, str, str, float]
     table = Table(
         [[row[name] for row in rows] for name in names] if rows else None,
-        names=names, dtype=dtypes,
+        names=names,
+        dtype=dtypes,
     )
     table["masked_fraction"].description = "fraction of the frame's pixels masked by AEQA"
     table["threshold"].description = "patch-score threshold"
@@ -328,20 +350,27 @@ def print_summary(rows, path, *, quiet=False, file=None):
     file = sys.stdout if file is None else file
     if not quiet:
         width = min(40, max([4] + [len(Path(r["file"]).name) for r in rows]))
-        print(f"{'file':<{width}}  {'status':<7}  {'score':>9}  {'masked':>7}  {'seconds':>7}",
-              file=file)
+        print(
+            f"{'file':<{width}}  {'status':<7}  {'score':>9}  {'masked':>7}  {'seconds':>7}",
+            file=file,
+        )
         for row in rows[:_SUMMARY_ROWS_SHOWN]:
             name = Path(row["file"]).name
             if len(name) > width:
-                name = "..." + name[-(width - 3):]
+                name = "..." + name[-(width - 3) :]
             masked = row["masked_fraction"]
             masked = "-" if not np.isfinite(masked) else f"{masked:.1%}"
-            print(f"{name:<{width}}  {row['status']:<7}  {_fmt(row['score'], '.4g', 9)}  "
-                  f"{masked:>7}  {row['seconds']:7.2f}", file=file)
+            print(
+                f"{name:<{width}}  {row['status']:<7}  {_fmt(row['score'], '.4g', 9)}  "
+                f"{masked:>7}  {row['seconds']:7.2f}",
+                file=file,
+            )
         if len(rows) > _SUMMARY_ROWS_SHOWN:
             print(f"... and {len(rows) - _SUMMARY_ROWS_SHOWN} more (see {path})", file=file)
-        counts = {status: sum(r["status"] == status for r in rows)
-                  for status in ("ok", "skipped", "failed")}
+        counts = {
+            status: sum(r["status"] == status for r in rows)
+            for status in ("ok", "skipped", "failed")
+        }
         parts = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
         print(f"{len(rows)} files: {parts}", file=file)
     print(path, file=file)

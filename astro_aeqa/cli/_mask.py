@@ -70,8 +70,7 @@ def _drop_own_outputs(paths, out_dir):
         else:
             kept.append(path)
     if not kept:
-        msg = (f"every input is an output of aeqa mask in {out_dir}; "
-               "pass the original frames")
+        msg = f"every input is an output of aeqa mask in {out_dir}; pass the original frames"
         raise ValueError(msg)
     return kept
 
@@ -94,18 +93,28 @@ def run(args):
                 log.warning("%s: cannot read the AEQA keywords (%s)", target, exc)
                 values = {}
             return {**values, "status": "skipped"}
-        res = ev.write_masked(path, target, threshold=args.threshold, fpr=args.fpr, hdu=hdu,
-                              overwrite=args.overwrite)
+        res = ev.write_masked(
+            path, target, threshold=args.threshold, fpr=args.fpr, hdu=hdu, overwrite=args.overwrite
+        )
         log.debug("%s: wrote %s (masked %.2f%%)", path, target, 100 * res.masked_fraction)
-        return {"score": res.score, "masked_fraction": res.masked_fraction,
-                "threshold": res.threshold}
+        return {
+            "score": res.score,
+            "masked_fraction": res.masked_fraction,
+            "threshold": res.threshold,
+        }
 
-    rows = run_per_file(paths, job, desc="mask", enabled=args.progress_bar,
-                        show_traceback=args.traceback)
+    rows = run_per_file(
+        paths, job, desc="mask", enabled=args.progress_bar, show_traceback=args.traceback
+    )
     from .. import __version__
 
-    meta = {"command": "mask", "model": str(args.model), "model_sha": ev.model_sha,
-            "aeqa_version": __version__, "hdu": args.hdu}
+    meta = {
+        "command": "mask",
+        "model": str(args.model),
+        "model_sha": ev.model_sha,
+        "aeqa_version": __version__,
+        "hdu": args.hdu,
+    }
     # The table summarises the outputs in the directory (skipped ones included), so a
     # rerun replaces it.
     path = write_summary(rows, out_dir, meta=meta, overwrite=True)

@@ -41,9 +41,10 @@ def register(subparsers):
     add_model_options(parser, required=True)
     add_output_options(parser)
     parser.add_argument(
-        "--plots", action="store_true",
+        "--plots",
+        action="store_true",
         help="also write <stem>_aeqa.png per file: the image with the mask outlined, the score "
-             "map and the score histogram",
+        "map and the score histogram",
     )
     parser.set_defaults(func=run)
     return parser
@@ -66,8 +67,9 @@ def run(args):
     out_dir = Path(args.output_dir)
     summary = out_dir / SUMMARY_NAME
     if summary.exists() and not args.overwrite:
-        msg = (f"{summary}: file exists; pass --overwrite to replace it "
-               "or choose another --output-dir")
+        msg = (
+            f"{summary}: file exists; pass --overwrite to replace it or choose another --output-dir"
+        )
         raise FileExistsError(msg)
     if args.plots:
         check_distinct_stems(paths)
@@ -86,13 +88,22 @@ def run(args):
         if args.plots:
             _save_figure(res.plot(ccd.data), plot_path, args.overwrite)
         log.debug("%s: score %.4g, masked %.2f%%", path, res.score, 100 * res.masked_fraction)
-        return {"score": res.score, "masked_fraction": res.masked_fraction,
-                "threshold": res.threshold}
+        return {
+            "score": res.score,
+            "masked_fraction": res.masked_fraction,
+            "threshold": res.threshold,
+        }
 
-    rows = run_per_file(paths, job, desc="score", enabled=args.progress_bar,
-                        show_traceback=args.traceback)
-    meta = {"command": "score", "model": str(args.model), "model_sha": ev.model_sha,
-            "aeqa_version": _version(), "hdu": args.hdu}
+    rows = run_per_file(
+        paths, job, desc="score", enabled=args.progress_bar, show_traceback=args.traceback
+    )
+    meta = {
+        "command": "score",
+        "model": str(args.model),
+        "model_sha": ev.model_sha,
+        "aeqa_version": _version(),
+        "hdu": args.hdu,
+    }
     path = write_summary(rows, out_dir, meta=meta, overwrite=True)
     print_summary(rows, path, quiet=args.quiet)
     n_failed = sum(row["status"] == "failed" for row in rows)

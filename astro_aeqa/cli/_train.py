@@ -28,48 +28,103 @@ def register(subparsers):
         ),
     )
     parser.add_argument(
-        "references", nargs="+", metavar="REF",
+        "references",
+        nargs="+",
+        metavar="REF",
         help="good reference frames: FITS files, directories, glob patterns or @LIST files",
     )
-    parser.add_argument("--output", "-o", required=True, metavar="MODEL",
-                        help="model file to write (conventionally *.aeqa.safetensors)")
+    parser.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        metavar="MODEL",
+        help="model file to write (conventionally *.aeqa.safetensors)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model file")
-    parser.add_argument("--hdu", default=None,
-                        help="HDU index or EXTNAME of the image in multi-extension files")
-    parser.add_argument("--init", default=None, metavar="MODEL",
-                        help="start from the weights, patch size and normalisation of this model "
-                             "file (fine-tuning); the scores are calibrated anew")
+    parser.add_argument(
+        "--hdu", default=None, help="HDU index or EXTNAME of the image in multi-extension files"
+    )
+    parser.add_argument(
+        "--init",
+        default=None,
+        metavar="MODEL",
+        help="start from the weights, patch size and normalisation of this model "
+        "file (fine-tuning); the scores are calibrated anew",
+    )
     arch = parser.add_argument_group("model (taken from the --init model when given)")
-    arch.add_argument("--model-preset", choices=["small", "paper"], default=None,
-                      help="architecture (default: small, 0.34 M parameters; paper: 14.9 M)")
-    arch.add_argument("--patch-size", type=int, default=None,
-                      help="side of the scored and masked patches in pixels (default: 64)")
-    arch.add_argument("--tile-size", type=int, default=None,
-                      help="side of the reconstructed tiles (default: max(128, 2 * patch size))")
-    arch.add_argument("--normalization", choices=["noise", "minmax"], default=None,
-                      help="noise (default): background-subtracted, noise-scaled asinh; "
-                           "minmax: the paper's per-tile [0, 1] scaling")
+    arch.add_argument(
+        "--model-preset",
+        choices=["small", "paper"],
+        default=None,
+        help="architecture (default: small, 0.34 M parameters; paper: 14.9 M)",
+    )
+    arch.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        help="side of the scored and masked patches in pixels (default: 64)",
+    )
+    arch.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        help="side of the reconstructed tiles (default: max(128, 2 * patch size))",
+    )
+    arch.add_argument(
+        "--normalization",
+        choices=["noise", "minmax"],
+        default=None,
+        help="noise (default): background-subtracted, noise-scaled asinh; "
+        "minmax: the paper's per-tile [0, 1] scaling",
+    )
     sched = parser.add_argument_group("training")
     sched.add_argument("--n-epochs", type=int, default=20, help="most epochs (default: 20)")
     sched.add_argument("--batch-size", type=int, default=16, help="crops per step (default: 16)")
-    sched.add_argument("--steps-per-epoch", type=int, default=None,
-                       help="optimiser steps per epoch (default: training patches / batch size)")
-    sched.add_argument("--learning-rate", type=float, default=1e-3,
-                       help="initial Adam learning rate (default: 1e-3)")
-    sched.add_argument("--val-fraction", type=float, default=0.2,
-                       help="reference patches held out for validation and calibration "
-                            "(default: 0.2)")
-    sched.add_argument("--patience", type=int, default=5,
-                       help="epochs without improvement before stopping (default: 5)")
-    sched.add_argument("--fpr", type=float, default=None,
-                       help="default false-mask rate stored in the model (default: 0.01)")
+    sched.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=None,
+        help="optimiser steps per epoch (default: training patches / batch size)",
+    )
+    sched.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="initial Adam learning rate (default: 1e-3)",
+    )
+    sched.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="reference patches held out for validation and calibration (default: 0.2)",
+    )
+    sched.add_argument(
+        "--patience",
+        type=int,
+        default=5,
+        help="epochs without improvement before stopping (default: 5)",
+    )
+    sched.add_argument(
+        "--fpr",
+        type=float,
+        default=None,
+        help="default false-mask rate stored in the model (default: 0.01)",
+    )
     sched.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    sched.add_argument("--checkpoint", default=None, metavar="FILE",
-                       help="write the training state there after each epoch")
-    sched.add_argument("--resume", action="store_true",
-                       help="continue from --checkpoint when it exists")
-    parser.add_argument("--device", default=None,
-                        help="auto, cpu, cuda, cuda:1, mps... (default: astro_aeqa.conf.device)")
+    sched.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="FILE",
+        help="write the training state there after each epoch",
+    )
+    sched.add_argument(
+        "--resume", action="store_true", help="continue from --checkpoint when it exists"
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="auto, cpu, cuda, cuda:1, mps... (default: astro_aeqa.conf.device)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -78,11 +133,14 @@ def _build_evaluator(args):
     from ..evaluator import AEQualityEvaluator
 
     if args.init is not None:
-        given = [f"--{name.replace('_', '-')}" for name in _FROM_INIT
-                 if getattr(args, name) is not None]
+        given = [
+            f"--{name.replace('_', '-')}" for name in _FROM_INIT if getattr(args, name) is not None
+        ]
         if given:
-            msg = (f"{', '.join(given)} cannot be combined with --init: the architecture, patch "
-                   f"size and normalisation come from {args.init}")
+            msg = (
+                f"{', '.join(given)} cannot be combined with --init: the architecture, patch "
+                f"size and normalisation come from {args.init}"
+            )
             raise ValueError(msg)
         ev = load_evaluator(args.init, device=args.device)
         # fit() trains ev.model_ in place, starting from the loaded weights.
@@ -90,10 +148,13 @@ def _build_evaluator(args):
         if args.fpr is not None:
             ev.fpr = _check_fpr(args.fpr)
         return ev
-    options = {"patch_size": 64 if args.patch_size is None else args.patch_size,
-               "tile_size": args.tile_size,
-               "normalization": args.normalization or "noise",
-               "device": args.device, "seed": args.seed}
+    options = {
+        "patch_size": 64 if args.patch_size is None else args.patch_size,
+        "tile_size": args.tile_size,
+        "normalization": args.normalization or "noise",
+        "device": args.device,
+        "seed": args.seed,
+    }
     if args.fpr is not None:
         options["fpr"] = args.fpr
     return AEQualityEvaluator(args.model_preset or "small", **options)
@@ -118,8 +179,11 @@ def run(args):
     ev = _build_evaluator(args)
     init_info = None
     if args.init is not None:
-        init_info = {"file": Path(args.init).name, "sha256_16": ev.model_sha,
-                     "training": dict(ev.training_)}
+        init_info = {
+            "file": Path(args.init).name,
+            "sha256_16": ev.model_sha,
+            "training": dict(ev.training_),
+        }
     log.info("training %s on %d reference frames", ev, len(paths))
     ev.fit(
         [str(p) for p in paths],
@@ -144,8 +208,10 @@ def run(args):
         median = "-" if ref is None else f"{np.median(ref):.4g}"
         val = training.get("best_val_loss")
         val = "-" if val is None else f"{val:.4g}"
-        print(f"trained on {training['n_frames']} frames for {training['n_epochs_run']} epochs "
-              f"(best val loss {val}); calibrated on {getattr(ev, 'n_reference_', 0)} "
-              f"patches, median score {median}")
+        print(
+            f"trained on {training['n_frames']} frames for {training['n_epochs_run']} epochs "
+            f"(best val loss {val}); calibrated on {getattr(ev, 'n_reference_', 0)} "
+            f"patches, median score {median}"
+        )
     print(path)
     return 0

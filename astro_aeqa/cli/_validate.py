@@ -25,26 +25,61 @@ def register(subparsers):
         ),
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="FITS frames with a WCS")
-    parser.add_argument("--catalog", required=True, metavar="FILE|gaia",
-                        help="reference catalogue file (ECSV/CSV/FITS/VOTable, Gaia column names) "
-                             "or 'gaia' to query Gaia DR3")
-    parser.add_argument("--output-dir", default=".", metavar="DIR", help="where to write (default .)")
+    parser.add_argument(
+        "--catalog",
+        required=True,
+        metavar="FILE|gaia",
+        help="reference catalogue file (ECSV/CSV/FITS/VOTable, Gaia column names) "
+        "or 'gaia' to query Gaia DR3",
+    )
+    parser.add_argument(
+        "--output-dir", default=".", metavar="DIR", help="where to write (default .)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("--hdu", default=None, help="HDU index or name of the image (default: first with data)")
-    parser.add_argument("--fwhm", type=float, default=None, help="PSF FWHM in pixels (default: FWHM keyword or 3)")
-    parser.add_argument("--positions", choices=["detect", "catalog"], default="detect",
-                        help="detect stars, or forced photometry at catalogue positions")
-    parser.add_argument("--snr-min", type=float, default=20.0, help="S/N of zero-point stars (default 20)")
-    parser.add_argument("--min-matches", type=int, default=10, help="fewest zero-point stars (default 10)")
-    parser.add_argument("--g-range", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
-                        help="catalogue G magnitude range")
-    parser.add_argument("--fit-slope", action="store_true",
-                        help="also fit a slope of catalogue against instrumental magnitude "
-                             "(non-linear detectors such as photographic plates)")
-    parser.add_argument("--max-scatter", type=float, default=0.3,
-                        help="largest zero-point scatter accepted, mag (default 0.3)")
-    parser.add_argument("--patch-size", type=int, default=64,
-                        help="patch size of the proxy score map when a file has none (default 64)")
+    parser.add_argument(
+        "--hdu", default=None, help="HDU index or name of the image (default: first with data)"
+    )
+    parser.add_argument(
+        "--fwhm", type=float, default=None, help="PSF FWHM in pixels (default: FWHM keyword or 3)"
+    )
+    parser.add_argument(
+        "--positions",
+        choices=["detect", "catalog"],
+        default="detect",
+        help="detect stars, or forced photometry at catalogue positions",
+    )
+    parser.add_argument(
+        "--snr-min", type=float, default=20.0, help="S/N of zero-point stars (default 20)"
+    )
+    parser.add_argument(
+        "--min-matches", type=int, default=10, help="fewest zero-point stars (default 10)"
+    )
+    parser.add_argument(
+        "--g-range",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="catalogue G magnitude range",
+    )
+    parser.add_argument(
+        "--fit-slope",
+        action="store_true",
+        help="also fit a slope of catalogue against instrumental magnitude "
+        "(non-linear detectors such as photographic plates)",
+    )
+    parser.add_argument(
+        "--max-scatter",
+        type=float,
+        default=0.3,
+        help="largest zero-point scatter accepted, mag (default 0.3)",
+    )
+    parser.add_argument(
+        "--patch-size",
+        type=int,
+        default=64,
+        help="patch size of the proxy score map when a file has none (default 64)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -97,9 +132,16 @@ def _write_figure(fig, path, overwrite):
 
 
 def run(args):
-    from ..validation import (background_rms_score_map, error_vs_score, light_curve_study,
-                              load_catalog, mask_ratio_study, masked_vs_unmasked, measure_frame,
-                              query_gaia)
+    from ..validation import (
+        background_rms_score_map,
+        error_vs_score,
+        light_curve_study,
+        load_catalog,
+        mask_ratio_study,
+        masked_vs_unmasked,
+        measure_frame,
+        query_gaia,
+    )
 
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -115,12 +157,24 @@ def run(args):
             if score_map is None:
                 log.info("%s: no AEQA_SCORE map; using the background-RMS proxy score", path)
                 score_map = background_rms_score_map(ccd, args.patch_size)
-            cat = catalog if catalog is not None else query_gaia(
-                ccd, g_range=g_range if g_range else (None, None), name=str(path))
-            stars = measure_frame(ccd, cat, score_map=score_map, positions=args.positions,
-                                  fwhm=args.fwhm, snr_min=args.snr_min, min_matches=args.min_matches,
-                                  g_range=g_range, fit_slope=args.fit_slope,
-                                  max_scatter=args.max_scatter, name=str(path))
+            cat = (
+                catalog
+                if catalog is not None
+                else query_gaia(ccd, g_range=g_range if g_range else (None, None), name=str(path))
+            )
+            stars = measure_frame(
+                ccd,
+                cat,
+                score_map=score_map,
+                positions=args.positions,
+                fwhm=args.fwhm,
+                snr_min=args.snr_min,
+                min_matches=args.min_matches,
+                g_range=g_range,
+                fit_slope=args.fit_slope,
+                max_scatter=args.max_scatter,
+                name=str(path),
+            )
         except (AEQAError, OSError, ValueError) as exc:
             if len(args.files) == 1:
                 raise
@@ -133,9 +187,11 @@ def run(args):
     if not tables:
         msg = "no file could be measured; see the errors above"
         raise AEQAError(msg)
-    studies = [("error_vs_score", error_vs_score, {}),
-               ("masked_vs_unmasked", masked_vs_unmasked, {}),
-               ("mask_ratio", mask_ratio_study, {})]
+    studies = [
+        ("error_vs_score", error_vs_score, {}),
+        ("masked_vs_unmasked", masked_vs_unmasked, {}),
+        ("mask_ratio", mask_ratio_study, {}),
+    ]
     if len(tables) >= 5:
         studies.append(("light_curves", light_curve_study, {"min_frames": min(5, len(tables))}))
     for stem, func, kwargs in studies:

@@ -3,7 +3,7 @@
 
 from ._atomic import atomic_write, write_hdulist_atomic
 from ._progress import progress_bar
-from ._validation import check_positive_quantity, check_fraction, check_2d_float
+from ._validation import check_2d_float, check_fraction, check_positive_quantity
 
 __all__ = [
     "atomic_write",

@@ -11,7 +11,14 @@ evaluator or torch; astroquery is imported only when Gaia is queried.
 """
 
 from .calibration import ZeroPointFit, crossmatch, fit_zero_point
-from .catalogs import GAIA_COLUMNS, REQUIRED_COLUMNS, footprint, load_catalog, propagate_epoch, query_gaia
+from .catalogs import (
+    GAIA_COLUMNS,
+    REQUIRED_COLUMNS,
+    footprint,
+    load_catalog,
+    propagate_epoch,
+    query_gaia,
+)
 from .measure import measure_frame, patch_scores_at
 from .photometry import aperture_photometry_table, detect_stars
 from .proxy import background_rms_score_map, score_map_from_array

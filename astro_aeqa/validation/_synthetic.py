@@ -17,9 +17,21 @@ from astropy.wcs import WCS
 __all__ = ["make_star_field"]
 
 
-def make_star_field(shape=(256, 256), *, n_stars=120, fwhm=3.0, zero_point=25.0, sky=200.0,
-                    gain=2.0, read_noise=5.0, mag_range=(13.0, 19.0), cloud=0.0,
-                    cloud_box=None, seed=0, exptime=1.0):
+def make_star_field(
+    shape=(256, 256),
+    *,
+    n_stars=120,
+    fwhm=3.0,
+    zero_point=25.0,
+    sky=200.0,
+    gain=2.0,
+    read_noise=5.0,
+    mag_range=(13.0, 19.0),
+    cloud=0.0,
+    cloud_box=None,
+    seed=0,
+    exptime=1.0,
+):
     """
     Return ``(ccd, catalog, truth)`` for a simple simulated star field.
 
@@ -48,7 +60,9 @@ def make_star_field(shape=(256, 256), *, n_stars=120, fwhm=3.0, zero_point=25.0,
         y0, y1, x0, x1 = cloud_box if cloud_box is not None else (0, ny, 0, nx // 3)
         truth[y0:y1, x0:x1] = cloud
     flux = exptime * 10 ** (-0.4 * (mag - zero_point))
-    inside = truth[np.clip(y.round().astype(int), 0, ny - 1), np.clip(x.round().astype(int), 0, nx - 1)]
+    inside = truth[
+        np.clip(y.round().astype(int), 0, ny - 1), np.clip(x.round().astype(int), 0, nx - 1)
+    ]
     flux_obs = flux * 10 ** (-0.4 * inside)
     sigma = fwhm / 2.3548
     yy, xx = np.mgrid[0:ny, 0:nx]
@@ -58,13 +72,25 @@ def make_star_field(shape=(256, 256), *, n_stars=120, fwhm=3.0, zero_point=25.0,
     half = int(np.ceil(5 * sigma))
     for xi, yi, fi in zip(x, y, flux_obs, strict=True):
         ix, iy = int(round(xi)), int(round(yi))
-        sl = (slice(max(iy - half, 0), min(iy + half + 1, ny)), slice(max(ix - half, 0), min(ix + half + 1, nx)))
-        image[sl] += fi / (2 * np.pi * sigma**2) * np.exp(
-            -((xx[sl] - xi) ** 2 + (yy[sl] - yi) ** 2) / (2 * sigma**2))
+        sl = (
+            slice(max(iy - half, 0), min(iy + half + 1, ny)),
+            slice(max(ix - half, 0), min(ix + half + 1, nx)),
+        )
+        image[sl] += (
+            fi
+            / (2 * np.pi * sigma**2)
+            * np.exp(-((xx[sl] - xi) ** 2 + (yy[sl] - yi) ** 2) / (2 * sigma**2))
+        )
     electrons = rng.poisson(np.clip(image, 0, None) * gain).astype(float)
     data = (electrons + rng.normal(0.0, read_noise, shape)) / gain
-    meta = {"EXPTIME": exptime, "GAIN": gain, "RDNOISE": read_noise, "SATURATE": 60000.0,
-            "DATE-OBS": "2016-01-01T00:00:00", "FWHM": fwhm}
+    meta = {
+        "EXPTIME": exptime,
+        "GAIN": gain,
+        "RDNOISE": read_noise,
+        "SATURATE": 60000.0,
+        "DATE-OBS": "2016-01-01T00:00:00",
+        "FWHM": fwhm,
+    }
     ccd = CCDData(data.astype(np.float32), unit="adu", wcs=wcs, meta=meta)
     ra, dec = wcs.pixel_to_world_values(x, y)
     catalog = QTable()

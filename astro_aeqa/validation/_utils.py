@@ -42,8 +42,14 @@ def as_ccd(image, *, hdu=None, name="image"):
     if isinstance(image, CCDData):
         return image
     if isinstance(image, NDData):
-        return CCDData(image.data, unit=image.unit or "adu", mask=image.mask, wcs=image.wcs,
-                       uncertainty=image.uncertainty, meta=dict(image.meta))
+        return CCDData(
+            image.data,
+            unit=image.unit or "adu",
+            mask=image.mask,
+            wcs=image.wcs,
+            uncertainty=image.uncertainty,
+            meta=dict(image.meta),
+        )
     try:
         from ..io import read_image
     except ImportError:  # io not built yet: a plain FITS reader
@@ -66,9 +72,11 @@ def celestial_wcs(ccd, name="image"):
     """Return the celestial WCS of ``ccd`` or raise `InputDataError` naming the fix."""
     wcs = getattr(ccd, "wcs", None)
     if wcs is None or not isinstance(wcs, WCS) or not wcs.has_celestial:
-        msg = (f"{name} has no celestial WCS, so its stars cannot be matched to a catalogue; "
-               "solve the astrometry first (for example with astrometry.net) and write the WCS "
-               "keywords into the FITS header")
+        msg = (
+            f"{name} has no celestial WCS, so its stars cannot be matched to a catalogue; "
+            "solve the astrometry first (for example with astrometry.net) and write the WCS "
+            "keywords into the FITS header"
+        )
         raise InputDataError(msg)
     return wcs.celestial
 

@@ -70,8 +70,13 @@ def crossmatch(sources, catalog, *, radius=1.0 * u.arcsec, reject_ambiguous=True
         raise TypeError(msg)
     src = _coords(sources, "sources")
     cat = _coords(catalog, "catalog")
-    out = QTable({"source_index": np.zeros(0, int), "catalog_index": np.zeros(0, int),
-                  "separation": np.zeros(0) * u.arcsec})
+    out = QTable(
+        {
+            "source_index": np.zeros(0, int),
+            "catalog_index": np.zeros(0, int),
+            "separation": np.zeros(0) * u.arcsec,
+        }
+    )
     if len(src) == 0 or len(cat) == 0:
         return out
     idx, sep, _ = src.match_to_catalog_sky(cat)
@@ -82,8 +87,13 @@ def crossmatch(sources, catalog, *, radius=1.0 * u.arcsec, reject_ambiguous=True
         claimed = np.bincount(idx[keep], minlength=len(cat))
         keep &= claimed[idx] == 1
     src_idx = np.flatnonzero(keep)
-    out = QTable({"source_index": src_idx, "catalog_index": np.asarray(idx[keep], int),
-                  "separation": sep[keep].to(u.arcsec)})
+    out = QTable(
+        {
+            "source_index": src_idx,
+            "catalog_index": np.asarray(idx[keep], int),
+            "separation": sep[keep].to(u.arcsec),
+        }
+    )
     log.debug("crossmatch: %d of %d sources matched within %s", len(out), len(src), radius)
     return out
 
@@ -129,8 +139,9 @@ def _value(x):
     return np.asarray(x.to_value(u.mag) if isinstance(x, u.Quantity) else x, float)
 
 
-def fit_zero_point(mag_inst, mag_cat, *, color=None, weights=None, sigma=3.0, maxiters=5,
-                   min_stars=3, slope=False):
+def fit_zero_point(
+    mag_inst, mag_cat, *, color=None, weights=None, sigma=3.0, maxiters=5, min_stars=3, slope=False
+):
     """
     Fit a sigma-clipped zero point, with an optional colour term.
 
@@ -184,8 +195,10 @@ def fit_zero_point(mag_inst, mag_cat, *, color=None, weights=None, sigma=3.0, ma
     w = np.ones_like(diff) if weights is None else np.asarray(weights, float)
     ok &= np.isfinite(w) & (w > 0)
     if ok.sum() < min_stars:
-        msg = (f"only {int(ok.sum())} stars with finite magnitudes for the zero point (need "
-               f"{min_stars}); check the WCS, the match radius and the catalogue magnitude range")
+        msg = (
+            f"only {int(ok.sum())} stars with finite magnitudes for the zero point (need "
+            f"{min_stars}); check the WCS, the match radius and the catalogue magnitude range"
+        )
         raise CatalogError(msg)
     used = ok.copy()
     zp, cterm, slp = float(np.median(diff[ok])), 0.0, 1.0
@@ -215,5 +228,11 @@ def fit_zero_point(mag_inst, mag_cat, *, color=None, weights=None, sigma=3.0, ma
             break
         used = new_used
     scatter = float(np.std(resid[used])) if used.any() else np.nan
-    return ZeroPointFit(zero_point=zp, color_term=cterm, scatter=scatter, n_used=int(used.sum()),
-                        used=used, slope=slp)
+    return ZeroPointFit(
+        zero_point=zp,
+        color_term=cterm,
+        scatter=scatter,
+        n_used=int(used.sum()),
+        used=used,
+        slope=slp,
+    )

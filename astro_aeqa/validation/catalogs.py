@@ -23,8 +23,14 @@ from ..exceptions import AEQAWarning, CatalogError
 from ..utils import atomic_write
 from ._utils import celestial_wcs, frame_epoch
 
-__all__ = ["REQUIRED_COLUMNS", "GAIA_COLUMNS", "load_catalog", "query_gaia", "propagate_epoch",
-           "footprint"]
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "GAIA_COLUMNS",
+    "load_catalog",
+    "query_gaia",
+    "propagate_epoch",
+    "footprint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +38,30 @@ log = logging.getLogger(__name__)
 REQUIRED_COLUMNS = ("ra", "dec", "phot_g_mean_mag")
 
 #: Columns asked from the Gaia archive (the rest of ``gaia_source`` is not needed).
-GAIA_COLUMNS = ("source_id", "ra", "dec", "pmra", "pmdec", "ref_epoch", "phot_g_mean_mag",
-                "phot_bp_mean_mag", "phot_rp_mean_mag", "bp_rp", "ruwe")
+GAIA_COLUMNS = (
+    "source_id",
+    "ra",
+    "dec",
+    "pmra",
+    "pmdec",
+    "ref_epoch",
+    "phot_g_mean_mag",
+    "phot_bp_mean_mag",
+    "phot_rp_mean_mag",
+    "bp_rp",
+    "ruwe",
+)
 
 _FORMATS = {
-    ".ecsv": "ascii.ecsv", ".csv": "ascii.csv", ".fits": "fits", ".fit": "fits", ".fts": "fits",
-    ".fits.gz": "fits", ".vot": "votable", ".votable": "votable", ".xml": "votable",
+    ".ecsv": "ascii.ecsv",
+    ".csv": "ascii.csv",
+    ".fits": "fits",
+    ".fit": "fits",
+    ".fts": "fits",
+    ".fits.gz": "fits",
+    ".vot": "votable",
+    ".votable": "votable",
+    ".xml": "votable",
 }
 
 #: Gaia DR3 reference epoch (Julian year), used when a catalogue has no ``ref_epoch``.
@@ -61,13 +85,22 @@ def _standardise(table, source, *, required=REQUIRED_COLUMNS):
             table.rename_column(old, new)
     missing = [c for c in required if c not in table.colnames]
     if missing:
-        msg = (f"catalogue {source} lacks the column(s) {', '.join(missing)}; a reference catalogue "
-               f"needs {', '.join(required)} (Gaia names; optional: pmra, pmdec, ref_epoch, bp_rp, "
-               f"ruwe, source_id). It has: {', '.join(table.colnames[:20])}")
+        msg = (
+            f"catalogue {source} lacks the column(s) {', '.join(missing)}; a reference catalogue "
+            f"needs {', '.join(required)} (Gaia names; optional: pmra, pmdec, ref_epoch, bp_rp, "
+            f"ruwe, source_id). It has: {', '.join(table.colnames[:20])}"
+        )
         raise CatalogError(msg)
-    for col, unit in (("ra", u.deg), ("dec", u.deg), ("phot_g_mean_mag", u.mag), ("bp_rp", u.mag),
-                      ("phot_bp_mean_mag", u.mag), ("phot_rp_mean_mag", u.mag),
-                      ("pmra", u.mas / u.yr), ("pmdec", u.mas / u.yr)):
+    for col, unit in (
+        ("ra", u.deg),
+        ("dec", u.deg),
+        ("phot_g_mean_mag", u.mag),
+        ("bp_rp", u.mag),
+        ("phot_bp_mean_mag", u.mag),
+        ("phot_rp_mean_mag", u.mag),
+        ("pmra", u.mas / u.yr),
+        ("pmdec", u.mas / u.yr),
+    ):
         if col not in table.colnames:
             continue
         column = table[col]
@@ -80,7 +113,9 @@ def _standardise(table, source, *, required=REQUIRED_COLUMNS):
                 values = np.asarray(column.value, float)
             values = np.ma.filled(np.ma.asarray(values, dtype=float), np.nan)
         table[col] = np.asarray(values, float) * unit
-    if "bp_rp" not in table.colnames and {"phot_bp_mean_mag", "phot_rp_mean_mag"} <= set(table.colnames):
+    if "bp_rp" not in table.colnames and {"phot_bp_mean_mag", "phot_rp_mean_mag"} <= set(
+        table.colnames
+    ):
         table["bp_rp"] = table["phot_bp_mean_mag"] - table["phot_rp_mean_mag"]
     ok = np.isfinite(table["ra"].value) & np.isfinite(table["dec"].value)
     if not ok.all():
@@ -147,15 +182,20 @@ def propagate_epoch(catalog, epoch):
     out = catalog.copy()
     if year is None or "pmra" not in out.colnames or "pmdec" not in out.colnames:
         return out
-    ref = (np.asarray(np.ma.filled(np.ma.asarray(out["ref_epoch"], dtype=float), GAIA_DR3_EPOCH))
-           if "ref_epoch" in out.colnames else np.full(len(out), GAIA_DR3_EPOCH))
+    ref = (
+        np.asarray(np.ma.filled(np.ma.asarray(out["ref_epoch"], dtype=float), GAIA_DR3_EPOCH))
+        if "ref_epoch" in out.colnames
+        else np.full(len(out), GAIA_DR3_EPOCH)
+    )
     dt = year - ref
     pmra = np.nan_to_num(out["pmra"].to_value(u.mas / u.yr))
     pmdec = np.nan_to_num(out["pmdec"].to_value(u.mas / u.yr))
     dec = out["dec"].to_value(u.deg)
     cosd = np.cos(np.deg2rad(dec))
     new_dec = dec + pmdec * dt / 3.6e6
-    new_ra = (out["ra"].to_value(u.deg) + pmra * dt / 3.6e6 / np.where(cosd > 1e-6, cosd, 1e-6)) % 360.0
+    new_ra = (
+        out["ra"].to_value(u.deg) + pmra * dt / 3.6e6 / np.where(cosd > 1e-6, cosd, 1e-6)
+    ) % 360.0
     out["ra"] = new_ra * u.deg
     out["dec"] = np.clip(new_dec, -90, 90) * u.deg
     out["ref_epoch"] = np.full(len(out), year)
@@ -207,8 +247,10 @@ def load_catalog(catalog, *, g_range=None, ruwe_max=None, epoch=None, required=R
         path = Path(os.fspath(catalog)).expanduser()
         source = str(path)
         if not path.is_file():
-            msg = (f"catalogue file {path} does not exist; give an ECSV, CSV, FITS or VOTable file "
-                   "with Gaia column names (ra, dec, phot_g_mean_mag), or 'gaia' to query the archive")
+            msg = (
+                f"catalogue file {path} does not exist; give an ECSV, CSV, FITS or VOTable file "
+                "with Gaia column names (ra, dec, phot_g_mean_mag), or 'gaia' to query the archive"
+            )
             raise CatalogError(msg)
         fmt = _format_of(path)
         try:
@@ -216,8 +258,10 @@ def load_catalog(catalog, *, g_range=None, ruwe_max=None, epoch=None, required=R
                 warnings.simplefilter("ignore")  # unit parsing chatter of VOTable/FITS readers
                 table = Table.read(path, format=fmt) if fmt else Table.read(path)
         except Exception as exc:  # astropy raises many kinds here
-            msg = (f"cannot read catalogue file {path} ({exc}); use a file ending in .ecsv, .csv, "
-                   ".fits or .vot/.xml with Gaia column names")
+            msg = (
+                f"cannot read catalogue file {path} ({exc}); use a file ending in .ecsv, .csv, "
+                ".fits or .vot/.xml with Gaia column names"
+            )
             raise CatalogError(msg) from exc
     table = _standardise(table, source, required=required)
     table = _cuts(table, g_range=g_range, ruwe_max=ruwe_max)
@@ -268,8 +312,10 @@ def _cache_dir(cache_dir):
 
 
 def _adql(table, centre, radius, g_range, ruwe_max):
-    where = [f"1 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', {centre.ra.deg:.8f}, "
-             f"{centre.dec.deg:.8f}, {radius.to_value(u.deg):.8f}))"]
+    where = [
+        f"1 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', {centre.ra.deg:.8f}, "
+        f"{centre.dec.deg:.8f}, {radius.to_value(u.deg):.8f}))"
+    ]
     if g_range is not None:
         lo, hi = g_range
         if lo is not None:
@@ -281,8 +327,19 @@ def _adql(table, centre, radius, g_range, ruwe_max):
     return f"SELECT {', '.join(GAIA_COLUMNS)} FROM {table} WHERE " + " AND ".join(where)
 
 
-def query_gaia(ccd, *, g_range=(None, None), ruwe_max=1.4, epoch="auto", margin=0.5 * u.arcmin,
-               table=None, client=None, cache=True, cache_dir=None, name="image"):
+def query_gaia(
+    ccd,
+    *,
+    g_range=(None, None),
+    ruwe_max=1.4,
+    epoch="auto",
+    margin=0.5 * u.arcmin,
+    table=None,
+    client=None,
+    cache=True,
+    cache_dir=None,
+    name="image",
+):
     """
     Query Gaia DR3 (``conf.gaia_table``) over the footprint of a frame.
 
@@ -340,27 +397,40 @@ def query_gaia(ccd, *, g_range=(None, None), ruwe_max=1.4, epoch="auto", margin=
             try:
                 from astroquery.gaia import Gaia as client
             except ImportError as exc:
-                msg = ("astroquery is needed to query Gaia (pip install astroquery); or pass a local "
-                       "catalogue file with --catalog FILE / load_catalog(path)")
+                msg = (
+                    "astroquery is needed to query Gaia (pip install astroquery); or pass a local "
+                    "catalogue file with --catalog FILE / load_catalog(path)"
+                )
                 raise CatalogError(msg) from exc
         if hasattr(client, "ROW_LIMIT"):
             client.ROW_LIMIT = -1
-        log.info("querying %s within %.3f deg of (%.5f, %.5f)", table, radius.to_value(u.deg),
-                 centre.ra.deg, centre.dec.deg)
+        log.info(
+            "querying %s within %.3f deg of (%.5f, %.5f)",
+            table,
+            radius.to_value(u.deg),
+            centre.ra.deg,
+            centre.dec.deg,
+        )
         try:
             job = client.launch_job_async(query)
             result = job.get_results()
         except Exception as exc:  # requests/HTTP/socket errors all mean "unreachable"
-            msg = (f"could not query the Gaia archive for {name} ({type(exc).__name__}: {exc}); "
-                   "check the network, or use a local reference catalogue: "
-                   "aeqa validate FILE --catalog catalog.ecsv, or load_catalog(path) in Python "
-                   "(ECSV/CSV/FITS/VOTable with ra, dec, phot_g_mean_mag)")
+            msg = (
+                f"could not query the Gaia archive for {name} ({type(exc).__name__}: {exc}); "
+                "check the network, or use a local reference catalogue: "
+                "aeqa validate FILE --catalog catalog.ecsv, or load_catalog(path) in Python "
+                "(ECSV/CSV/FITS/VOTable with ra, dec, phot_g_mean_mag)"
+            )
             raise CatalogError(msg) from exc
         result = Table(result)
         limit = getattr(client, "ROW_LIMIT", -1)
         if limit is not None and limit > 0 and len(result) >= limit:
-            warnings.warn(f"the Gaia query returned exactly ROW_LIMIT={limit} rows: the catalogue "
-                          "may be truncated", AEQAWarning, stacklevel=2)
+            warnings.warn(
+                f"the Gaia query returned exactly ROW_LIMIT={limit} rows: the catalogue "
+                "may be truncated",
+                AEQAWarning,
+                stacklevel=2,
+            )
         if cache_file is not None:
             out = Table(result, copy=False)
             out.meta["AEQAQRY"] = query

@@ -8,10 +8,10 @@ from astropy import units as u
 from astropy.table import QTable
 
 from ..exceptions import CatalogError, InputDataError
+from ._utils import as_ccd, celestial_wcs, frame_epoch, pixel_scale
 from .calibration import crossmatch, fit_zero_point
 from .catalogs import load_catalog, propagate_epoch
 from .photometry import _fwhm_pixels, aperture_photometry_table, detect_stars
-from ._utils import as_ccd, celestial_wcs, frame_epoch, pixel_scale
 
 __all__ = ["measure_frame", "patch_scores_at"]
 
@@ -47,24 +47,44 @@ def patch_scores_at(score_map, x, y):
     data = np.asarray(getattr(score_map, "data", score_map), float)
     meta = getattr(score_map, "meta", {}) or {}
     if "AEQAPSZ" not in meta:
-        msg = ("score_map.meta lacks 'AEQAPSZ' (the patch size in pixels); use the score map of "
-               "an AEQA result or set score_map.meta['AEQAPSZ'] = patch_size")
+        msg = (
+            "score_map.meta lacks 'AEQAPSZ' (the patch size in pixels); use the score map of "
+            "an AEQA result or set score_map.meta['AEQAPSZ'] = patch_size"
+        )
         raise InputDataError(msg)
     p = float(meta["AEQAPSZ"])
     x = np.asarray(x, float)
     y = np.asarray(y, float)
     iy = np.floor(y / p)
     ix = np.floor(x / p)
-    inside = (iy >= 0) & (ix >= 0) & (iy < data.shape[0]) & (ix < data.shape[1]) & np.isfinite(ix + iy)
+    inside = (
+        (iy >= 0) & (ix >= 0) & (iy < data.shape[0]) & (ix < data.shape[1]) & np.isfinite(ix + iy)
+    )
     out = np.full(x.shape, np.nan)
     out[inside] = data[iy[inside].astype(int), ix[inside].astype(int)]
     return out
 
 
-def measure_frame(ccd, catalog, *, score_map=None, positions="detect", fwhm=None,
-                  threshold=5.0, match_radius=None, radius=None, annulus=None, snr_min=20.0,
-                  g_range=None, color_term=False, min_matches=10, max_scatter=0.3,
-                  fit_slope=False, epoch="auto", name="image"):
+def measure_frame(
+    ccd,
+    catalog,
+    *,
+    score_map=None,
+    positions="detect",
+    fwhm=None,
+    threshold=5.0,
+    match_radius=None,
+    radius=None,
+    annulus=None,
+    snr_min=20.0,
+    g_range=None,
+    color_term=False,
+    min_matches=10,
+    max_scatter=0.3,
+    fit_slope=False,
+    epoch="auto",
+    name="image",
+):
     """
     Measure the photometric error of every catalogue star in one frame.
 
@@ -157,12 +177,16 @@ def measure_frame(ccd, catalog, *, score_map=None, positions="detect", fwhm=None
     scale = pixel_scale(wcs)
     if match_radius is None:
         match_radius = max(1.0 * u.arcsec, scale)
-    cx, cy = wcs.world_to_pixel_values(catalog["ra"].to_value(u.deg), catalog["dec"].to_value(u.deg))
+    cx, cy = wcs.world_to_pixel_values(
+        catalog["ra"].to_value(u.deg), catalog["dec"].to_value(u.deg)
+    )
     cx, cy = np.asarray(cx, float), np.asarray(cy, float)
     on_frame = (cx > -0.5) & (cx < nx - 0.5) & (cy > -0.5) & (cy < ny - 0.5)
     if not on_frame.any():
-        msg = (f"no catalogue star falls on {name} through its WCS; the WCS or the catalogue is for "
-               "another field: check the WCS (CRVAL, CD) and the catalogue footprint")
+        msg = (
+            f"no catalogue star falls on {name} through its WCS; the WCS or the catalogue is for "
+            "another field: check the WCS (CRVAL, CD) and the catalogue footprint"
+        )
         raise CatalogError(msg)
     cat_idx = np.flatnonzero(on_frame)
     sub = catalog[cat_idx]
@@ -178,8 +202,14 @@ def measure_frame(ccd, catalog, *, score_map=None, positions="detect", fwhm=None
     else:
         xs, ys, ci = cx[cat_idx], cy[cat_idx], cat_idx
         sep = np.zeros(len(ci)) * u.arcsec
-    phot = aperture_photometry_table(ccd, np.column_stack([xs, ys]) if len(xs) else np.zeros((0, 2)),
-                                     fwhm=fwhm, radius=radius, annulus=annulus, name=name)
+    phot = aperture_photometry_table(
+        ccd,
+        np.column_stack([xs, ys]) if len(xs) else np.zeros((0, 2)),
+        fwhm=fwhm,
+        radius=radius,
+        annulus=annulus,
+        name=name,
+    )
     out = QTable()
     out["catalog_index"] = np.asarray(ci, int)
     if "source_id" in catalog.colnames:
@@ -206,29 +236,45 @@ def measure_frame(ccd, catalog, *, score_map=None, positions="detect", fwhm=None
     gmag = catalog["phot_g_mean_mag"].to_value(u.mag)
     tree = cKDTree(np.column_stack([cx[cat_idx], cy[cat_idx]]))
     blended = np.zeros(len(out), bool)
-    for k, neigh in enumerate(tree.query_ball_point(np.column_stack([xs, ys]), 2 * r_ap) if len(xs) else []):
+    for k, neigh in enumerate(
+        tree.query_ball_point(np.column_stack([xs, ys]), 2 * r_ap) if len(xs) else []
+    ):
         others = [cat_idx[j] for j in neigh if cat_idx[j] != ci[k]]
         blended[k] = any(gmag[j] < gmag[ci[k]] + 2.5 for j in others)
     out["blended"] = blended
-    usable = (np.isfinite(out["mag_inst"].value) & ~out["masked"] & ~out["annulus_masked"] & ~blended
-              & ~out["saturated"] & ~out["edge"]
-              & (np.nan_to_num(np.asarray(out["snr"], float)) >= snr_min))
+    usable = (
+        np.isfinite(out["mag_inst"].value)
+        & ~out["masked"]
+        & ~out["annulus_masked"]
+        & ~blended
+        & ~out["saturated"]
+        & ~out["edge"]
+        & (np.nan_to_num(np.asarray(out["snr"], float)) >= snr_min)
+    )
     n_usable = int(usable.sum())
     if n_usable < min_matches:
-        msg = (f"only {n_usable} unmasked catalogue stars with S/N >= {snr_min:g} matched {name} within "
-               f"{match_radius.to(u.arcsec):.2f} ({len(out)} matches in all; need min_matches="
-               f"{min_matches}); check the WCS, the catalogue magnitude range and the FWHM, or "
-               "increase match_radius / lower snr_min")
+        msg = (
+            f"only {n_usable} unmasked catalogue stars with S/N >= {snr_min:g} matched {name} within "
+            f"{match_radius.to(u.arcsec):.2f} ({len(out)} matches in all; need min_matches="
+            f"{min_matches}); check the WCS, the catalogue magnitude range and the FWHM, or "
+            "increase match_radius / lower snr_min"
+        )
         raise CatalogError(msg)
     if color_term and color is None:
         msg = "color_term=True needs a 'bp_rp' column (or phot_bp_mean_mag and phot_rp_mean_mag) in the catalogue"
         raise CatalogError(msg)
-    fit = fit_zero_point(out["mag_inst"][usable], out["mag_cat"][usable],
-                         color=color[usable] if color_term else None, slope=fit_slope)
+    fit = fit_zero_point(
+        out["mag_inst"][usable],
+        out["mag_cat"][usable],
+        color=color[usable] if color_term else None,
+        slope=fit_slope,
+    )
     if not fit.scatter <= max_scatter:
-        msg = (f"zero-point scatter {fit.scatter:.3f} mag on {name} is above max_scatter="
-               f"{max_scatter} mag: the matches are probably wrong (bad WCS or another field) or the "
-               "catalogue band does not fit; check the WCS, or raise max_scatter")
+        msg = (
+            f"zero-point scatter {fit.scatter:.3f} mag on {name} is above max_scatter="
+            f"{max_scatter} mag: the matches are probably wrong (bad WCS or another field) or the "
+            "catalogue band does not fit; check the WCS, or raise max_scatter"
+        )
         raise CatalogError(msg)
     out["mag_cal"] = fit.apply(out["mag_inst"], color if color_term else None) * u.mag
     out["error"] = out["mag_cal"] - out["mag_cat"]
@@ -236,19 +282,29 @@ def measure_frame(ccd, catalog, *, score_map=None, positions="detect", fwhm=None
     zp_star[np.flatnonzero(usable)[fit.used]] = True
     out["zp_star"] = zp_star
     mask = ccd.mask
-    out.meta.update({
-        "frame": str(name),
-        "zero_point": fit.zero_point,
-        "zp_scatter": fit.scatter,
-        "color_term": fit.color_term,
-        "slope": fit.slope,
-        "n_matches": len(out),
-        "n_zp": fit.n_used,
-        "mask_ratio": float(np.mean(mask)) if mask is not None else 0.0,
-        "frame_score": float(np.nanmean(np.asarray(score_map.data, float))) if score_map is not None else np.nan,
-        "date_obs": str(ccd.meta.get("DATE-OBS", "")),
-        "match_radius_arcsec": float(match_radius.to_value(u.arcsec)),
-    })
-    log.info("%s: %d matches, zero point %.3f +- %.3f mag (%d stars)", name, len(out),
-             fit.zero_point, fit.scatter, fit.n_used)
+    out.meta.update(
+        {
+            "frame": str(name),
+            "zero_point": fit.zero_point,
+            "zp_scatter": fit.scatter,
+            "color_term": fit.color_term,
+            "slope": fit.slope,
+            "n_matches": len(out),
+            "n_zp": fit.n_used,
+            "mask_ratio": float(np.mean(mask)) if mask is not None else 0.0,
+            "frame_score": float(np.nanmean(np.asarray(score_map.data, float)))
+            if score_map is not None
+            else np.nan,
+            "date_obs": str(ccd.meta.get("DATE-OBS", "")),
+            "match_radius_arcsec": float(match_radius.to_value(u.arcsec)),
+        }
+    )
+    log.info(
+        "%s: %d matches, zero point %.3f +- %.3f mag (%d stars)",
+        name,
+        len(out),
+        fit.zero_point,
+        fit.scatter,
+        fit.n_used,
+    )
     return out

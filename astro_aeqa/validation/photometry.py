@@ -8,8 +8,7 @@ import numpy as np
 from astropy import units as u
 from astropy.stats import SigmaClip, sigma_clipped_stats
 from astropy.table import QTable
-from photutils.aperture import (ApertureStats, CircularAnnulus, CircularAperture,
-                                aperture_photometry)
+from photutils.aperture import ApertureStats, CircularAnnulus, CircularAperture, aperture_photometry
 from photutils.detection import DAOStarFinder
 from photutils.utils.exceptions import NoDetectionsWarning
 
@@ -37,8 +36,7 @@ def _bad_pixels(ccd, use_mask):
     return bad
 
 
-def detect_stars(ccd, *, fwhm=None, threshold=5.0, n_brightest=None, use_mask=False,
-                 name="image"):
+def detect_stars(ccd, *, fwhm=None, threshold=5.0, n_brightest=None, use_mask=False, name="image"):
     """
     Detect point sources with `~photutils.detection.DAOStarFinder`.
 
@@ -94,9 +92,11 @@ def detect_stars(ccd, *, fwhm=None, threshold=5.0, n_brightest=None, use_mask=Fa
         warnings.simplefilter("ignore", NoDetectionsWarning)
         found = finder.find_stars(np.where(bad, median, data) - median, mask=bad)
     if found is None or len(found) == 0:
-        msg = (f"no stars detected in {name} (threshold {threshold} sigma above a background RMS "
-               f"of {std:.3g}, fwhm {fwhm_pix:.2f} px); lower threshold=, check fwhm=, or use "
-               "forced photometry at catalogue positions (positions='catalog')")
+        msg = (
+            f"no stars detected in {name} (threshold {threshold} sigma above a background RMS "
+            f"of {std:.3g}, fwhm {fwhm_pix:.2f} px); lower threshold=, check fwhm=, or use "
+            "forced photometry at catalogue positions (positions='catalog')"
+        )
         raise InputDataError(msg)
     stars = QTable()
     stars["id"] = np.arange(1, len(found) + 1)
@@ -111,8 +111,18 @@ def detect_stars(ccd, *, fwhm=None, threshold=5.0, n_brightest=None, use_mask=Fa
     return stars
 
 
-def aperture_photometry_table(ccd, positions, *, fwhm=None, radius=None, annulus=None,
-                              gain=None, read_noise=None, saturation=None, name="image"):
+def aperture_photometry_table(
+    ccd,
+    positions,
+    *,
+    fwhm=None,
+    radius=None,
+    annulus=None,
+    gain=None,
+    read_noise=None,
+    saturation=None,
+    name="image",
+):
     """
     Measure circular-aperture fluxes with a sigma-clipped local annulus background.
 
@@ -181,8 +191,14 @@ def aperture_photometry_table(ccd, positions, *, fwhm=None, radius=None, annulus
     gain = meta_float(meta, ("GAIN", "EGAIN"), 1.0) if gain is None else float(gain)
     if ccd.unit is not None and ccd.unit.is_equivalent(u.electron):
         gain = 1.0
-    read_noise = meta_float(meta, ("RDNOISE", "READNOIS", "RON"), 0.0) if read_noise is None else float(read_noise)
-    saturation = meta_float(meta, ("SATURATE", "SATLEVEL"), None) if saturation is None else saturation
+    read_noise = (
+        meta_float(meta, ("RDNOISE", "READNOIS", "RON"), 0.0)
+        if read_noise is None
+        else float(read_noise)
+    )
+    saturation = (
+        meta_float(meta, ("SATURATE", "SATLEVEL"), None) if saturation is None else saturation
+    )
     exptime = meta_float(meta, ("EXPTIME", "EXPOSURE"), 1.0)
     data = np.asarray(ccd.data, float)
     ny, nx = data.shape
@@ -212,12 +228,15 @@ def aperture_photometry_table(ccd, positions, *, fwhm=None, radius=None, annulus
     if unc is None:
         # CCD noise model in adu: Poisson of the source plus the measured sky RMS
         # (which holds sky Poisson and read noise); read noise alone is a floor.
-        sky_var = np.nanmedian(bkg_rms) ** 2 if np.isfinite(bkg_rms).any() else (read_noise / gain) ** 2
+        sky_var = (
+            np.nanmedian(bkg_rms) ** 2 if np.isfinite(bkg_rms).any() else (read_noise / gain) ** 2
+        )
         floor = max(sky_var, (read_noise / gain) ** 2)
         var = np.clip(data - np.nanmedian(bkg), 0, None) / gain + floor
         unc = np.sqrt(var)
-    phot = aperture_photometry(np.where(nonfinite, 0.0, data), aper, error=np.where(nonfinite, 0.0, unc),
-                               mask=nonfinite)
+    phot = aperture_photometry(
+        np.where(nonfinite, 0.0, data), aper, error=np.where(nonfinite, 0.0, unc), mask=nonfinite
+    )
     raw = np.asarray(phot["aperture_sum"], float)
     raw_err = np.asarray(phot["aperture_sum_err"], float)
     area = np.asarray(aper.area_overlap(data, mask=nonfinite), float)
@@ -230,8 +249,12 @@ def aperture_photometry_table(ccd, positions, *, fwhm=None, radius=None, annulus
     mag = np.where(flux > 0, mag, np.nan)
     mag_err = np.where(flux > 0, mag_err, np.nan)
     # flags
-    edge = (xy[:, 0] - r_out < -0.5) | (xy[:, 0] + r_out > nx - 0.5) | \
-           (xy[:, 1] - r_out < -0.5) | (xy[:, 1] + r_out > ny - 0.5)
+    edge = (
+        (xy[:, 0] - r_out < -0.5)
+        | (xy[:, 0] + r_out > nx - 0.5)
+        | (xy[:, 1] - r_out < -0.5)
+        | (xy[:, 1] + r_out > ny - 0.5)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         peak = np.asarray(ApertureStats(data, aper, mask=nonfinite).max, float)
@@ -243,8 +266,11 @@ def aperture_photometry_table(ccd, positions, *, fwhm=None, radius=None, annulus
     else:
         masked = np.zeros(n, bool)
         annulus_masked = np.zeros(n, bool)
-    flags = (saturated * int(AEQAFlags.SATURATED) | edge * int(AEQAFlags.EDGE)
-             | masked * int(AEQAFlags.INPUT_MASKED)).astype(np.uint16)
+    flags = (
+        saturated * int(AEQAFlags.SATURATED)
+        | edge * int(AEQAFlags.EDGE)
+        | masked * int(AEQAFlags.INPUT_MASKED)
+    ).astype(np.uint16)
     unit = ccd.unit if ccd.unit is not None else u.adu
     table["flux"] = flux * unit
     table["flux_err"] = flux_err * unit
@@ -258,6 +284,13 @@ def aperture_photometry_table(ccd, positions, *, fwhm=None, radius=None, annulus
     table["masked"] = masked
     table["annulus_masked"] = annulus_masked
     table["flags"] = flags
-    table.meta.update({"radius": r, "annulus": (r_in, r_out), "gain": gain, "read_noise": read_noise,
-                       "exptime": exptime})
+    table.meta.update(
+        {
+            "radius": r,
+            "annulus": (r_in, r_out),
+            "gain": gain,
+            "read_noise": read_noise,
+            "exptime": exptime,
+        }
+    )
     return table

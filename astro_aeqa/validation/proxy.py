@@ -30,7 +30,9 @@ def _wrap(scores, p, wcs):
     sliced = None
     if wcs is not None:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # "cdelt will be ignored since cd is present"
+            warnings.simplefilter(
+                "ignore", RuntimeWarning
+            )  # "cdelt will be ignored since cd is present"
             sliced = wcs.slice((slice(None, None, p), slice(None, None, p)))
     return NDData(scores.astype(np.float32), wcs=sliced, meta={"AEQAPSZ": p})
 
@@ -52,7 +54,7 @@ def score_map_from_array(pixel_map, patch_size=64, *, wcs=None, func=np.nanmean)
     scores = np.full((gy, gx), np.nan)
     for j in range(gy):
         for i in range(gx):
-            block = arr[j * p:(j + 1) * p, i * p:(i + 1) * p]
+            block = arr[j * p : (j + 1) * p, i * p : (i + 1) * p]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 scores[j, i] = func(block)
@@ -85,7 +87,7 @@ def background_rms_score_map(ccd, patch_size=64, *, sigma=3.0):
     rms = np.full((gy, gx), np.nan)
     for j in range(gy):
         for i in range(gx):
-            block = data[j * p:(j + 1) * p, i * p:(i + 1) * p]
+            block = data[j * p : (j + 1) * p, i * p : (i + 1) * p]
             good = np.isfinite(block)
             if good.sum() < 10:
                 continue

@@ -38,18 +38,22 @@ def _figure(n_axes=1, width=6.4):
 def _stack(tables, snr_min):
     rows = []
     for i, t in enumerate(_as_list(tables)):
-        keep = ~np.asarray(t["saturated"], bool) & np.isfinite(np.asarray(t["error"].value
-                                                                          if hasattr(t["error"], "unit")
-                                                                          else t["error"], float))
+        keep = ~np.asarray(t["saturated"], bool) & np.isfinite(
+            np.asarray(t["error"].value if hasattr(t["error"], "unit") else t["error"], float)
+        )
         if snr_min is not None:
             keep &= np.nan_to_num(np.asarray(t["snr"], float)) >= snr_min
         for col in ("blended", "edge"):  # errors that say nothing about the background
             if col in t.colnames:
                 keep &= ~np.asarray(t[col], bool)
-        sub = QTable({"frame": np.full(keep.sum(), i),
-                      "score": np.asarray(t["score"], float)[keep],
-                      "error": np.asarray(u.Quantity(t["error"], u.mag).value)[keep],
-                      "masked": np.asarray(t["masked"], bool)[keep]})
+        sub = QTable(
+            {
+                "frame": np.full(keep.sum(), i),
+                "score": np.asarray(t["score"], float)[keep],
+                "error": np.asarray(u.Quantity(t["error"], u.mag).value)[keep],
+                "masked": np.asarray(t["masked"], bool)[keep],
+            }
+        )
         rows.append(sub)
     return vstack(rows) if len(rows) > 1 else rows[0]
 
@@ -85,12 +89,17 @@ def error_vs_score(tables, *, n_bins=8, bins=None, snr_min=5.0):
     err = np.abs(np.asarray(stars["error"], float))
     ok = np.isfinite(score) & np.isfinite(err)
     if ok.sum() < 2:
-        msg = ("error_vs_score needs stars with a score: pass score_map= to measure_frame "
-               "(the tables have no finite 'score')")
+        msg = (
+            "error_vs_score needs stars with a score: pass score_map= to measure_frame "
+            "(the tables have no finite 'score')"
+        )
         raise ValueError(msg)
     score, err = score[ok], err[ok]
-    edges = (np.unique(np.quantile(score, np.linspace(0, 1, n_bins + 1))) if bins is None
-             else np.asarray(bins, float))
+    edges = (
+        np.unique(np.quantile(score, np.linspace(0, 1, n_bins + 1)))
+        if bins is None
+        else np.asarray(bins, float)
+    )
     which = np.clip(np.searchsorted(edges, score, side="right") - 1, 0, len(edges) - 2)
     rows = []
     for b in range(len(edges) - 1):
@@ -100,10 +109,29 @@ def error_vs_score(tables, *, n_bins=8, bins=None, snr_min=5.0):
         e = err[sel]
         # standard error of the median, sqrt(pi/2) sigma / sqrt(n), with a robust sigma
         sem = 1.2533 * 1.4826 * np.median(np.abs(e - np.median(e))) / np.sqrt(e.size)
-        rows.append((edges[b], edges[b + 1], np.median(score[sel]), int(sel.sum()),
-                     np.mean(e), np.median(e), sem))
-    out = QTable(rows=rows, names=("score_lo", "score_hi", "score_mid", "n_stars",
-                                   "mean_abs_error", "median_abs_error", "median_abs_error_err"))
+        rows.append(
+            (
+                edges[b],
+                edges[b + 1],
+                np.median(score[sel]),
+                int(sel.sum()),
+                np.mean(e),
+                np.median(e),
+                sem,
+            )
+        )
+    out = QTable(
+        rows=rows,
+        names=(
+            "score_lo",
+            "score_hi",
+            "score_mid",
+            "n_stars",
+            "mean_abs_error",
+            "median_abs_error",
+            "median_abs_error_err",
+        ),
+    )
     for col in ("mean_abs_error", "median_abs_error", "median_abs_error_err"):
         out[col].unit = u.mag
     med = out["median_abs_error"].value
@@ -113,8 +141,13 @@ def error_vs_score(tables, *, n_bins=8, bins=None, snr_min=5.0):
     fig, (ax,) = _figure()
     ax.scatter(score, err, s=2, alpha=0.25, color="0.6", label="stars")
     ax.plot(out["score_mid"], out["mean_abs_error"].value, "k-o", label="mean")
-    ax.errorbar(out["score_mid"], out["median_abs_error"].value, yerr=out["median_abs_error_err"].value,
-                fmt="r:s", label="median")
+    ax.errorbar(
+        out["score_mid"],
+        out["median_abs_error"].value,
+        yerr=out["median_abs_error_err"].value,
+        fmt="r:s",
+        label="median",
+    )
     ax.set_xlabel("patch score")
     ax.set_ylabel("|photometric error| (mag)")
     ax.set_yscale("log")
@@ -155,17 +188,34 @@ def masked_vs_unmasked(tables, *, snr_min=5.0, frame_scores=None):
         s = _stack(t, snr_min)
         err = np.abs(np.asarray(s["error"], float))
         m = np.asarray(s["masked"], bool)
-        fs = (frame_scores[i] if frame_scores is not None
-              else t.meta.get("frame_score", np.nan))
+        fs = frame_scores[i] if frame_scores is not None else t.meta.get("frame_score", np.nan)
         if not np.isfinite(fs):
             fs = t.meta.get("mask_ratio", np.nan)
-        rows.append((t.meta.get("frame", str(i)), fs, t.meta.get("mask_ratio", np.nan), int(m.sum()),
-                     int((~m).sum()), np.median(err[m]) if m.any() else np.nan,
-                     np.median(err[~m]) if (~m).any() else np.nan))
+        rows.append(
+            (
+                t.meta.get("frame", str(i)),
+                fs,
+                t.meta.get("mask_ratio", np.nan),
+                int(m.sum()),
+                int((~m).sum()),
+                np.median(err[m]) if m.any() else np.nan,
+                np.median(err[~m]) if (~m).any() else np.nan,
+            )
+        )
         all_m.append(err[m])
         all_u.append(err[~m])
-    out = QTable(rows=rows, names=("frame", "frame_score", "mask_ratio", "n_masked", "n_unmasked",
-                                   "median_abs_error_masked", "median_abs_error_unmasked"))
+    out = QTable(
+        rows=rows,
+        names=(
+            "frame",
+            "frame_score",
+            "mask_ratio",
+            "n_masked",
+            "n_unmasked",
+            "median_abs_error_masked",
+            "median_abs_error_unmasked",
+        ),
+    )
     for col in ("median_abs_error_masked", "median_abs_error_unmasked"):
         out[col].unit = u.mag
     em, eu = np.concatenate(all_m), np.concatenate(all_u)
@@ -173,10 +223,21 @@ def masked_vs_unmasked(tables, *, snr_min=5.0, frame_scores=None):
     out.meta["median_abs_error_unmasked"] = float(np.median(eu)) if eu.size else np.nan
     out.meta["ratio"] = out.meta["median_abs_error_masked"] / out.meta["median_abs_error_unmasked"]
     fig, (ax,) = _figure()
-    ax.scatter(out["frame_score"], out["median_abs_error_masked"].value, color="C3", marker="x",
-               label="masked stars")
-    ax.scatter(out["frame_score"], out["median_abs_error_unmasked"].value, color="C0", marker="o",
-               s=12, label="unmasked stars")
+    ax.scatter(
+        out["frame_score"],
+        out["median_abs_error_masked"].value,
+        color="C3",
+        marker="x",
+        label="masked stars",
+    )
+    ax.scatter(
+        out["frame_score"],
+        out["median_abs_error_unmasked"].value,
+        color="C0",
+        marker="o",
+        s=12,
+        label="unmasked stars",
+    )
     ax.set_xlabel("frame score")
     ax.set_ylabel("median |photometric error| (mag)")
     ax.set_yscale("log")
@@ -223,10 +284,19 @@ def mask_ratio_study(tables, *, ratio_bins=(0.0, 0.05, 0.15, 0.3, 1.0), snr_min=
         sel = np.flatnonzero(which == b)
         e = np.concatenate([errs[i] for i in sel]) if sel.size else np.zeros(0)
         eu = np.concatenate([errs_u[i] for i in sel]) if sel.size else np.zeros(0)
-        rows.append((edges[b], edges[b + 1], int(sel.size), np.median(e) if e.size else np.nan,
-                     np.median(eu) if eu.size else np.nan))
-    out = QTable(rows=rows, names=("ratio_lo", "ratio_hi", "n_frames", "median_abs_error",
-                                   "median_abs_error_unmasked"))
+        rows.append(
+            (
+                edges[b],
+                edges[b + 1],
+                int(sel.size),
+                np.median(e) if e.size else np.nan,
+                np.median(eu) if eu.size else np.nan,
+            )
+        )
+    out = QTable(
+        rows=rows,
+        names=("ratio_lo", "ratio_hi", "n_frames", "median_abs_error", "median_abs_error_unmasked"),
+    )
     out["median_abs_error"].unit = u.mag
     out["median_abs_error_unmasked"].unit = u.mag
     per_frame = [float(np.median(e)) if e.size else np.nan for e in errs]
@@ -237,9 +307,16 @@ def mask_ratio_study(tables, *, ratio_bins=(0.0, 0.05, 0.15, 0.3, 1.0), snr_min=
     ax1.set_ylabel("mask ratio (%)")
     labels = [f"{100 * lo:g}-{100 * hi:g}%" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
     xpos = np.arange(len(out))
-    ax2.bar(xpos - 0.2, np.nan_to_num(out["median_abs_error"].value), 0.4, label="all stars", color="C3")
-    ax2.bar(xpos + 0.2, np.nan_to_num(out["median_abs_error_unmasked"].value), 0.4,
-            label="unmasked stars", color="C0")
+    ax2.bar(
+        xpos - 0.2, np.nan_to_num(out["median_abs_error"].value), 0.4, label="all stars", color="C3"
+    )
+    ax2.bar(
+        xpos + 0.2,
+        np.nan_to_num(out["median_abs_error_unmasked"].value),
+        0.4,
+        label="unmasked stars",
+        color="C0",
+    )
     ax2.set_xticks(xpos, labels)
     ax2.set_xlabel("mask ratio of the frame")
     ax2.set_ylabel("median |photometric error| (mag)")
@@ -289,7 +366,9 @@ def light_curve_study(tables, *, n_stars=None, min_frames=5, snr_min=5.0, key=No
         key = "source_id" if "source_id" in tables[0].colnames else "catalog_index"
     ids, frames, mags, masked, cats = [], [], [], [], []
     for i, t in enumerate(tables):
-        ok = np.isfinite(np.asarray(u.Quantity(t["mag_cal"], u.mag).value)) & ~np.asarray(t["saturated"], bool)
+        ok = np.isfinite(np.asarray(u.Quantity(t["mag_cal"], u.mag).value)) & ~np.asarray(
+            t["saturated"], bool
+        )
         for col in ("blended", "edge"):
             if col in t.colnames:
                 ok &= ~np.asarray(t[col], bool)
@@ -316,19 +395,48 @@ def light_curve_study(tables, *, n_stars=None, min_frames=5, snr_min=5.0, key=No
         rms_u = float(np.sqrt(np.mean(dev[~mk] ** 2))) if (~mk).any() else np.nan
         mad_m = float(np.mean(absd[mk])) if mk.any() else np.nan
         mad_u = float(np.mean(absd[~mk])) if (~mk).any() else np.nan
-        rows.append((star, float(np.median(cats[sel])), int(sel.sum()), int(mk.sum()), rms_all, rms_u,
-                     mad_m, mad_u, mad_m - mad_u))
+        rows.append(
+            (
+                star,
+                float(np.median(cats[sel])),
+                int(sel.sum()),
+                int(mk.sum()),
+                rms_all,
+                rms_u,
+                mad_m,
+                mad_u,
+                mad_m - mad_u,
+            )
+        )
         curves[star] = (frames[sel], dev, mk)
     if not rows:
         msg = f"no star is measured in min_frames={min_frames} frames; lower min_frames or snr_min"
         raise ValueError(msg)
-    out = QTable(rows=rows, names=("star", "mag_cat", "n_frames", "n_masked", "rms_all", "rms_unmasked",
-                                   "mean_abs_dev_masked", "mean_abs_dev_unmasked", "improvement"))
+    out = QTable(
+        rows=rows,
+        names=(
+            "star",
+            "mag_cat",
+            "n_frames",
+            "n_masked",
+            "rms_all",
+            "rms_unmasked",
+            "mean_abs_dev_masked",
+            "mean_abs_dev_unmasked",
+            "improvement",
+        ),
+    )
     if n_stars is not None:
         out.sort("mag_cat")
         out = out[:n_stars]
-    for col in ("mag_cat", "rms_all", "rms_unmasked", "mean_abs_dev_masked", "mean_abs_dev_unmasked",
-                "improvement"):
+    for col in (
+        "mag_cat",
+        "rms_all",
+        "rms_unmasked",
+        "mean_abs_dev_masked",
+        "mean_abs_dev_unmasked",
+        "improvement",
+    ):
         out[col].unit = u.mag
     has = out["n_masked"] > 0
     imp = out["improvement"].value[has]
@@ -342,8 +450,9 @@ def light_curve_study(tables, *, n_stars=None, min_frames=5, snr_min=5.0, key=No
         fr, dev, mk = curves[out["star"][idx]]
         offset = 0.5 * k
         ax.plot(fr, dev + offset, "-", color="0.7", lw=0.8)
-        ax.plot(fr[~mk], dev[~mk] + offset, "o", color="C0", ms=3,
-                label="unmasked" if k == 0 else None)
+        ax.plot(
+            fr[~mk], dev[~mk] + offset, "o", color="C0", ms=3, label="unmasked" if k == 0 else None
+        )
         ax.plot(fr[mk], dev[mk] + offset, "x", color="C3", ms=4, label="masked" if k == 0 else None)
     ax.invert_yaxis()
     ax.set_xlabel("frame")

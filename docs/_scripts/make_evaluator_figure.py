@@ -35,17 +35,30 @@ def main():
         ev = AEQualityEvaluator.load(args.model, device="cpu")
     else:
         rng = np.random.default_rng(0)
-        refs = [simulate_image(shape=(512, 512), instrument=PAPER_2P5M,
-                               fwhm=rng.uniform(0.5, 0.8) * u.arcsec, seed=1000 + i).ccd
-                for i in range(10)]
+        refs = [
+            simulate_image(
+                shape=(512, 512),
+                instrument=PAPER_2P5M,
+                fwhm=rng.uniform(0.5, 0.8) * u.arcsec,
+                seed=1000 + i,
+            ).ccd
+            for i in range(10)
+        ]
         ev = AEQualityEvaluator("small", patch_size=64, device="cpu", seed=0)
         ev.fit(refs, n_epochs=10, steps_per_epoch=50, progress_bar=True)
-    sim = simulate_image(shape=(512, 512), instrument=PAPER_2P5M, fwhm=0.65 * u.arcsec,
-                         background="cloud", level=0.8, seed=2024)
+    sim = simulate_image(
+        shape=(512, 512),
+        instrument=PAPER_2P5M,
+        fwhm=0.65 * u.arcsec,
+        background="cloud",
+        level=0.8,
+        seed=2024,
+    )
     res = ev.evaluate(sim.ccd)
     fig = res.plot(sim.ccd.data, figsize=(12, 4))
-    fig.axes[0].contour(sim.truth, levels=[0.2], colors="tab:cyan", linewidths=0.8,
-                        linestyles="dashed")
+    fig.axes[0].contour(
+        sim.truth, levels=[0.2], colors="tab:cyan", linewidths=0.8, linestyles="dashed"
+    )
     fig.axes[0].set_title("cloudy frame: AEQA mask (red), truth > 0.2 (cyan)")
     fig.savefig(OUT, dpi=80)
     print(OUT)

@@ -19,10 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from validation import mask_source_proxy, mask_source_truth  # noqa: E402  (benchmarks/validation.py)
 
-from astro_aeqa.simulation import PAPER_2P5M, simulate_sequence  # noqa: E402
-from astro_aeqa.validation import (error_vs_score, light_curve_study, mask_ratio_study,  # noqa: E402
-                                   masked_vs_unmasked, measure_frame)
 from astro_aeqa.exceptions import CatalogError  # noqa: E402
+from astro_aeqa.simulation import PAPER_2P5M, simulate_sequence  # noqa: E402
+from astro_aeqa.validation import (
+    error_vs_score,
+    light_curve_study,
+    mask_ratio_study,  # noqa: E402
+    masked_vs_unmasked,
+    measure_frame,
+)
 
 
 def main(argv=None):
@@ -35,9 +40,17 @@ def main(argv=None):
     source = mask_source_truth if args.mask_source == "truth" else mask_source_proxy
     threshold = 0.1 if args.mask_source == "truth" else 1.3
     n = args.n_frames
-    frames = simulate_sequence(n, shape=(args.size, args.size), instrument=PAPER_2P5M, fwhm=0.7 * u.arcsec,
-                               seed=11, level=0.8 * np.sin(np.pi * np.arange(n) / (n - 1)) ** 2,
-                               cloud_threshold=0.4, cloud_speed=(0.0, 10.0), n_stars=250)
+    frames = simulate_sequence(
+        n,
+        shape=(args.size, args.size),
+        instrument=PAPER_2P5M,
+        fwhm=0.7 * u.arcsec,
+        seed=11,
+        level=0.8 * np.sin(np.pi * np.arange(n) / (n - 1)) ** 2,
+        cloud_threshold=0.4,
+        cloud_speed=(0.0, 10.0),
+        n_stars=250,
+    )
     tables = []
     for i, sim in enumerate(frames):
         mask, smap = source(sim, patch_size=64, threshold=threshold)
@@ -46,16 +59,27 @@ def main(argv=None):
         cat = sim.catalog[sim.catalog["type"] == "star"]
         cat["source_id"] = np.arange(len(cat))
         try:
-            tables.append(measure_frame(ccd, cat, score_map=smap, positions="catalog",
-                                        fwhm=ccd.meta["FWHMPIX"], min_matches=5, name=f"frame {i}"))
+            tables.append(
+                measure_frame(
+                    ccd,
+                    cat,
+                    score_map=smap,
+                    positions="catalog",
+                    fwhm=ccd.meta["FWHMPIX"],
+                    min_matches=5,
+                    name=f"frame {i}",
+                )
+            )
         except CatalogError as exc:
             print(f"frame {i} skipped: {exc}", file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for stem, func, kw in (("error_vs_score", error_vs_score, {"snr_min": 20}),
-                           ("masked_vs_unmasked", masked_vs_unmasked, {"snr_min": 20}),
-                           ("mask_ratio", mask_ratio_study, {"snr_min": 20}),
-                           ("light_curves", light_curve_study, {"snr_min": 20, "min_frames": 10})):
+    for stem, func, kw in (
+        ("error_vs_score", error_vs_score, {"snr_min": 20}),
+        ("masked_vs_unmasked", masked_vs_unmasked, {"snr_min": 20}),
+        ("mask_ratio", mask_ratio_study, {"snr_min": 20}),
+        ("light_curves", light_curve_study, {"snr_min": 20, "min_frames": 10}),
+    ):
         table, fig = func(tables, **kw)
         path = out / f"validation_{stem}.png"
         fig.savefig(path, dpi=80)
