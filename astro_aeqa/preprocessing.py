@@ -31,6 +31,7 @@ __all__ = [
     "valid_pixels",
     "normalize_frame",
     "minmax_tiles",
+    "subtract_tile_median",
 ]
 
 NORMALIZATIONS = ("noise", "minmax")
@@ -159,3 +160,18 @@ def minmax_tiles(tiles):
     span = tiles.max(axis=(-2, -1), keepdims=True) - low
     span[span == 0] = 1.0
     return (tiles - low) / span
+
+
+def subtract_tile_median(tiles):
+    """
+    Subtract from each tile of a ``(..., ny, nx)`` stack its own median.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa.preprocessing import subtract_tile_median
+    >>> subtract_tile_median(np.array([[[1.0, 2.0], [3.0, 10.0]]])).tolist()
+    [[[-1.5, -0.5], [0.5, 7.5]]]
+    """
+    tiles = np.asarray(tiles, dtype=np.float32)
+    return tiles - np.median(tiles, axis=(-2, -1), keepdims=True)
