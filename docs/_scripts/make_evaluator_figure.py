@@ -52,6 +52,7 @@ def main():
         fwhm=0.65 * u.arcsec,
         background="cloud",
         level=0.8,
+        cloud_threshold=0.4,
         seed=2024,
     )
     res = ev.evaluate(sim.ccd)
@@ -59,7 +60,7 @@ def main():
     fig.axes[0].contour(
         sim.truth, levels=[0.2], colors="tab:cyan", linewidths=0.8, linestyles="dashed"
     )
-    fig.axes[0].set_title("cloudy frame: AEQA mask (red), truth > 0.2 (cyan)")
+    fig.axes[0].set_title("mask (red), cloud truth > 0.2 (cyan)")
     fig.savefig(OUT, dpi=80)
     print(OUT)
 

@@ -1,0 +1,41 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Normalisation: sky statistics robust to partial contamination, invalid pixels."""
+
+import numpy as np
+import pytest
+
+from astro_aeqa.exceptions import InputDataError
+from astro_aeqa.preprocessing import normalize_frame, sky_statistics, valid_pixels
+
+
+def test_sky_level_is_the_clear_sky_under_a_partial_cloud(rng):
+    data = rng.normal(1000.0, 10.0, (256, 256)).astype(np.float32)
+    data[:, :100] += np.linspace(0, 100, 100)  # scattered light over 40 % of the frame
+    stats = sky_statistics(data, valid_pixels(data))
+    assert stats.level == pytest.approx(1000.0, abs=1.0)
+    assert stats.noise == pytest.approx(10.0, rel=0.1)  # the gradient does not inflate it
+    # a plain median over all pixels would have been pulled up by the light
+    assert np.median(data) > 1003
+
+
+def test_normalized_frame_is_finite_and_in_noise_units(rng):
+    data = rng.normal(500.0, 5.0, (128, 128)).astype(np.float32)
+    data[3, 3] = np.nan
+    mask = np.zeros(data.shape, bool)
+    mask[10, 10] = True
+    valid = valid_pixels(data, mask, saturation=510.0)
+    x, stats = normalize_frame(data, valid)
+    assert np.isfinite(x).all()
+    assert x[3, 3] == 0 and x[10, 10] == 0
+    assert np.std(x[valid]) == pytest.approx(np.arcsinh(1 / 3), rel=0.1)
+    minmax, _ = normalize_frame(data, valid, method="minmax")
+    assert minmax[3, 3] == pytest.approx(stats.level)
+
+
+def test_bad_frames_raise():
+    with pytest.raises(InputDataError, match="no valid pixel"):
+        sky_statistics(np.ones((32, 32)), np.zeros((32, 32), bool))
+    with pytest.raises(InputDataError, match="constant"):
+        sky_statistics(np.ones((32, 32)), np.ones((32, 32), bool))
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        normalize_frame(np.ones((8, 8)), np.ones((8, 8), bool), method="zscale")
