@@ -24,6 +24,7 @@ import json
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 from astropy import units as u
@@ -38,7 +39,9 @@ from astro_aeqa.validation import (
     score_map_from_array,
 )
 
-REAL = "/work/shared/data/real"
+REAL = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "real")
+if not Path(REAL).is_dir():
+    REAL = "/work/shared/data/real"
 
 
 def mask_source_truth(sim, patch_size=64, threshold=0.1):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _paths import REAL_DATA
 from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData, NDData, StdDevUncertainty
@@ -25,7 +26,7 @@ from astro_aeqa.io import (
 )
 from astro_aeqa.masking import build_flag_plane
 
-REAL = Path("/work/shared/data/real")
+REAL = REAL_DATA
 MEF = REAL / "lco_sinistro_mef_raw_test_frame.fits"
 RAW = REAL / "ccdproc_a8280271.fits"
 M67 = REAL / "M6707HH.fits"

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _paths import REAL_DATA
 from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData
@@ -31,7 +32,7 @@ from astro_aeqa.validation import (
 )
 from astro_aeqa.validation._synthetic import make_star_field
 
-REAL = "/work/shared/data/real"
+REAL = str(REAL_DATA)
 
 
 @pytest.fixture(scope="module")
