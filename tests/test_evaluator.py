@@ -243,3 +243,10 @@ def test_fit_accepts_an_image_file_collection(reference_frames, tmp_path):
     )
     assert ev.training_["n_frames"] == 1
     assert ev.is_fitted
+
+
+def test_frame_smaller_than_a_tile_is_scored(tiny_evaluator, clean_frame):
+    res = tiny_evaluator.evaluate(clean_frame.data[:48, :40])
+    assert res.patch_scores.shape == (2, 2)
+    assert res.residual.shape == (48, 40)
+    assert np.isfinite(res.score)
