@@ -41,7 +41,6 @@ from .preprocessing import (
     minmax_tiles,
     normalize_frame,
     subtract_tile_median,
-    valid_pixels,
 )
 from .tiling import aggregate_patches, extract_tiles, owned_regions, tile_origins
 from .utils import progress_bar as _progress_bar
@@ -503,7 +502,9 @@ class AEQualityEvaluator:
     # -- scoring ----------------------------------------------------------
 
     def _prepare(self, image, *, hdu=None):
-        ccd = aeqa_io.read_image(image, hdu=hdu)
+        return self._prepare_ccd(aeqa_io.read_image(image, hdu=hdu))
+
+    def _prepare_ccd(self, ccd):
         data = ccd.data
         if data.ndim != 2:
             msg = f"image must be 2-D, got shape {data.shape}"
@@ -525,7 +526,7 @@ class AEQualityEvaluator:
         if saturation is not None:
             with np.errstate(invalid="ignore"):
                 saturated = finite & (data >= saturation)
-        valid = valid_pixels(data, input_mask, saturation=saturation)
+        valid = finite & ~input_mask & ~saturated
         x, stats = normalize_frame(data, valid, method=self.normalization)
         return {
             "ccd": ccd,
@@ -617,13 +618,20 @@ class AEQualityEvaluator:
         -------
         result : `QualityResult`
         """
+        self._check_fitted()
+        ccd = aeqa_io.read_image(image, hdu=hdu)
+        return self._evaluate_ccd(ccd, threshold=threshold, fpr=fpr, progress_bar=progress_bar)
+
+    def _check_fitted(self):
         if not self.is_fitted:
             msg = (
                 "the evaluator is untrained: call fit(reference_frames) first, or load a model "
-                "with AEQualityEvaluator.load(path) or AEQualityEvaluator.pretrained()"
+                "with AEQualityEvaluator.load(path)"
             )
             raise RuntimeError(msg)
-        prepared = self._prepare(image, hdu=hdu)
+
+    def _evaluate_ccd(self, ccd, *, threshold, fpr, progress_bar=False):
+        prepared = self._prepare_ccd(ccd)
         patch_scores, n_valid, residual = self._score_prepared(prepared, progress_bar=progress_bar)
         threshold, used_fpr, method = self._threshold(patch_scores, threshold=threshold, fpr=fpr)
         with np.errstate(invalid="ignore"):
@@ -701,8 +709,10 @@ class AEQualityEvaluator:
         -------
         out : `~astropy.nddata.CCDData`
         """
-        result = self.evaluate(ccd, threshold=threshold, fpr=fpr, hdu=hdu)
-        return self._masked_ccd(aeqa_io.read_image(ccd, hdu=hdu), result)
+        self._check_fitted()
+        image = aeqa_io.read_image(ccd, hdu=hdu)  # read once, for the scores and the output
+        result = self._evaluate_ccd(image, threshold=threshold, fpr=fpr)
+        return self._masked_ccd(image, result)
 
     def _masked_ccd(self, ccd, result):
         out = ccd.copy()
@@ -741,8 +751,9 @@ class AEQualityEvaluator:
         if path.exists() and not overwrite:
             msg = f"{path}: file exists; pass overwrite=True (or --overwrite) to replace it"
             raise FileExistsError(msg)
+        self._check_fitted()
         ccd = aeqa_io.read_image(image, hdu=hdu)
-        result = self.evaluate(ccd, threshold=threshold, fpr=fpr)
+        result = self._evaluate_ccd(ccd, threshold=threshold, fpr=fpr)
         out = self._masked_ccd(ccd, result)
         aeqa_io.write_aeqa_fits(
             path,
