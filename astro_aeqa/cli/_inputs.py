@@ -1,22 +1,30 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """
 Helpers shared by the ``aeqa`` subcommands that read many files: expanding
-the inputs (globs, directories, ``@list`` files), the common options, loading
-the model, running one job per file so that a bad file fails alone, and the
-``scores.ecsv`` summary.
+the inputs (globs, directories, ``@list`` files), the common options, and
+running ``score`` and ``mask`` over the files, here or on Dask, through
+`astro_aeqa.parallel` (one job per file, so that a bad file fails alone; the
+``scores.ecsv`` summary).
 """
 
 import glob
 import logging
 import sys
-import time
-import traceback
 from pathlib import Path
 
 import numpy as np
 
 from ..exceptions import InputDataError
-from ..utils import atomic_write, progress_bar
+from ..parallel import (
+    FITS_SUFFIXES,
+    SUMMARY_NAME,
+    _score_rows,
+    check_distinct_stems,
+    fits_stem,
+    load_evaluator,
+    summary_table,
+    write_summary,
+)
 
 __all__ = [
     "FITS_SUFFIXES",
@@ -24,24 +32,20 @@ __all__ = [
     "add_input_options",
     "add_model_options",
     "add_output_options",
+    "add_parallel_options",
     "check_distinct_stems",
     "expand_inputs",
     "fits_stem",
     "load_evaluator",
-    "one_line",
     "parse_hdu",
     "print_summary",
-    "run_per_file",
+    "run_files",
     "summary_table",
     "write_summary",
 ]
 
 log = logging.getLogger(__name__)
 
-#: File name endings of the FITS files found in a directory.
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz")
-#: Name of the per-file summary table written in the output directory.
-SUMMARY_NAME = "scores.ecsv"
 _GLOB_CHARS = set("*?[")
 _SUMMARY_ROWS_SHOWN = 20
 
@@ -62,16 +66,6 @@ def parse_hdu(value):
 def _is_fits_name(path):
     name = path.name.lower()
     return any(name.endswith(suffix) for suffix in FITS_SUFFIXES)
-
-
-def fits_stem(path):
-    """Return the file name of ``path`` without its FITS suffix (``a.fits.gz`` -> ``a``)."""
-    name = Path(path).name
-    lower = name.lower()
-    for suffix in sorted(FITS_SUFFIXES, key=len, reverse=True):
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 def _expand_one(spec, *, where):
@@ -163,20 +157,6 @@ def expand_inputs(specs):
     return paths
 
 
-def check_distinct_stems(paths):
-    """Raise `ValueError` if two inputs would write outputs of the same name."""
-    owners = {}
-    for path in paths:
-        stem = fits_stem(path)
-        if stem in owners:
-            msg = (
-                f"{owners[stem]} and {path} would write outputs of the same name ({stem}_aeqa.*); "
-                "process them into different --output-dir directories"
-            )
-            raise ValueError(msg)
-        owners[stem] = path
-
-
 # -- options -----------------------------------------------------------------
 
 
@@ -240,104 +220,88 @@ def add_output_options(parser):
     )
 
 
-def load_evaluator(model, *, device=None):
-    """Load the evaluator of a model file (``'default'``: the pretrained model, when shipped)."""
-    from ..evaluator import AEQualityEvaluator
-
-    if model == "default":
-        pretrained = getattr(AEQualityEvaluator, "pretrained", None)
-        if pretrained is None:
-            msg = (
-                "no pretrained model ships with this version of astro_aeqa: "
-                "train one with `aeqa train` and pass its file"
-            )
-            raise FileNotFoundError(msg)
-        return pretrained(device=device)
-    return AEQualityEvaluator.load(model, device=device)
-
-
-# -- one job per file --------------------------------------------------------
-
-
-def one_line(exc):
-    """The message of ``exc`` on one line (its type when the message is empty)."""
-    text = "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-    if not text:
-        text = type(exc).__name__
-    return text
+def add_parallel_options(parser):
+    """Add ``--n-workers`` and ``--scheduler`` (Dask)."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--n-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="score on a local Dask cluster of N single-threaded worker processes "
+        "(default: one file after another in this process)",
+    )
+    where.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="score on an existing Dask cluster, e.g. tcp://host:8786; every worker must be "
+        "able to read the model and the files",
+    )
 
 
-def run_per_file(paths, job, *, desc, enabled=True, show_traceback=False):
+# -- running -----------------------------------------------------------------
+
+
+def run_files(args, paths, *, out_dir, write_masks, plots=False):
     """
-    Call ``job(path)`` for each file; a file that raises fails alone.
-
-    ``job`` returns a dict of summary values (``score``, ``masked_fraction``,
-    ``threshold`` and, optionally, ``status``). A failure is logged on
-    stderr with the file name (and its traceback with ``show_traceback``) and
-    gives a row with status ``'failed'`` and the error text.
+    Score ``paths`` as ``aeqa score`` or ``aeqa mask``: here, or on Dask with
+    ``--n-workers`` or ``--scheduler``; write ``scores.ecsv`` and print the
+    summary.
 
     Returns
     -------
-    rows : list of dict
-        One per file: ``file``, ``score``, ``masked_fraction``,
-        ``threshold``, ``status``, ``error``, ``seconds``.
+    status : int
+        1 if any file failed, else 0.
     """
-    rows = []
-    for path in progress_bar(paths, enabled=enabled, desc=desc, unit="file"):
-        t0 = time.perf_counter()
-        row = {
-            "file": str(path),
-            "score": np.nan,
-            "masked_fraction": np.nan,
-            "threshold": np.nan,
-            "status": "ok",
-            "error": "",
-        }
-        try:
-            row.update(job(path))
-        except Exception as exc:  # one bad file must not stop the others
-            row["status"] = "failed"
-            row["error"] = one_line(exc)
-            if str(path) in row["error"]:
-                log.error("%s", row["error"])
-            else:
-                log.error("%s: %s", path, row["error"])
-            if show_traceback:
-                traceback.print_exception(exc, file=sys.stderr)
-        row["seconds"] = time.perf_counter() - t0
-        rows.append(row)
-    return rows
+    if args.n_workers is not None and args.n_workers < 1:
+        msg = f"--n-workers must be at least 1, got {args.n_workers}"
+        raise ValueError(msg)
+    on_dask = args.n_workers is not None or args.scheduler is not None
+    model = args.model if on_dask else load_evaluator(args.model, device=args.device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = {
+        "output_dir": str(out_dir.resolve()),
+        "write_masks": write_masks,
+        "plots": plots,
+        "overwrite": args.overwrite,
+        "hdu": parse_hdu(args.hdu),
+        "threshold": args.threshold,
+        "fpr": args.fpr,
+    }
+    rows, sha = _score_rows(
+        paths,
+        model,
+        options,
+        scheduler=args.scheduler if on_dask else "synchronous",
+        n_workers=args.n_workers,
+        device=args.device,
+        progress_bar=args.progress_bar,
+        show_traceback=args.traceback,
+    )
+    from .. import __version__
+
+    meta = {
+        "command": args.command,
+        "model": str(args.model),
+        "model_sha": sha,
+        "aeqa_version": __version__,
+        "hdu": args.hdu,
+    }
+    # The table summarises the outputs in the directory (skipped ones included), so a
+    # rerun of mask replaces it; score checks for it before it starts.
+    _, path = write_summary(rows, out_dir, meta=meta, overwrite=True)
+    print_summary(rows, path, quiet=args.quiet)
+    n_failed = sum(row["status"] == "failed" for row in rows)
+    if n_failed:
+        print(
+            f"aeqa {args.command}: {n_failed} of {len(rows)} files failed; see {path}",
+            file=sys.stderr,
+        )
+    return 1 if n_failed else 0
 
 
 # -- summary -----------------------------------------------------------------
-
-
-def summary_table(rows, *, meta=None):
-    """Return the rows as an `~astropy.table.Table` with the summary columns."""
-    from astropy.table import Table
-
-    names = ["file", "score", "masked_fraction", "threshold", "status", "error", "seconds"]
-    dtypes = [str, float, float, float, str, str, float]
-    table = Table(
-        [[row[name] for row in rows] for name in names] if rows else None,
-        names=names,
-        dtype=dtypes,
-    )
-    table["masked_fraction"].description = "fraction of the frame's pixels masked by AEQA"
-    table["threshold"].description = "patch-score threshold"
-    table["status"].description = "ok, skipped (output exists) or failed"
-    table["seconds"].unit = "s"
-    table.meta.update(meta or {})
-    return table
-
-
-def write_summary(rows, out_dir, *, meta=None, overwrite=True):
-    """Write ``scores.ecsv`` in ``out_dir`` atomically and return its path."""
-    table = summary_table(rows, meta=meta)
-    path = Path(out_dir) / SUMMARY_NAME
-    with atomic_write(path, overwrite=overwrite) as tmp:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
-    return path
 
 
 def _fmt(value, spec, width):

@@ -1,0 +1,684 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+Score many FITS files, in this process or on a Dask cluster.
+
+`score_files` runs one task per file, so a corrupt file fails alone and is
+reported in the summary table with its error. On Dask, a worker plugin loads
+the model once per worker. Outputs are written atomically, and a rerun skips
+the files whose ``<stem>_aeqa.fits`` already exists.
+
+Dask (``dask[distributed]``) is needed only for the cluster path; it is
+imported when a cluster is used.
+"""
+
+import hashlib
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from .utils import atomic_write
+from .utils import progress_bar as _progress_bar
+
+__all__ = ["SUMMARY_COLUMNS", "SUMMARY_NAME", "fits_stem", "process_file", "score_files"]
+
+log = logging.getLogger(__name__)
+
+#: Name of the per-file summary table written in the output directory.
+SUMMARY_NAME = "scores.ecsv"
+#: Columns of the summary table, one row per file.
+SUMMARY_COLUMNS = ("file", "score", "masked_fraction", "threshold", "status", "error", "seconds")
+_SUMMARY_DTYPES = (str, float, float, float, str, str, float)
+#: File name endings of FITS files (the longest first, for `fits_stem`).
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz")
+_PLUGIN_PREFIX = "astro_aeqa-evaluator-"
+
+
+# -- one file ------------------------------------------------------------------
+
+
+def fits_stem(path):
+    """
+    Return the file name of ``path`` without its FITS suffix.
+
+    Examples
+    --------
+    >>> from astro_aeqa.parallel import fits_stem
+    >>> fits_stem("night/frame_001.fits.gz")
+    'frame_001'
+    """
+    name = Path(path).name
+    lower = name.lower()
+    for suffix in sorted(FITS_SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def check_distinct_stems(paths):
+    """Raise `ValueError` if two inputs would write outputs of the same name."""
+    owners = {}
+    for path in paths:
+        stem = fits_stem(path)
+        if stem in owners:
+            msg = (
+                f"{owners[stem]} and {path} would write outputs of the same name ({stem}_aeqa.*); "
+                "process them into different output directories"
+            )
+            raise ValueError(msg)
+        owners[stem] = path
+
+
+def _values_from_header(path):
+    """Summary values of an existing output file, from its AEQA keywords."""
+    from astropy.io import fits
+
+    header = fits.getheader(path, 0)
+    return {
+        "score": float(header.get("AEQASCOR", np.nan)),
+        "masked_fraction": float(header.get("AEQAMFR", np.nan)),
+        "threshold": float(header.get("AEQATHR", np.nan)),
+    }
+
+
+def _save_figure(fig, path, overwrite):
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_write(path, overwrite=overwrite) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+
+
+def process_file(
+    path,
+    evaluator,
+    *,
+    output_dir=None,
+    write_masks=False,
+    plots=False,
+    overwrite=False,
+    hdu=None,
+    threshold=None,
+    fpr=None,
+):
+    """
+    Score one file, and write its outputs, as `score_files` does for each file.
+
+    Parameters
+    ----------
+    path : str or `~pathlib.Path`
+        The FITS file.
+    evaluator : `~astro_aeqa.AEQualityEvaluator`
+        A fitted evaluator.
+    output_dir : str or `~pathlib.Path`, optional
+        Where ``<stem>_aeqa.fits`` and ``<stem>_aeqa.png`` go; required with
+        ``write_masks`` or ``plots``.
+    write_masks : bool, optional
+        Write ``<stem>_aeqa.fits`` (see
+        `~astro_aeqa.AEQualityEvaluator.write_masked`). If it exists and
+        ``overwrite`` is False, the file is not scored again: its values
+        are read from the output's AEQA keywords and the status is
+        ``'skipped'``.
+    plots : bool, optional
+        Write ``<stem>_aeqa.png``: the frame with the mask outlined, the
+        score map and the score histogram.
+    overwrite : bool, optional
+        Redo files whose outputs exist.
+    hdu, threshold, fpr : optional
+        As in `~astro_aeqa.AEQualityEvaluator.evaluate`.
+
+    Returns
+    -------
+    values : dict
+        ``score``, ``masked_fraction``, ``threshold`` and ``status``
+        (``'ok'`` or ``'skipped'``).
+
+    Raises
+    ------
+    Exception
+        Whatever reading or scoring the file raises; `score_files` records
+        it as a failed row.
+    """
+    if (write_masks or plots) and output_dir is None:
+        msg = "output_dir is required to write masks or plots"
+        raise ValueError(msg)
+    stem = fits_stem(path)
+    output_dir = None if output_dir is None else Path(output_dir)
+    if write_masks:
+        target = output_dir / f"{stem}_aeqa.fits"
+        if target.exists() and not overwrite:
+            log.info("%s: %s exists; skipped (pass overwrite to redo it)", path, target)
+            try:
+                values = _values_from_header(target)
+            except (OSError, ValueError) as exc:
+                log.warning("%s: cannot read the AEQA keywords (%s)", target, exc)
+                values = {}
+            return {**values, "status": "skipped"}
+    if plots:
+        plot_path = output_dir / f"{stem}_aeqa.png"
+        if plot_path.exists() and not overwrite:
+            msg = f"{plot_path}: file exists; pass overwrite=True (or --overwrite) to replace it"
+            raise FileExistsError(msg)
+    if write_masks:
+        image = None
+        result = evaluator.write_masked(
+            path, target, threshold=threshold, fpr=fpr, hdu=hdu, overwrite=overwrite
+        )
+    else:
+        from .io import read_image
+
+        ccd = read_image(path, hdu=hdu)
+        image = ccd.data
+        result = evaluator.evaluate(ccd, threshold=threshold, fpr=fpr)
+    if plots:
+        _save_figure(result.plot(image), plot_path, overwrite)
+    log.debug("%s: score %.4g, masked %.2f%%", path, result.score, 100 * result.masked_fraction)
+    return {
+        "score": result.score,
+        "masked_fraction": result.masked_fraction,
+        "threshold": result.threshold,
+        "status": "ok",
+    }
+
+
+def _one_line(exc):
+    text = "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return text or type(exc).__name__
+
+
+def _empty_row(path):
+    nan = np.nan
+    return {"file": str(path), "score": nan, "masked_fraction": nan, "threshold": nan}
+
+
+def _failed_row(path, exc, seconds=np.nan):
+    return {
+        **_empty_row(path),
+        "status": "failed",
+        "error": _one_line(exc),
+        "seconds": seconds,
+        "_traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def _file_row(path, job):
+    """Call ``job(path)`` and return the summary row; an exception gives a failed row."""
+    t0 = time.perf_counter()
+    try:
+        values = job(path)
+    except Exception as exc:  # one bad file must not stop the others
+        return _failed_row(path, exc, time.perf_counter() - t0)
+    row = {**_empty_row(path), "status": "ok", "error": "", **values}
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def _report(row, show_traceback):
+    """Log a failed row on stderr, naming the file."""
+    if row["status"] != "failed":
+        return
+    if row["file"] in row["error"]:
+        log.error("%s", row["error"])
+    else:
+        log.error("%s: %s", row["file"], row["error"])
+    if show_traceback and row.get("_traceback"):
+        print(row["_traceback"], file=sys.stderr, end="")
+
+
+def _job(evaluator, options):
+    def job(path):
+        return process_file(path, evaluator, **options)
+
+    return job
+
+
+# -- the model -----------------------------------------------------------------
+
+
+def load_evaluator(model, *, device=None):
+    """Load the evaluator of a model file (``'default'``: the pretrained model, when shipped)."""
+    from .evaluator import AEQualityEvaluator
+
+    if model == "default":
+        pretrained = getattr(AEQualityEvaluator, "pretrained", None)
+        if pretrained is None:
+            msg = (
+                "no pretrained model ships with this version of astro_aeqa: "
+                "train one with `aeqa train` and pass its file"
+            )
+            raise FileNotFoundError(msg)
+        return pretrained(device=device)
+    return AEQualityEvaluator.load(model, device=device)
+
+
+def _model_source(model):
+    """The model as workers will load it: an absolute path, or ``'default'``."""
+    if model == "default":
+        return model
+    path = Path(model).expanduser()
+    if not path.is_file():
+        msg = f"{model}: model file not found; pass a file written by AEQualityEvaluator.save"
+        raise FileNotFoundError(msg)
+    return str(path.resolve())
+
+
+def _file_sha(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+# -- Dask ----------------------------------------------------------------------
+
+
+def _cpu_count():
+    try:
+        from dask.system import CPU_COUNT  # honours cgroup and affinity limits
+
+        return int(CPU_COUNT)
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+_PLUGIN_CLASS = None
+
+
+def _plugin_class():
+    """The worker plugin class (built on first use so that distributed is optional)."""
+    global _PLUGIN_CLASS
+    if _PLUGIN_CLASS is None:
+        from distributed import WorkerPlugin
+
+        class EvaluatorPlugin(WorkerPlugin):
+            """Loads the evaluator once per worker and caps the torch threads."""
+
+            def __init__(self, model, device, torch_threads):
+                self.model = model
+                self.device = device
+                self.torch_threads = int(torch_threads)
+                self.evaluator = None
+
+            def setup(self, worker):
+                import torch
+
+                self._old_threads = torch.get_num_threads()
+                torch.set_num_threads(self.torch_threads)
+                self.evaluator = load_evaluator(self.model, device=self.device)
+
+            def teardown(self, worker):
+                import torch
+
+                self.evaluator = None
+                if getattr(self, "_old_threads", None):
+                    torch.set_num_threads(self._old_threads)
+
+        _PLUGIN_CLASS = EvaluatorPlugin
+    return _PLUGIN_CLASS
+
+
+def _row_on_worker(path, plugin_name, options):
+    """The Dask task: one file, with the evaluator the worker plugin loaded."""
+    from distributed import get_worker
+
+    evaluator = get_worker().plugins[plugin_name].evaluator
+    return _file_row(path, _job(evaluator, options))
+
+
+def _new_local_cluster(n_workers, threads_per_worker, processes):
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        processes=processes,
+        dashboard_address=":0",  # a free port: several clusters may share the machine
+    )
+
+
+def _connect(scheduler, n_workers, threads_per_worker, processes, torch_threads):
+    """Return ``(client, to_close, torch_threads)`` for the scheduler argument."""
+    from distributed import Client
+
+    if scheduler is not None:
+        if n_workers is not None:
+            msg = "give n_workers (a local cluster) or scheduler (an existing one), not both"
+            raise ValueError(msg)
+        if isinstance(scheduler, Client):
+            return scheduler, [], torch_threads or 1
+        client = Client(scheduler)
+        # each worker thread runs one file: one torch thread each keeps threads <= cores
+        return client, [client], torch_threads or 1
+    cores = _cpu_count()
+    if n_workers is None:
+        n_workers = max(1, cores // threads_per_worker)
+    if int(n_workers) < 1:
+        msg = f"n_workers must be at least 1, got {n_workers}"
+        raise ValueError(msg)
+    n_workers = int(n_workers)
+    if torch_threads is None:
+        torch_threads = max(1, cores // (n_workers * threads_per_worker))
+    cluster = _new_local_cluster(n_workers, threads_per_worker, processes)
+    client = Client(cluster)
+    return client, [client, cluster], torch_threads
+
+
+def _register_plugin(client, model, device, torch_threads):
+    name = _PLUGIN_PREFIX + hashlib.sha1(f"{model}|{device}".encode()).hexdigest()[:12]
+    plugin = _plugin_class()(model, device, torch_threads)
+    responses = client.register_plugin(plugin, name=name)
+    for worker, response in (responses or {}).items():
+        if isinstance(response, dict) and response.get("status") == "error":
+            exc = response.get("exception")
+            msg = f"worker {worker} could not load the model {model}: {exc}"
+            raise RuntimeError(msg)
+    return name
+
+
+def _rows_on_dask(
+    paths,
+    model,
+    options,
+    *,
+    scheduler,
+    n_workers,
+    threads_per_worker,
+    processes,
+    torch_threads,
+    device,
+    progress_bar,
+    show_traceback,
+):
+    client, to_close, torch_threads = _connect(
+        scheduler, n_workers, threads_per_worker, processes, torch_threads
+    )
+    from distributed import as_completed
+
+    name = None
+    try:
+        name = _register_plugin(client, model, device, torch_threads)
+        futures = client.map(
+            _row_on_worker,
+            [str(p) for p in paths],
+            plugin_name=name,
+            options=options,
+            pure=False,
+            key=[f"aeqa-{fits_stem(p)}-{i}" for i, p in enumerate(paths)],
+        )
+        index = {future.key: i for i, future in enumerate(futures)}
+        rows = [None] * len(paths)
+        bar = _progress_bar(enabled=progress_bar, total=len(paths), desc="score", unit="file")
+        try:
+            for future in as_completed(futures):
+                i = index[future.key]
+                if future.status == "finished":
+                    row = future.result()
+                else:  # the worker died or the task was lost: only this file fails
+                    row = _failed_row(paths[i], future.exception())
+                rows[i] = row
+                _report(row, show_traceback)
+                future.release()
+                bar.update()
+        finally:
+            bar.close()
+            client.cancel([f for f in futures if not f.done()])
+        return rows
+    finally:
+        if name is not None and not to_close:
+            # a cluster we do not own: free the workers' copies of the model
+            client.unregister_worker_plugin(name)
+        for thing in to_close:
+            thing.close()
+
+
+def _rows_here(paths, model, options, *, device, progress_bar, show_traceback):
+    evaluator = model if hasattr(model, "evaluate") else load_evaluator(model, device=device)
+    job = _job(evaluator, options)
+    rows = []
+    for path in _progress_bar(paths, enabled=progress_bar, desc="score", unit="file"):
+        row = _file_row(path, job)
+        _report(row, show_traceback)
+        rows.append(row)
+    return rows
+
+
+def _score_rows(
+    paths,
+    model,
+    options,
+    *,
+    scheduler=None,
+    n_workers=None,
+    threads_per_worker=1,
+    processes=True,
+    torch_threads=None,
+    device="cpu",
+    progress_bar=True,
+    show_traceback=False,
+):
+    """The summary rows of ``paths`` (in their order), and the model's sha."""
+    if scheduler == "synchronous":
+        if n_workers is not None:
+            msg = "n_workers has no meaning with scheduler='synchronous'"
+            raise ValueError(msg)
+        rows = _rows_here(
+            paths,
+            model,
+            options,
+            device=device,
+            progress_bar=progress_bar,
+            show_traceback=show_traceback,
+        )
+        sha = model.model_sha if hasattr(model, "model_sha") else _sha_of(model)
+        return rows, sha
+    if hasattr(model, "evaluate"):
+        msg = (
+            "on Dask, pass the model as a file path that the workers can read "
+            "(save the evaluator with AEQualityEvaluator.save first)"
+        )
+        raise TypeError(msg)
+    source = _model_source(model)
+    if threads_per_worker < 1:
+        msg = f"threads_per_worker must be at least 1, got {threads_per_worker}"
+        raise ValueError(msg)
+    rows = _rows_on_dask(
+        paths,
+        source,
+        options,
+        scheduler=scheduler,
+        n_workers=n_workers,
+        threads_per_worker=int(threads_per_worker),
+        processes=processes,
+        torch_threads=torch_threads,
+        device=device,
+        progress_bar=progress_bar,
+        show_traceback=show_traceback,
+    )
+    return rows, _sha_of(source)
+
+
+def _sha_of(model):
+    return "" if model == "default" else _file_sha(model)
+
+
+# -- the summary ---------------------------------------------------------------
+
+
+def summary_table(rows, *, meta=None):
+    """Return the rows as an `~astropy.table.QTable` with the summary columns."""
+    from astropy import units as u
+    from astropy.table import QTable
+
+    table = QTable(
+        [[row[name] for row in rows] for name in SUMMARY_COLUMNS] if rows else None,
+        names=SUMMARY_COLUMNS,
+        dtype=_SUMMARY_DTYPES,
+    )
+    table["masked_fraction"].description = "fraction of the frame's pixels masked by AEQA"
+    table["threshold"].description = "patch-score threshold"
+    table["status"].description = "ok, skipped (output exists) or failed"
+    table["seconds"] = table["seconds"] * u.s
+    table["seconds"].description = "time spent on the file"
+    table.meta.update(meta or {})
+    return table
+
+
+def write_summary(rows, out_dir, *, meta=None, overwrite=True):
+    """Write ``scores.ecsv`` in ``out_dir`` atomically; return the table and its path."""
+    table = summary_table(rows, meta=meta)
+    path = Path(out_dir) / SUMMARY_NAME
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
+    return table, path
+
+
+def score_files(
+    files,
+    model,
+    *,
+    output_dir,
+    write_masks=False,
+    plots=False,
+    n_workers=None,
+    scheduler=None,
+    threads_per_worker=1,
+    processes=True,
+    torch_threads=None,
+    overwrite=False,
+    progress_bar=True,
+    hdu=None,
+    threshold=None,
+    fpr=None,
+    device="cpu",
+):
+    """
+    Score many FITS files, one task per file, and write the summary table.
+
+    Each file is its own task: a file that cannot be read or scored fails
+    alone and gets a row with status ``'failed'`` and the error message.
+    On Dask, a worker plugin loads the model once per worker.
+
+    Parameters
+    ----------
+    files : list of str or `~pathlib.Path`
+        The FITS files.
+    model : str, `~pathlib.Path` or `~astro_aeqa.AEQualityEvaluator`
+        A model file written by `~astro_aeqa.AEQualityEvaluator.save`; on a
+        cluster every worker must be able to read it. A fitted evaluator
+        is accepted with ``scheduler='synchronous'`` only.
+    output_dir : str or `~pathlib.Path`
+        Where ``scores.ecsv`` (and the per-file outputs) are written;
+        created if needed.
+    write_masks : bool, optional
+        Write ``<stem>_aeqa.fits`` per file (data, ``MASK``, ``AEQA_SCORE``,
+        ``AEQA_FLAGS``; see `~astro_aeqa.io.write_aeqa_fits`). A file whose
+        output exists is skipped (status ``'skipped'``, values from the
+        output's header) unless ``overwrite``, so a stopped run can be
+        started again.
+    plots : bool, optional
+        Write ``<stem>_aeqa.png`` per file.
+    n_workers : int, optional
+        Workers of the `~distributed.LocalCluster` started for this call
+        (default: one per core). Not with ``scheduler``.
+    scheduler : str or `~distributed.Client`, optional
+        An existing cluster: a scheduler address (``'tcp://host:8786'``) or
+        a client. ``'synchronous'`` scores the files one by one in this
+        process, without Dask. Default: a new `~distributed.LocalCluster`,
+        closed at the end.
+    threads_per_worker : int, optional
+        Threads of each local worker (default 1: one file at a time).
+    processes : bool, optional
+        Local workers are processes (default) or threads of this process.
+    torch_threads : int, optional
+        Torch threads per worker. Default: the cores divided by the local
+        worker threads, so that torch threads times Dask threads do not
+        exceed the cores; 1 on an existing cluster.
+    overwrite : bool, optional
+        Redo files whose outputs exist, and replace ``scores.ecsv``.
+        Without it, scoring only (``write_masks=False``) refuses to replace
+        an existing ``scores.ecsv``.
+    progress_bar : bool, optional
+        Show a progress bar over the finished files.
+    hdu, threshold, fpr : optional
+        As in `~astro_aeqa.AEQualityEvaluator.evaluate`.
+    device : str, optional
+        Where the workers run the network (default ``'cpu'``).
+
+    Returns
+    -------
+    summary : `~astropy.table.QTable`
+        One row per file, in the order given: ``file``, ``score``,
+        ``masked_fraction``, ``threshold``, ``status`` (``'ok'``,
+        ``'skipped'`` or ``'failed'``), ``error`` and ``seconds``. It is
+        also written to ``output_dir/scores.ecsv``.
+
+    Raises
+    ------
+    FileExistsError
+        If ``scores.ecsv`` exists, ``write_masks`` is False and
+        ``overwrite`` is False.
+    FileNotFoundError
+        If the model file does not exist.
+    ValueError
+        If two files would write outputs of the same name.
+
+    Examples
+    --------
+    Score a night on two local worker processes, writing masked files::
+
+        from astro_aeqa.parallel import score_files
+        summary = score_files(sorted(Path("night").glob("*.fits")), "survey.aeqa.safetensors",
+                              output_dir="night_aeqa", write_masks=True, n_workers=2)
+        summary[summary["status"] == "failed"]
+    """
+    paths = [Path(f) for f in files]
+    if not paths:
+        msg = "files is empty: give at least one FITS file"
+        raise ValueError(msg)
+    out_dir = Path(output_dir)
+    summary = out_dir / SUMMARY_NAME
+    if not write_masks and summary.exists() and not overwrite:
+        msg = f"{summary}: file exists; pass overwrite=True to replace it or choose another output_dir"
+        raise FileExistsError(msg)
+    if write_masks or plots:
+        check_distinct_stems(paths)
+    options = {
+        "output_dir": str(out_dir.resolve()),
+        "write_masks": write_masks,
+        "plots": plots,
+        "overwrite": overwrite,
+        "hdu": hdu,
+        "threshold": threshold,
+        "fpr": fpr,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, sha = _score_rows(
+        paths,
+        model,
+        options,
+        scheduler=scheduler,
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        processes=processes,
+        torch_threads=torch_threads,
+        device=device,
+        progress_bar=progress_bar,
+    )
+    from . import __version__
+
+    meta = {
+        "command": "mask" if write_masks else "score",
+        "model": str(model) if not hasattr(model, "evaluate") else model.model_name,
+        "model_sha": sha,
+        "aeqa_version": __version__,
+        "hdu": hdu,
+    }
+    table, _ = write_summary(rows, out_dir, meta=meta, overwrite=True)
+    return table
