@@ -22,7 +22,13 @@ from .catalogs import (
 from .measure import measure_frame, patch_scores_at
 from .photometry import aperture_photometry_table, detect_stars
 from .proxy import background_rms_score_map, score_map_from_array
-from .studies import error_vs_score, light_curve_study, mask_ratio_study, masked_vs_unmasked
+from .studies import (
+    error_vs_score,
+    light_curve_study,
+    mask_ratio_study,
+    masked_vs_unmasked,
+    monotonic_rise,
+)
 
 __all__ = [
     "detect_stars",
@@ -41,6 +47,7 @@ __all__ = [
     "background_rms_score_map",
     "score_map_from_array",
     "error_vs_score",
+    "monotonic_rise",
     "masked_vs_unmasked",
     "mask_ratio_study",
     "light_curve_study",
