@@ -25,6 +25,7 @@ from astro_aeqa.validation import (
     mask_ratio_study,
     masked_vs_unmasked,
     measure_frame,
+    monotonic_rise,
     patch_scores_at,
     propagate_epoch,
     query_gaia,
@@ -427,6 +428,94 @@ def test_light_curve_improvement_on_fixed_stars():
     t, _ = light_curve_study(tables)
     assert t.meta["n_stars_masked"] > 0
     assert t.meta["mean_improvement"] > 0.3  # clouds dim by 0.6 mag where masked
+
+
+def test_monotonic_rise_passes_noisy_flat_then_rising_curves():
+    # contamination only adds error: flat at the noise floor, then rising
+    truth = np.array([0.01, 0.01, 0.01, 0.01, 0.012, 0.02, 0.05, 0.15])
+    errors = np.full(truth.size, 0.002)
+    rng = np.random.default_rng(1)
+    results = [monotonic_rise(truth + rng.normal(0, errors), errors) for _ in range(400)]
+    # the test of a fall is conservative: a true non-decreasing curve fails it less than alpha
+    assert np.mean([not r["never_falls"] for r in results]) <= 0.05
+    assert all(r["rises"] for r in results)
+    r = results[0]
+    assert r["dof"] == 8 and len(r["isotonic"]) == 8
+    assert np.all(np.diff(r["isotonic"]) >= -1e-12)
+
+
+def test_monotonic_rise_fails_on_a_fall_or_no_rise():
+    errors = np.full(6, 0.002)
+    dip = monotonic_rise([0.01, 0.02, 0.03, 0.015, 0.04, 0.1], errors)  # a 7-sigma fall
+    assert not dip["never_falls"] and not dip["monotonic"] and dip["rises"]
+    flat = monotonic_rise([0.010, 0.011, 0.009, 0.010, 0.011, 0.010], errors)
+    assert flat["never_falls"] and not flat["rises"] and not flat["monotonic"]
+    falling = monotonic_rise([0.1, 0.08, 0.05, 0.03, 0.02, 0.01], errors)
+    assert not falling["never_falls"] and not falling["rises"]
+    assert falling["spearman_rho"] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="errors finite and > 0"):
+        monotonic_rise([0.01, 0.02], [0.001, 0.0])
+    with pytest.raises(ValueError, match="length >= 2"):
+        monotonic_rise([0.01, 0.02, 0.03], [0.001, 0.001])
+
+
+def test_error_vs_score_monotonic_verdict_can_fail(sequence):
+    t, _ = error_vs_score(sequence, n_bins=4, snr_of="point")
+    test = t.meta["monotonic_test"]
+    assert t.meta["monotonic"] is test["monotonic"]
+    assert np.all(t["median_abs_error_err"].value > 0) and np.all(t["mean_abs_error_err"].value > 0)
+    assert t.meta["monotonic"]  # the cloud is where the score is high
+    assert np.all(t["median_abs_error_over_sigma"] > 0)
+    # the same stars with the score turned upside down: the error falls with the score
+    flipped = []
+    for tab in sequence:
+        tab = tab.copy()
+        tab["score"] = 1.0 - tab["score"]
+        flipped.append(tab)
+    t, _ = error_vs_score(flipped, n_bins=4, snr_of="point")
+    assert not t.meta["monotonic"] and not t.meta["monotonic_test"]["never_falls"]
+
+
+def _lc_tables(n_frames=10, n_stars=4):
+    """Fixed stars with S/N 50, dimmed by 1 mag (S/N 10) and masked in the odd frames."""
+    rng = np.random.default_rng(0)
+    tables = []
+    for i in range(n_frames):
+        cloudy = bool(i % 2)
+        mag_cat = np.linspace(12.0, 13.0, n_stars)
+        tables.append(
+            QTable(
+                {
+                    "source_id": np.arange(n_stars),
+                    "mag_cat": mag_cat * u.mag,
+                    "mag_cal": (mag_cat + (1.0 if cloudy else 0.0) + rng.normal(0, 0.01, n_stars))
+                    * u.mag,
+                    "error": np.full(n_stars, 1.0 if cloudy else 0.01) * u.mag,
+                    "mag_inst_err": np.full(n_stars, 0.1 if cloudy else 0.02) * u.mag,
+                    "snr": np.full(n_stars, 10.0 if cloudy else 50.0),
+                    "score": np.full(n_stars, 1.0 if cloudy else 0.1),
+                    "masked": np.full(n_stars, cloudy),
+                    "saturated": np.zeros(n_stars, bool),
+                }
+            )
+        )
+    return tables
+
+
+def test_star_snr_cut_keeps_the_points_clouds_dim():
+    tables = _lc_tables()
+    star, _ = light_curve_study(tables, snr_min=20, min_frames=5)
+    assert star.meta["n_stars_masked"] == 4
+    assert star.meta["mean_improvement"] == pytest.approx(1.0, abs=0.05)
+    # a cut per point drops every dimmed point, and with them the improvement
+    point, _ = light_curve_study(tables, snr_min=20, min_frames=5, snr_of="point")
+    assert point.meta["n_stars_masked"] == 0
+    m_star, _ = masked_vs_unmasked(tables, snr_min=20)
+    assert m_star.meta["ratio"] == pytest.approx(100.0)
+    m_point, _ = masked_vs_unmasked(tables, snr_min=20, snr_of="point")
+    assert np.isnan(m_point.meta["median_abs_error_masked"])
+    with pytest.raises(ValueError, match="snr_of must be"):
+        error_vs_score(tables, snr_of="frame")
 
 
 # --- command line --------------------------------------------------------------------------------
