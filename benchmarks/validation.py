@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from astropy import units as u
 
+from astro_aeqa.exceptions import CatalogError
 from astro_aeqa.validation import (
     background_rms_score_map,
     error_vs_score,
@@ -169,29 +170,31 @@ def cloudy_sequence(
         cloud_speed=(0.0, 12.0),
         n_stars=n_stars,
     )
-    tables = []
+    tables, retry = [], []
     for i, sim in enumerate(frames):
         ccd, smap = _with_mask(sim, mask_source, patch_size=patch_size, threshold=threshold)
         stars_cat = sim.catalog[sim.catalog["type"] == "star"]
         if "source_id" not in stars_cat.colnames:
             stars_cat = stars_cat.copy()
             stars_cat["source_id"] = np.arange(len(stars_cat))
+        kw = {
+            "score_map": smap,
+            "positions": "catalog",
+            "fwhm": ccd.meta["FWHMPIX"],
+            "min_matches": 5,
+            "name": f"frame{i:03d}",
+        }
         try:
-            t = measure_frame(
-                ccd,
-                stars_cat,
-                score_map=smap,
-                positions="catalog",
-                fwhm=ccd.meta["FWHMPIX"],
-                min_matches=5,
-                name=f"frame{i:03d}",
-            )
-        except Exception as exc:  # a fully clouded frame has no clean zero-point star
-            print(
-                f"  frame {i}: skipped ({exc.__class__.__name__}: {str(exc)[:80]})", file=sys.stderr
-            )
-            continue
-        tables.append(t)
+            tables.append((i, measure_frame(ccd, stars_cat, **kw)))
+        except CatalogError:  # its clear part holds too few stars for a zero point
+            retry.append((i, ccd, stars_cat, kw))
+    # One field, one photometric night: a mostly masked frame takes the median zero
+    # point of the frames that could be calibrated, as relative photometry of a
+    # sequence does. Skipping it would drop the thickest clouds from every study.
+    zp_seq = float(np.median([t.meta["zero_point"] for _, t in tables]))
+    for i, ccd, stars_cat, kw in retry:
+        tables.append((i, measure_frame(ccd, stars_cat, zero_point=zp_seq, **kw)))
+    tables = [t for _, t in sorted(tables, key=lambda it: it[0])]
     curves = {
         f"snr{snr:g}": error_vs_score(tables, n_bins=8, snr_min=snr)[0]
         for snr in (snr_min_curve, snr_min)
@@ -207,6 +210,7 @@ def cloudy_sequence(
     out = {
         "n_frames": len(frames),
         "n_frames_measured": len(tables),
+        "n_frames_sequence_zero_point": len(retry),
         "n_star_points": int(sum(len(t) for t in tables)),
         "median_abs_error_masked": mvu.meta["median_abs_error_masked"],
         "median_abs_error_unmasked": mvu.meta["median_abs_error_unmasked"],

@@ -325,6 +325,21 @@ def test_measure_frame_masked_stars_are_worse(cloudy):
     assert np.all(stars["score"][stars["masked"] & (stars["x"] < 50)] > 0.3)
 
 
+def test_measure_frame_fixed_zero_point_for_a_masked_frame(field):
+    ccd, cat, _ = field
+    masked = ccd.copy()
+    masked.mask = np.ones(ccd.shape, bool)  # nothing left to fit a zero point on
+    with pytest.raises(CatalogError, match="pass zero_point="):
+        measure_frame(masked, cat, fwhm=3.0, positions="catalog")
+    fitted = measure_frame(ccd, cat, fwhm=3.0, positions="catalog")
+    fixed = measure_frame(
+        masked, cat, fwhm=3.0, positions="catalog", zero_point=fitted.meta["zero_point"]
+    )
+    assert fixed.meta["zp_fixed"] and not fitted.meta["zp_fixed"]
+    assert fixed["masked"].all() and not fixed["zp_star"].any()
+    np.testing.assert_allclose(fixed["mag_cal"].value, fitted["mag_cal"].value)
+
+
 def test_patch_scores_at_needs_patch_size():
     from astropy.nddata import NDData
 

@@ -9,7 +9,7 @@ from astropy.table import QTable
 
 from ..exceptions import CatalogError, InputDataError
 from ._utils import as_ccd, celestial_wcs, frame_epoch, pixel_scale
-from .calibration import crossmatch, fit_zero_point
+from .calibration import ZeroPointFit, crossmatch, fit_zero_point
 from .catalogs import load_catalog, propagate_epoch
 from .photometry import _fwhm_pixels, aperture_photometry_table, detect_stars
 
@@ -83,6 +83,7 @@ def measure_frame(
     max_scatter=0.3,
     fit_slope=False,
     epoch="auto",
+    zero_point=None,
     name="image",
 ):
     """
@@ -129,6 +130,11 @@ def measure_frame(
         Largest zero-point scatter (mag) accepted.
     epoch : "auto", `~astropy.time.Time`, str, float or None, optional
         Propagate catalogue proper motions to this epoch ("auto": DATE-OBS).
+    zero_point : float, `~astro_aeqa.validation.ZeroPointFit` or None, optional
+        Use this calibration instead of fitting one (``min_matches`` and
+        ``max_scatter`` are then not checked). For a frame of a sequence
+        whose clear part holds too few stars, for example the median zero
+        point of the sequence's clear frames of one photometric night.
     name : str, optional
         Name used in error messages and in ``meta['frame']``.
 
@@ -251,35 +257,44 @@ def measure_frame(
         & ~out["edge"]
         & (np.nan_to_num(np.asarray(out["snr"], float)) >= snr_min)
     )
-    n_usable = int(usable.sum())
-    if n_usable < min_matches:
-        msg = (
-            f"only {n_usable} unmasked catalogue stars with S/N >= {snr_min:g} matched {name} within "
-            f"{match_radius.to(u.arcsec):.2f} ({len(out)} matches in all; need min_matches="
-            f"{min_matches}); check the WCS, the catalogue magnitude range and the FWHM, or "
-            "increase match_radius / lower snr_min"
-        )
-        raise CatalogError(msg)
     if color_term and color is None:
         msg = "color_term=True needs a 'bp_rp' column (or phot_bp_mean_mag and phot_rp_mean_mag) in the catalogue"
         raise CatalogError(msg)
-    fit = fit_zero_point(
-        out["mag_inst"][usable],
-        out["mag_cat"][usable],
-        color=color[usable] if color_term else None,
-        slope=fit_slope,
-    )
-    if not fit.scatter <= max_scatter:
-        msg = (
-            f"zero-point scatter {fit.scatter:.3f} mag on {name} is above max_scatter="
-            f"{max_scatter} mag: the matches are probably wrong (bad WCS or another field) or the "
-            "catalogue band does not fit; check the WCS, or raise max_scatter"
+    if zero_point is not None:
+        fit = (
+            zero_point
+            if isinstance(zero_point, ZeroPointFit)
+            else ZeroPointFit(zero_point=float(zero_point), used=np.zeros(int(usable.sum()), bool))
         )
-        raise CatalogError(msg)
+    else:
+        n_usable = int(usable.sum())
+        if n_usable < min_matches:
+            msg = (
+                f"only {n_usable} unmasked catalogue stars with S/N >= {snr_min:g} matched {name} within "
+                f"{match_radius.to(u.arcsec):.2f} ({len(out)} matches in all; need min_matches="
+                f"{min_matches}); check the WCS, the catalogue magnitude range and the FWHM, or "
+                "increase match_radius / lower snr_min (or, for a frame of a sequence that is "
+                "mostly masked, pass zero_point= from its clear frames)"
+            )
+            raise CatalogError(msg)
+        fit = fit_zero_point(
+            out["mag_inst"][usable],
+            out["mag_cat"][usable],
+            color=color[usable] if color_term else None,
+            slope=fit_slope,
+        )
+        if not fit.scatter <= max_scatter:
+            msg = (
+                f"zero-point scatter {fit.scatter:.3f} mag on {name} is above max_scatter="
+                f"{max_scatter} mag: the matches are probably wrong (bad WCS or another field) or the "
+                "catalogue band does not fit; check the WCS, or raise max_scatter"
+            )
+            raise CatalogError(msg)
     out["mag_cal"] = fit.apply(out["mag_inst"], color if color_term else None) * u.mag
     out["error"] = out["mag_cal"] - out["mag_cat"]
     zp_star = np.zeros(len(out), bool)
-    zp_star[np.flatnonzero(usable)[fit.used]] = True
+    if fit.used.size == usable.sum():
+        zp_star[np.flatnonzero(usable)[fit.used]] = True
     out["zp_star"] = zp_star
     mask = ccd.mask
     out.meta.update(
@@ -291,6 +306,7 @@ def measure_frame(
             "slope": fit.slope,
             "n_matches": len(out),
             "n_zp": fit.n_used,
+            "zp_fixed": zero_point is not None,
             "mask_ratio": float(np.mean(mask)) if mask is not None else 0.0,
             "frame_score": float(np.nanmean(np.asarray(score_map.data, float)))
             if score_map is not None
