@@ -2,31 +2,35 @@
 """
 Make the four figures of docs/validation.rst (paper Figs. 7, 9, 10, 11) on simulated data.
 
-Masks and scores come from the simulator's truth (mask = truth > 0.1, score =
-per-patch mean of the truth map) until the evaluator exists; pass
-``--mask-source proxy`` for the truth-free background-RMS score instead.
-Run from the repository root: ``python docs/_scripts/make_validation_figures.py``.
+The sequence is the one of ``benchmarks/validation.py`` (`sequence_tables`) on
+smaller frames. Masks and scores come from ``--mask-source``: ``evaluator``
+(with ``--model``), ``truth`` (mask = truth > 0.1, score = per-patch mean of
+the truth map) or ``proxy`` (the truth-free background-RMS score). Run from
+the repository root, for example::
+
+    python docs/_scripts/make_validation_figures.py --mask-source evaluator \\
+        --model benchmarks/results/benchmark_model.safetensors --overwrite
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-from astropy import units as u
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from validation import mask_source_proxy, mask_source_truth  # noqa: E402  (benchmarks/validation.py)
+from validation import (  # noqa: E402  (benchmarks/validation.py)
+    mask_source_evaluator,
+    mask_source_proxy,
+    mask_source_truth,
+    sequence_tables,
+)
 
-from astro_aeqa.exceptions import CatalogError  # noqa: E402
-from astro_aeqa.simulation import PAPER_2P5M, simulate_sequence  # noqa: E402
-from astro_aeqa.validation import (
+from astro_aeqa.utils import atomic_write  # noqa: E402
+from astro_aeqa.validation import (  # noqa: E402
     error_vs_score,
     light_curve_study,
-    mask_ratio_study,  # noqa: E402
+    mask_ratio_study,
     masked_vs_unmasked,
-    measure_frame,
 )
 
 
@@ -34,60 +38,47 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-frames", type=int, default=50)
     parser.add_argument("--size", type=int, default=384)
-    parser.add_argument("--mask-source", choices=["truth", "proxy"], default="truth")
+    parser.add_argument("--mask-source", choices=["evaluator", "truth", "proxy"], default="truth")
+    parser.add_argument("--model", default=None, help="model file (with --mask-source evaluator)")
+    parser.add_argument("--snr-min", type=float, default=20.0)
+    parser.add_argument("--snr-min-curve", type=float, default=100.0)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "figures"))
+    parser.add_argument("--overwrite", action="store_true", help="replace existing figures")
     args = parser.parse_args(argv)
-    source = mask_source_truth if args.mask_source == "truth" else mask_source_proxy
-    threshold = 0.1 if args.mask_source == "truth" else 1.3
-    n = args.n_frames
-    frames = simulate_sequence(
-        n,
+    if args.mask_source == "evaluator":
+        if not args.model:
+            parser.error("--mask-source evaluator needs --model MODEL.safetensors")
+        from astro_aeqa import AEQualityEvaluator
+
+        source = mask_source_evaluator(AEQualityEvaluator.load(args.model, device="cpu"))
+    else:
+        source = mask_source_truth if args.mask_source == "truth" else mask_source_proxy
+    tables, n_retry = sequence_tables(
+        args.n_frames,
         shape=(args.size, args.size),
-        instrument=PAPER_2P5M,
-        fwhm=0.7 * u.arcsec,
         seed=11,
-        level=0.8 * np.sin(np.pi * np.arange(n) / (n - 1)) ** 2,
-        cloud_threshold=0.4,
+        mask_source=source,
+        threshold=0.1 if args.mask_source == "truth" else 1.3,
+        n_stars=int(600 * (args.size / 512) ** 2),
         cloud_speed=(0.0, 10.0),
-        n_stars=250,
     )
-    tables = []
-    for i, sim in enumerate(frames):
-        mask, smap = source(sim, patch_size=64, threshold=threshold)
-        ccd = sim.ccd.copy()
-        ccd.mask = mask
-        cat = sim.catalog[sim.catalog["type"] == "star"]
-        cat["source_id"] = np.arange(len(cat))
-        try:
-            tables.append(
-                measure_frame(
-                    ccd,
-                    cat,
-                    score_map=smap,
-                    positions="catalog",
-                    fwhm=ccd.meta["FWHMPIX"],
-                    min_matches=5,
-                    name=f"frame {i}",
-                )
-            )
-        except CatalogError as exc:
-            print(f"frame {i} skipped: {exc}", file=sys.stderr)
+    print(f"{len(tables)} frames, {n_retry} with the sequence zero point")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     for stem, func, kw in (
-        ("error_vs_score", error_vs_score, {"snr_min": 20}),
-        ("masked_vs_unmasked", masked_vs_unmasked, {"snr_min": 20}),
-        ("mask_ratio", mask_ratio_study, {"snr_min": 20}),
-        ("light_curves", light_curve_study, {"snr_min": 20, "min_frames": 10}),
+        ("error_vs_score", error_vs_score, {"snr_min": args.snr_min_curve}),
+        ("masked_vs_unmasked", masked_vs_unmasked, {"snr_min": args.snr_min}),
+        ("mask_ratio", mask_ratio_study, {"snr_min": args.snr_min}),
+        ("light_curves", light_curve_study, {"snr_min": args.snr_min, "min_frames": 10}),
     ):
         table, fig = func(tables, **kw)
         path = out / f"validation_{stem}.png"
-        fig.savefig(path, dpi=80)
+        with atomic_write(path, overwrite=args.overwrite) as tmp:
+            fig.savefig(tmp, format="png", dpi=80)
         print(path, path.stat().st_size, "bytes")
         print(table if len(table) < 20 else table[:5])
-        for key in ("ratio", "mean_improvement", "rms_reduction"):
+        for key in ("ratio", "mean_improvement", "rms_reduction", "monotonic"):
             if key in table.meta:
-                print(f"  {key} = {table.meta[key]:.3f}")
+                print(f"  {key} = {table.meta[key]}")
     return 0
 
 
