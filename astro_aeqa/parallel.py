@@ -288,17 +288,39 @@ def _cpu_count():
         return os.cpu_count() or 1
 
 
+# Workers that are threads of one process share torch's thread setting: it is set
+# by the first plugin and given back by the last.
+_TORCH_THREADS = {"users": 0, "original": None}
+
+
+def _claim_torch_threads(n_threads):
+    import torch
+
+    if _TORCH_THREADS["users"] == 0:
+        _TORCH_THREADS["original"] = torch.get_num_threads()
+    _TORCH_THREADS["users"] += 1
+    torch.set_num_threads(int(n_threads))
+
+
+def _release_torch_threads():
+    import torch
+
+    _TORCH_THREADS["users"] = max(0, _TORCH_THREADS["users"] - 1)
+    if _TORCH_THREADS["users"] == 0 and _TORCH_THREADS["original"]:
+        torch.set_num_threads(_TORCH_THREADS["original"])
+
+
 _PLUGIN_CLASS = None
 
 
 def _plugin_class():
-    """The worker plugin class (built on first use so that distributed is optional)."""
+    """The worker plugin class (built on first use so that distributed stays optional)."""
     global _PLUGIN_CLASS
     if _PLUGIN_CLASS is None:
         from distributed import WorkerPlugin
 
         class EvaluatorPlugin(WorkerPlugin):
-            """Loads the evaluator once per worker and caps the torch threads."""
+            """Loads the evaluator once per worker and caps its torch threads."""
 
             def __init__(self, model, device, torch_threads):
                 self.model = model
@@ -307,18 +329,16 @@ def _plugin_class():
                 self.evaluator = None
 
             def setup(self, worker):
-                import torch
-
-                self._old_threads = torch.get_num_threads()
-                torch.set_num_threads(self.torch_threads)
-                self.evaluator = load_evaluator(self.model, device=self.device)
+                _claim_torch_threads(self.torch_threads)
+                try:
+                    self.evaluator = load_evaluator(self.model, device=self.device)
+                except Exception:
+                    _release_torch_threads()
+                    raise
 
             def teardown(self, worker):
-                import torch
-
                 self.evaluator = None
-                if getattr(self, "_old_threads", None):
-                    torch.set_num_threads(self._old_threads)
+                _release_torch_threads()
 
         _PLUGIN_CLASS = EvaluatorPlugin
     return _PLUGIN_CLASS
@@ -335,12 +355,20 @@ def _row_on_worker(path, plugin_name, options):
 def _new_local_cluster(n_workers, threads_per_worker, processes):
     from distributed import LocalCluster
 
-    return LocalCluster(
+    # Local workers listen on localhost only, and the dashboards take any free port:
+    # nothing is exposed to the network and several clusters can share a machine.
+    localhost = "127.0.0.1"
+    cluster = LocalCluster(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
         processes=processes,
-        dashboard_address=":0",  # a free port: several clusters may share the machine
+        protocol="tcp://",
+        host=localhost,
+        dashboard_address=f"{localhost}:0",
+        worker_dashboard_address=f"{localhost}:0",
     )
+    log.info("local Dask cluster: %d workers; dashboard %s", n_workers, cluster.dashboard_link)
+    return cluster
 
 
 def _connect(scheduler, n_workers, threads_per_worker, processes, torch_threads):
