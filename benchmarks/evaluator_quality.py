@@ -113,6 +113,8 @@ def main(argv=None):
     parser.add_argument("--aggregate", default="mean")
     parser.add_argument("--n-epochs", type=int, default=None)
     parser.add_argument("--load", default=None, help="use this model file instead of training")
+    parser.add_argument("--tile-size", type=int, default=None, help="inference tile side")
+    parser.add_argument("--overlap", type=int, default=None, help="inference tile overlap")
     args = parser.parse_args(argv)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -142,6 +144,12 @@ def main(argv=None):
         ev.save(out_dir / "benchmark_model.safetensors", overwrite=True)
         results["training"] = ev.training_
     print(f"trained in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    if args.tile_size:
+        ev.tile_size = args.tile_size
+        ev.overlap = args.tile_size // 4 if args.overlap is None else args.overlap
+    elif args.overlap is not None:
+        ev.overlap = args.overlap
+    results["inference_tiles"] = {"tile_size": ev.tile_size, "overlap": ev.overlap}
 
     # -- FWHM study (paper Fig. 4)
     fwhms = np.array([0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])

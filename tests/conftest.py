@@ -59,6 +59,7 @@ def tiny_evaluator(reference_frames):
         patch_size=32,
         tile_size=64,
         overlap=8,
+        crop_size=64,
         fpr=0.05,
         device="cpu",
         seed=0,

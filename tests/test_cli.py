@@ -70,6 +70,8 @@ def model(frames, tmp_path_factory):
         32,
         "--tile-size",
         64,
+        "--crop-size",
+        64,
         "--val-fraction",
         0.5,
         "--device",
@@ -172,7 +174,7 @@ def test_info_prints_the_model_card(model, capsys):
     out = capsys.readouterr().out
     sha = hashlib.sha256(model.read_bytes()).hexdigest()
     assert sha in out
-    assert "small" in out and "344,577" in out
+    assert "small" in out and "222,400" in out
     assert "patch size      32 px" in out
     assert "tile size       64 px" in out
     assert "normalisation   noise" in out and "sky term        True" in out
@@ -187,7 +189,7 @@ def test_info_json(model, capsys):
     assert aeqa("info", "--json", model) == 0
     card = json.loads(capsys.readouterr().out)
     assert card["patch_size"] == 32 and card["architecture"] == "small"
-    assert card["n_parameters"] == 344577
+    assert card["n_parameters"] == 222400
     cal = card["calibration"]
     assert cal["n_reference"] > 0
     q = cal["quantiles"]

@@ -250,3 +250,44 @@ def test_frame_smaller_than_a_tile_is_scored(tiny_evaluator, clean_frame):
     assert res.patch_scores.shape == (2, 2)
     assert res.residual.shape == (48, 40)
     assert np.isfinite(res.score)
+
+
+def test_tiles_default_large_for_inference_and_small_for_training():
+    ev = AEQualityEvaluator(patch_size=64)
+    assert (ev.tile_size, ev.overlap, ev.crop_size) == (512, 32, 128)
+    ev = AEQualityEvaluator(patch_size=128)
+    assert (ev.tile_size, ev.crop_size) == (512, 256)
+    with pytest.raises(ValueError, match="crop_size must be a multiple of 16"):
+        AEQualityEvaluator(crop_size=100)
+
+
+def test_frame_shorter_than_a_tile_is_scored_in_one_tile_of_its_size(tiny_evaluator):
+    # 200 rounds up to 208 for this model (multiple 4 -> 200 itself); the frame
+    # is scored without reflecting it out to a full tile.
+    assert tiny_evaluator._tile_for((200, 900)) == min(tiny_evaluator.tile_size, 200)
+    ev = AEQualityEvaluator()  # multiple 16
+    assert ev._tile_for((300, 5000)) == 304
+    assert ev._tile_for((4096, 4096)) == 512
+
+
+def test_batch_of_tiles_adapts_to_the_activation_budget():
+    small, paper = AEQualityEvaluator("small"), AEQualityEvaluator("paper")
+    assert small._tiles_per_batch(512) == small.batch_size  # 0.75 values per pixel: fits
+    # the paper's 64-channel full-resolution layers: 200 MB a 512x512 tile
+    assert paper._tiles_per_batch(512) == 2
+    assert paper._tiles_per_batch(4096) == 1
+
+
+def test_precision_option(tiny_evaluator, clean_frame):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        AEQualityEvaluator(precision="float16")
+    ref = tiny_evaluator.evaluate(clean_frame)
+    tiny_evaluator.precision = "bfloat16"
+    try:
+        low = tiny_evaluator.evaluate(clean_frame, threshold=ref.threshold)
+    finally:
+        tiny_evaluator.precision = "float32"
+    # bfloat16 keeps 8 mantissa bits: scores move, but by well under 1 %
+    assert low.score != ref.score
+    assert abs(low.score - ref.score) / ref.score < 0.01
+    assert np.mean(low.patch_mask != ref.patch_mask) <= 0.005

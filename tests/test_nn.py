@@ -57,7 +57,7 @@ def _weights_equal(a, b):
 def test_preset_parameter_counts():
     small = sum(p.numel() for p in build_model("small").parameters())
     assert small == PRESETS["small"].n_parameters
-    assert 300_000 <= small <= 1_000_000
+    assert 100_000 <= small <= 1_000_000  # a few hundred kB on disk
     # the paper's network (Fig. 2, "around 15 million parameters"), counted without building it
     assert 14.5e6 <= PRESETS["paper"].n_parameters <= 15.3e6
     assert PRESETS["paper"].channels() == [64, 128, 256]
@@ -86,11 +86,11 @@ def test_output_shape_equals_input_shape(shape):
 
 def test_sizes_not_multiple_of_downsampling_are_refused():
     model = build_model(TINY)
-    with pytest.raises(ValueError, match=r"multiples of 2\*\*n_down = 4.*\(33, 32\)"):
+    with pytest.raises(ValueError, match=r"multiples of 4.*\(33, 32\)"):
         model(torch.zeros(1, 1, 33, 32))
     with pytest.raises(ValueError, match=r"shape \(n, 1, ny, nx\)"):
         model(torch.zeros(32, 32))
-    with pytest.raises(ValueError, match="multiples of 2"):
+    with pytest.raises(ValueError, match="multiples of 4 for this model"):
         reconstruct(model, np.zeros((1, 30, 32), np.float32))
 
 
@@ -363,3 +363,13 @@ def test_import_astro_aeqa_does_not_import_torch():
     code = "import sys, astro_aeqa; print('torch' in sys.modules, 'astro_aeqa.nn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_unshuffle_stem_runs_at_reduced_resolution():
+    config = AutoencoderConfig(base_channels=8, n_down=1, n_res_blocks=1, unshuffle=4)
+    model = build_model(config)
+    assert config.multiple == 8
+    assert config.n_parameters == sum(p.numel() for p in model.parameters())
+    assert model(torch.zeros(2, 1, 32, 48)).shape == (2, 1, 32, 48)
+    with pytest.raises(ValueError, match=r"multiples of 8"):
+        model(torch.zeros(1, 1, 36, 32))

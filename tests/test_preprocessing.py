@@ -39,3 +39,11 @@ def test_bad_frames_raise():
         sky_statistics(np.ones((32, 32)), np.ones((32, 32), bool))
     with pytest.raises(ValueError, match="normalization must be one of"):
         normalize_frame(np.ones((8, 8)), np.ones((8, 8), bool), method="zscale")
+
+
+def test_fast_asinh_matches_numpy():
+    from astro_aeqa.preprocessing import _asinh_inplace
+
+    x = np.concatenate([np.linspace(-5, 5, 1001), np.geomspace(1e-6, 1e6, 200)]).astype(np.float32)
+    x = np.concatenate([x, -x])
+    np.testing.assert_allclose(_asinh_inplace(x.copy()), np.arcsinh(x), rtol=1e-6, atol=1e-6)

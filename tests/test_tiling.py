@@ -185,3 +185,17 @@ def test_aggregate_float32_input_matches_float64():
         assert s32.dtype == np.float64
         np.testing.assert_array_equal(n32, n64)
         np.testing.assert_allclose(s32, s64, rtol=1e-6)
+
+
+@pytest.mark.parametrize("statistic, q", [("median", 0.5), ("quantile", 0.9), ("quantile", 0.0)])
+def test_fast_patch_quantiles_match_numpy_nanquantile(statistic, q):
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(96, 80)).astype(np.float32)
+    values[rng.random(values.shape) < 0.02] = np.nan
+    values[:16, :16] = np.nan  # a patch with no valid pixel
+    scores, _ = aggregate_patches(values, 16, statistic=statistic, q=q)
+    blocks = values.reshape(6, 16, 5, 16).transpose(0, 2, 1, 3).reshape(6, 5, -1)
+    with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning):
+        expected = np.nanquantile(blocks, q, axis=-1)
+    assert np.isnan(scores[0, 0]) and np.isnan(expected[0, 0])
+    np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-7)

@@ -68,7 +68,14 @@ def register(subparsers):
         "--tile-size",
         type=int,
         default=None,
-        help="side of the reconstructed tiles (default: max(128, 2 * patch size))",
+        help="side of the reconstructed tiles (default: the evaluator's, 512 or 2 * patch size)",
+    )
+    arch.add_argument(
+        "--crop-size",
+        type=int,
+        default=None,
+        help="side of the random training crops (default: 128 or 2 * patch size); "
+        "may be combined with --init",
     )
     arch.add_argument(
         "--normalization",
@@ -145,12 +152,15 @@ def _build_evaluator(args):
         ev = load_evaluator(args.init, device=args.device)
         # fit() trains ev.model_ in place, starting from the loaded weights.
         ev.seed = int(args.seed)
+        if args.crop_size is not None:
+            ev.crop_size = ev._check_tile(args.crop_size, "--crop-size", ev.config.multiple)
         if args.fpr is not None:
             ev.fpr = _check_fpr(args.fpr)
         return ev
     options = {
         "patch_size": 64 if args.patch_size is None else args.patch_size,
         "tile_size": args.tile_size,
+        "crop_size": args.crop_size,
         "normalization": args.normalization or "noise",
         "device": args.device,
         "seed": args.seed,

@@ -30,7 +30,7 @@ def reconstruct(
         ``device`` (and to channels-last memory format when asked).
     tiles : `~numpy.ndarray`
         Shape ``(n, ny, nx)``, normalised and finite; ``ny`` and ``nx`` are
-        multiples of ``2 ** n_down``.
+        multiples of the model's ``config.multiple``.
     batch_size : int
         Tiles per forward pass.
     device : str or `torch.device`
@@ -77,7 +77,7 @@ def reconstruct(
     m = model.config.multiple
     if tiles.shape[1] % m or tiles.shape[2] % m:
         msg = (
-            f"tile sides must be multiples of 2**n_down = {m}, got {tiles.shape[1:]};"
+            f"tile sides must be multiples of {m} for this model, got {tiles.shape[1:]};"
             " crop or pad the tiles"
         )
         raise ValueError(msg)

@@ -254,7 +254,7 @@ def _check_images(images, weights, patch_size, multiple):
         msg = "images is empty: pass at least one normalised reference image"
         raise ValueError(msg)
     if patch_size % multiple:
-        msg = f"patch_size={patch_size} must be a multiple of 2**n_down = {multiple} for this model"
+        msg = f"patch_size={patch_size} must be a multiple of {multiple} for this model"
         raise ValueError(msg)
     for i, img in enumerate(images):
         if img.ndim != 2:
@@ -426,7 +426,7 @@ def train_autoencoder(
         count in the loss. A batch whose weights are all zero is skipped.
     patch_size : int
         Side of the training crops and validation patches; a multiple of
-        ``2 ** n_down``.
+        the model's ``config.multiple``.
     n_epochs : int
         Maximum number of epochs (in total, counting a resumed checkpoint).
     batch_size : int

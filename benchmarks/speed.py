@@ -1,0 +1,313 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+Inference speed and memory of the evaluator (issue 6).
+
+Run from the repository root::
+
+    python benchmarks/speed.py [--sections peak forward e2e memory precision]
+                               [--model-file M] [--compile] [--device cpu]
+
+Sections, each printed as a table and saved to ``speed.json``:
+
+* ``peak``: the machine's own peak FLOP rate, measured in this run with a
+  large float32 matmul and a large 3x3 convolution (the better of the two).
+* ``forward``: throughput of the ``small`` and ``paper`` networks on tiles,
+  in megapixels per second and as a fraction of the peak, for float32,
+  channels-last, bfloat16 autocast and (``--compile``) `torch.compile`, and
+  for ``small`` over batch and tile sizes. FLOPs are counted by
+  `torch.utils.flop_counter.FlopCounterMode`.
+* ``e2e``: a 4096x4096 frame end to end (read the FITS file, score, mask,
+  write the output FITS) with the default ``small`` evaluator, beside
+  photutils ``Background2D`` on the same file (read plus a 64x64 mesh), timed
+  in the same process. The ratio is what to compare across machines.
+* ``memory``: peak resident memory of the end-to-end job, in a fresh
+  process.
+* ``precision``: image scores and patch masks with bfloat16 against float32
+  on simulated frames (the issue allows < 1 % and < 0.5 % of patches).
+
+Speeds are best-of-``--repeat``; these machines are noisy, so read the
+ratios against the baselines of the same run.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIZE = 4096
+
+
+def _best(func, repeat):
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def measure_peak(repeat):
+    """Peak float32 FLOP/s of this machine: a large matmul and a large conv."""
+    import torch
+
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    matmul = 2 * n**3 / _best(lambda: torch.mm(a, b), repeat)
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).eval()
+    x = torch.randn(1, 256, 64, 64)
+    flops = 2 * 256 * 256 * 9 * 64 * 64
+    with torch.inference_mode():
+        conv(x)
+        conv_rate = flops / _best(lambda: conv(x), repeat)
+    return {
+        "matmul_gflops": matmul / 1e9,
+        "conv_gflops": conv_rate / 1e9,
+        "peak_gflops": max(matmul, conv_rate) / 1e9,
+    }
+
+
+def _count_flops(model, x):
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops()
+
+
+def forward_rate(preset, *, tile, batch, variant, repeat, device="cpu"):
+    """Megapixels and GFLOP per second of one preset's forward pass."""
+    import torch
+
+    from astro_aeqa.nn import build_model
+
+    model = build_model(preset).eval().to(device)
+    x = torch.randn(batch, 1, tile, tile, device=device)
+    flops = _count_flops(model, x)
+    channels_last = "channels_last" in variant
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    amp = torch.bfloat16 if "bf16" in variant else None
+    run = model
+    if "compile" in variant:
+        run = torch.compile(model)
+
+    def step():
+        with torch.inference_mode(), torch.autocast(device, dtype=amp, enabled=amp is not None):
+            run(x)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    t0 = time.perf_counter()
+    step()  # warm-up (and compilation)
+    warmup = time.perf_counter() - t0
+    seconds = _best(step, repeat)
+    return {
+        "preset": preset,
+        "variant": variant,
+        "tile": tile,
+        "batch": batch,
+        "mpix_per_s": x.numel() / seconds / 1e6,
+        "gflops": flops / seconds / 1e9,
+        "gflop_per_mpix": flops / x.numel() * 1e6 / 1e9,
+        "warmup_s": warmup,
+    }
+
+
+def _frame_file(directory):
+    from astro_aeqa.simulation import simulate_image
+
+    path = Path(directory) / "frame4096.fits"
+    if not path.exists():
+        sim = simulate_image((SIZE, SIZE), background="cloud", level=0.5, seed=3)
+        sim.ccd.write(path, overwrite=True)
+    return path
+
+
+def _evaluator(model_file, device):
+    from astro_aeqa import AEQualityEvaluator
+    from astro_aeqa.simulation import simulate_image
+
+    if model_file:
+        return AEQualityEvaluator.load(model_file, device=device)
+    # Timing does not depend on the weights: a brief fit gives a calibrated evaluator.
+    ev = AEQualityEvaluator(device=device, seed=0)
+    refs = [simulate_image((256, 256), seed=s).ccd for s in range(2)]
+    ev.fit(refs, n_epochs=1, steps_per_epoch=2, progress_bar=False)
+    return ev
+
+
+def end_to_end(model_file, directory, repeat, device):
+    """Seconds for read+score+mask+write with `small`, and for Background2D."""
+    from astropy.nddata import CCDData
+    from photutils.background import Background2D
+
+    path = _frame_file(directory)
+    ev = _evaluator(model_file, device)
+    out = Path(directory) / "frame4096_aeqa.fits"
+    ev.write_masked(path, out, overwrite=True)  # warm-up
+
+    def background():
+        data = CCDData.read(path).data
+        Background2D(data, (64, 64))
+
+    def evaluator():
+        ev.write_masked(path, out, overwrite=True)
+
+    times = {"background2d_s": [], "aeqa_s": []}
+    for _ in range(repeat):  # interleaved, so both see the same machine load
+        times["background2d_s"].append(_best(background, 1))
+        times["aeqa_s"].append(_best(evaluator, 1))
+    result = {k: min(v) for k, v in times.items()}
+    result["ratio_aeqa_over_background2d"] = result["aeqa_s"] / result["background2d_s"]
+    result["tile_size"], result["overlap"] = ev.tile_size, ev.overlap
+    result["batch_size"] = ev.batch_size
+    return result
+
+
+def peak_memory(model_file, directory, device):
+    """Peak RSS (GB) of a fresh process that scores the 4096x4096 frame once."""
+    path = _frame_file(directory)
+    code = (
+        "import resource, sys; sys.path.insert(0, 'benchmarks');"
+        "from speed import _evaluator;"
+        f"ev = _evaluator({model_file!r}, {device!r});"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        f"ev.write_masked({str(path)!r}, {str(path) + '.mem.fits'!r}, overwrite=True);"
+        "print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    before, after = (int(v) / 1024**2 for v in out[-2:])  # kB -> GB
+    return {"rss_before_gb": before, "peak_rss_gb": after}
+
+
+def precision_check(model_file, device):
+    """bfloat16 against float32: image score change and patch-mask change."""
+    from astro_aeqa.simulation import simulate_image
+
+    ev = _evaluator(model_file, device)
+    rows = []
+    for i, (background, level) in enumerate(
+        [(None, 0), ("cloud", 0.6), ("moon", 1.0), ("shutter", 1.0), ("trail", 1.0)]
+    ):
+        ccd = simulate_image((1024, 1024), background=background, level=level, seed=40 + i).ccd
+        ev.precision = "float32"
+        ref = ev.evaluate(ccd)
+        ev.precision = "bfloat16"
+        low = ev.evaluate(ccd, threshold=ref.threshold)
+        rows.append(
+            {
+                "background": background or "clean",
+                "score_change": abs(low.score - ref.score) / abs(ref.score),
+                "mask_change": float(np.mean(low.patch_mask != ref.patch_mask)),
+            }
+        )
+    ev.precision = "float32"
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sections", nargs="+", default=["peak", "forward", "e2e", "memory", "precision"]
+    )
+    parser.add_argument(
+        "--model-file", default=None, help="a trained model file (default: a brief fit)"
+    )
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--output-dir", default="benchmarks/results")
+    parser.add_argument("--workdir", default=None, help="where the 4096x4096 FITS files go")
+    args = parser.parse_args(argv)
+    import torch
+
+    results = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "device": args.device,
+    }
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="aeqa_speed_"))
+
+    if "peak" in args.sections:
+        results["peak"] = measure_peak(args.repeat)
+        print(json.dumps(results["peak"], indent=1))
+    peak = results.get("peak", {}).get("peak_gflops")
+
+    if "forward" in args.sections:
+        variants = ["fp32", "fp32+channels_last", "bf16", "bf16+channels_last"]
+        if args.compile:
+            variants += ["fp32+compile", "fp32+channels_last+compile"]
+        rows = []
+        for preset, tile, batch in [("small", 128, 16), ("paper", 128, 4)]:
+            for variant in variants:
+                rows.append(
+                    forward_rate(
+                        preset,
+                        tile=tile,
+                        batch=batch,
+                        variant=variant,
+                        repeat=args.repeat,
+                        device=args.device,
+                    )
+                )
+        for tile, batch in [(128, 4), (128, 64), (256, 16), (512, 4)]:
+            rows.append(
+                forward_rate(
+                    "small",
+                    tile=tile,
+                    batch=batch,
+                    variant="fp32",
+                    repeat=args.repeat,
+                    device=args.device,
+                )
+            )
+        print(
+            f"{'preset':7} {'variant':28} {'tile':>5} {'batch':>5} {'Mpix/s':>8} "
+            f"{'GFLOP/s':>8} {'%peak':>6} {'warmup':>7}"
+        )
+        for r in rows:
+            r["fraction_of_peak"] = r["gflops"] / peak if peak else None
+            frac = f"{100 * r['fraction_of_peak']:6.1f}" if peak else "     -"
+            print(
+                f"{r['preset']:7} {r['variant']:28} {r['tile']:>5} {r['batch']:>5} "
+                f"{r['mpix_per_s']:8.2f} {r['gflops']:8.1f} {frac} {r['warmup_s']:7.1f}"
+            )
+        results["forward"] = rows
+
+    if "e2e" in args.sections:
+        results["e2e"] = end_to_end(args.model_file, workdir, args.repeat, args.device)
+        print(json.dumps(results["e2e"], indent=1))
+    if "memory" in args.sections:
+        results["memory"] = peak_memory(args.model_file, workdir, args.device)
+        print(json.dumps(results["memory"], indent=1))
+    if "precision" in args.sections:
+        results["precision"] = precision_check(args.model_file, args.device)
+        for r in results["precision"]:
+            print(
+                f"{r['background']:8} score change {100 * r['score_change']:.3f} %  "
+                f"mask change {100 * r['mask_change']:.3f} % of patches"
+            )
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "speed.json").write_text(json.dumps(results, indent=1))
+    print(
+        f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB"
+    )
+
+
+if __name__ == "__main__":
+    main()
