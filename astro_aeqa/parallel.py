@@ -17,6 +17,7 @@ import os
 import sys
 import time
 import traceback
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -399,7 +400,8 @@ def _connect(scheduler, n_workers, threads_per_worker, processes, torch_threads)
 
 
 def _register_plugin(client, model, device, torch_threads):
-    name = _PLUGIN_PREFIX + hashlib.sha1(f"{model}|{device}".encode()).hexdigest()[:12]
+    # a name of its own per call: two runs sharing a cluster do not replace each other's model
+    name = _PLUGIN_PREFIX + uuid.uuid4().hex[:12]
     plugin = _plugin_class()(model, device, torch_threads)
     responses = client.register_plugin(plugin, name=name)
     for worker, response in (responses or {}).items():
@@ -459,9 +461,12 @@ def _rows_on_dask(
             client.cancel([f for f in futures if not f.done()])
         return rows
     finally:
-        if name is not None and not to_close:
-            # a cluster we do not own: free the workers' copies of the model
-            client.unregister_worker_plugin(name)
+        if name is not None:
+            # frees the workers' copies of the model (and gives back torch's threads)
+            try:
+                client.unregister_worker_plugin(name)
+            except Exception as exc:  # noqa: BLE001 - cleaning up must not hide the result
+                log.debug("could not remove the worker plugin %s: %s", name, exc)
         for thing in to_close:
             thing.close()
 
