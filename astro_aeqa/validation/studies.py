@@ -195,14 +195,17 @@ def monotonic_rise(values, errors, *, alpha=0.05, min_rise_sigma=3.0):
     }
 
 
-def _bootstrap_errors(frame, which, err, n_bins, n_boot, seed):
+def _bootstrap_errors(frame, which, err, n_bins, n_boot, seed, min_frames=10):
     """Standard errors of the per-bin median and mean, resampling whole frames.
 
     The stars of one frame share its zero point and its clouds, so they are
     not independent; resampling frames (not stars) keeps that correlation.
+    With fewer than ``min_frames`` frames the stars themselves are resampled.
     """
     rng = np.random.default_rng(seed)
     frames = np.unique(frame)
+    if frames.size < min_frames:
+        frame, frames = np.arange(err.size), np.arange(err.size)
     members = [np.flatnonzero(frame == f) for f in frames]
     meds = np.full((n_boot, n_bins), np.nan)
     means = np.full((n_boot, n_bins), np.nan)
@@ -214,8 +217,11 @@ def _bootstrap_errors(frame, which, err, n_bins, n_boot, seed):
             if eb.size:
                 meds[k, b] = np.median(eb)
                 means[k, b] = np.mean(eb)
-    with np.errstate(invalid="ignore"):
-        return np.nanstd(meds, axis=0, ddof=1), np.nanstd(means, axis=0, ddof=1)
+    enough = np.isfinite(meds).sum(axis=0) >= 2
+    se_med, se_mean = np.full(n_bins, np.nan), np.full(n_bins, np.nan)
+    se_med[enough] = np.nanstd(meds[:, enough], axis=0, ddof=1)
+    se_mean[enough] = np.nanstd(means[:, enough], axis=0, ddof=1)
+    return se_med, se_mean
 
 
 def error_vs_score(
@@ -237,8 +243,8 @@ def error_vs_score(
     Each bin also gives ``|error| / sigma``, the error in units of the
     star's photon (and read) noise ``mag_inst_err``, which is 0.67 for pure
     noise whatever the S/N. Standard errors come from a bootstrap over
-    frames. Whether the median rises monotonically is decided by
-    `monotonic_rise`.
+    frames (over stars when there are fewer than 10 frames). Whether the
+    median rises monotonically is decided by `monotonic_rise`.
 
     Parameters
     ----------
