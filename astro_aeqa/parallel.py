@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .exceptions import AEQAError
 from .utils import atomic_write
 from .utils import progress_bar as _progress_bar
 
@@ -280,6 +281,21 @@ def _file_sha(path):
 # -- Dask ----------------------------------------------------------------------
 
 
+class _MissingDependency(AEQAError, ImportError):
+    """An optional package is not installed (the CLI shows it as a one-line error)."""
+
+
+def _require_distributed():
+    try:
+        import distributed  # noqa: F401
+    except ImportError as exc:
+        msg = (
+            "scoring on Dask needs dask.distributed: pip install 'astro_aeqa[parallel]' "
+            "(or score without n_workers/scheduler)"
+        )
+        raise _MissingDependency(msg) from exc
+
+
 def _cpu_count():
     try:
         from dask.system import CPU_COUNT  # honours cgroup and affinity limits
@@ -374,6 +390,7 @@ def _new_local_cluster(n_workers, threads_per_worker, processes):
 
 def _connect(scheduler, n_workers, threads_per_worker, processes, torch_threads):
     """Return ``(client, to_close, torch_threads)`` for the scheduler argument."""
+    _require_distributed()
     from distributed import Client
 
     if scheduler is not None:

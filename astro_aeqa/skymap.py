@@ -18,7 +18,7 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData, NDData
 
-from .exceptions import InputDataError
+from .exceptions import AEQAError, InputDataError
 from .utils import atomic_write, write_hdulist_atomic
 
 __all__ = ["plot_sky_quality_map", "sky_quality_map", "write_sky_quality_map"]
@@ -26,6 +26,10 @@ __all__ = ["plot_sky_quality_map", "sky_quality_map", "write_sky_quality_map"]
 log = logging.getLogger(__name__)
 
 _COMBINE = ("mean", "max")
+
+
+class _MissingDependency(AEQAError, ImportError):
+    """An optional package is not installed (the CLI shows it as a one-line error)."""
 
 
 def _score_map(item, index):
@@ -110,8 +114,12 @@ def sky_quality_map(
     ValueError
         If ``combine`` is unknown or no input is given.
     """
-    from reproject import reproject_interp
-    from reproject.mosaicking import find_optimal_celestial_wcs, reproject_and_coadd
+    try:
+        from reproject import reproject_interp
+        from reproject.mosaicking import find_optimal_celestial_wcs, reproject_and_coadd
+    except ImportError as exc:
+        msg = "the sky quality map needs reproject: pip install 'astro_aeqa[parallel]'"
+        raise _MissingDependency(msg) from exc
 
     if combine not in _COMBINE:
         msg = f"combine must be one of {', '.join(_COMBINE)}, got {combine!r}"

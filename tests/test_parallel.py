@@ -299,3 +299,13 @@ def test_cli_mask_scheduler_address(client, model_file, night, tmp_path, capsys)
         aeqa(*args, "--scheduler", address, "--n-workers", 2)
     assert aeqa("-q", *args, "--n-workers", 0) == 2
     assert "--n-workers must be at least 1" in capsys.readouterr().err
+
+
+def test_cli_without_distributed_is_a_one_line_error(model_file, night, tmp_path, capsys):
+    with mock.patch.dict("sys.modules", {"distributed": None}):
+        status = aeqa(
+            "score", night[0], "--model", model_file, "--output-dir", tmp_path, "--n-workers", 2
+        )
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'astro_aeqa[parallel]'" in err[0]

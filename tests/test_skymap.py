@@ -176,3 +176,9 @@ def test_cli_skymap(products, tmp_path, capsys):
     assert aeqa("-q", "skymap", folder, "--output", inside) == 0
     assert aeqa("-q", "skymap", folder, "--output", inside, "--overwrite") == 0
     assert fits.getheader(inside)["AEQANFRM"] == 2
+
+
+def test_without_reproject(products):
+    with mock.patch.dict("sys.modules", {"reproject": None, "reproject.mosaicking": None}):
+        with pytest.raises(ImportError, match=r"pip install 'astro_aeqa\[parallel\]'"):
+            sky_quality_map(products)
