@@ -5,6 +5,7 @@ Quality of the evaluator on simulated truth (issue 3; the paper's Figs. 4 and 6)
 Run from the repository root::
 
     python benchmarks/evaluator_quality.py [--quick] [--output-dir benchmarks/results]
+                                           [--init default | --load MODEL]
 
 It trains a ``small`` evaluator on clean reference frames of the paper's
 2.5 m telescope with FWHM 0.5-0.8 arcsec, then measures
@@ -113,6 +114,18 @@ def main(argv=None):
     parser.add_argument("--aggregate", default="mean")
     parser.add_argument("--n-epochs", type=int, default=None)
     parser.add_argument("--load", default=None, help="use this model file instead of training")
+    parser.add_argument(
+        "--init",
+        default=None,
+        help="fine-tune this model file on the references instead of training from scratch "
+        "('default': the shipped model)",
+    )
+    parser.add_argument(
+        "--card-out",
+        default=None,
+        help="with --load: write the headline numbers to this JSON model card "
+        "(astro_aeqa/data/<model>.card.json for the shipped model)",
+    )
     parser.add_argument("--tile-size", type=int, default=None, help="inference tile side")
     parser.add_argument("--overlap", type=int, default=None, help="inference tile overlap")
     args = parser.parse_args(argv)
@@ -131,14 +144,19 @@ def main(argv=None):
     else:
         rng = np.random.default_rng(0)
         refs = [frame(shape, rng.uniform(0.5, 0.8), 1000 + i).ccd for i in range(n_refs)]
-        ev = AEQualityEvaluator(
-            args.model,
-            patch_size=p,
-            normalization=args.normalization,
-            aggregate=args.aggregate,
-            device="cpu",
-            seed=0,
-        )
+        if args.init == "default":
+            ev = AEQualityEvaluator.pretrained(device="cpu")
+        elif args.init:
+            ev = AEQualityEvaluator.load(args.init, device="cpu")
+        else:
+            ev = AEQualityEvaluator(
+                args.model,
+                patch_size=p,
+                normalization=args.normalization,
+                aggregate=args.aggregate,
+                device="cpu",
+                seed=0,
+            )
         n_epochs = args.n_epochs or (3 if args.quick else 10)
         ev.fit(refs, n_epochs=n_epochs, batch_size=16, steps_per_epoch=50, progress_bar=False)
         ev.save(out_dir / "benchmark_model.safetensors", overwrite=True)
@@ -233,6 +251,30 @@ def main(argv=None):
     text = json.dumps(results, indent=1, default=float)
     (out_dir / "evaluator_quality.json").write_text(text)
     print(text)
+    if args.card_out and args.load:
+        write_card(args, results)
+
+
+def write_card(args, results):
+    """The headline numbers of a model file, keyed to its SHA-256, for ``aeqa info``."""
+    import hashlib
+
+    defects = results["defects"]
+    card = {
+        "sha256": hashlib.sha256(Path(args.load).read_bytes()).hexdigest(),
+        "benchmark": "python benchmarks/evaluator_quality.py --load MODEL (PAPER_2P5M, 512x512)",
+        "results": {
+            "fwhm_spearman_min": results["fwhm"]["spearman_min"],
+            "fwhm_spearman_pooled": results["fwhm"]["spearman_pooled"],
+            "clean_masked_fraction": results["clean"]["masked_fraction"],
+            **{f"auroc_{name}": entry["auroc"] for name, entry in defects.items()},
+            **{
+                f"auroc_{name}_classical": entry["auroc_classical"]
+                for name, entry in defects.items()
+            },
+        },
+    }
+    Path(args.card_out).write_text(json.dumps(card, indent=1) + "\n")
 
 
 if __name__ == "__main__":

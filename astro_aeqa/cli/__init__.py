@@ -18,7 +18,7 @@ from ..exceptions import AEQAError
 
 __all__ = ["main", "build_parser"]
 
-_SUBCOMMANDS = ["simulate", "train", "score", "mask", "info", "validate", "skymap"]
+_SUBCOMMANDS = ["simulate", "train", "score", "mask", "info", "validate", "skymap", "demo"]
 
 log = logging.getLogger("astro_aeqa")
 

@@ -4,6 +4,7 @@
 import json
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -24,7 +25,13 @@ def register(subparsers):
             "calibration, training provenance, package version and sha256."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="model file (*.safetensors)")
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        nargs="?",
+        default="default",
+        help="model file (*.safetensors); default: the shipped pretrained model",
+    )
     parser.add_argument(
         "--json",
         action="store_true",
@@ -69,6 +76,10 @@ def model_card(path):
     """
     from ..nn import read_model_metadata
 
+    if str(path) == "default":
+        from ..evaluator import default_model_path
+
+        path = default_model_path()
     meta = read_model_metadata(path)
     aeqa = meta["aeqa"]
     return {
@@ -91,7 +102,17 @@ def model_card(path):
         "training": aeqa.get("training") or {},
         "package_version": aeqa.get("package_version"),
         "saved": aeqa.get("saved"),
+        "quality": _quality(path, meta["sha256"]),
     }
+
+
+def _quality(path, sha256):
+    """Benchmark numbers of this very file, from ``<stem>.card.json`` beside it, if any."""
+    card = Path(path).with_name(Path(path).name.removesuffix(".safetensors") + ".card.json")
+    if not card.is_file():
+        return None
+    quality = json.loads(card.read_text())
+    return quality if quality.get("sha256") == sha256 else None
 
 
 def _value(value):
@@ -161,12 +182,23 @@ def _print_card(card):
             lines.append(
                 f"  {'fine-tuned from':<22}{init.get('file')} (sha256 {init.get('sha256_16')}...)"
             )
+        dataset = training.get("dataset")
+        if dataset:
+            lines.append(f"  {'training data':<22}{dataset.get('description', '-')}")
+            for key, value in dataset.items():
+                if key != "description":
+                    lines.append(f"    {key:<24}{value}")
         refs = training.get("references")
         if refs:
             more = f" (+{len(refs) - 5} more)" if len(refs) > 5 else ""
             lines.append(f"  {'references':<22}{', '.join(refs[:5])}{more}")
     else:
         lines.append("training        no provenance recorded")
+    quality = card.get("quality")
+    if quality:
+        lines.append(f"quality         {quality.get('benchmark', '')}")
+        for key, value in quality.get("results", {}).items():
+            lines.append(f"  {key:<22}{_value(value)}")
     lines.append(
         f"astro_aeqa      {_value(card['package_version'])} "
         f"(saved {_value(card['saved'])}, format version {card['format_version']})"

@@ -1,0 +1,76 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""``aeqa demo`` and the shipped pretrained model."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import QTable
+
+from astro_aeqa import AEQualityEvaluator, conf
+from astro_aeqa.cli import main
+from astro_aeqa.evaluator import default_model_path
+from astro_aeqa.exceptions import ModelFileError
+from astro_aeqa.simulation import simulate_image
+
+
+def test_pretrained_model_is_shipped_calibrated_and_scores_a_frame():
+    ev = AEQualityEvaluator.pretrained(device="cpu")
+    assert ev.is_fitted and ev.model_name == "small"
+    assert ev.reference_scores_ is not None and ev.n_reference_ >= 1000
+    dataset = ev.training_["dataset"]
+    assert dataset["pixel_scale_arcsec"] == [0.2, 15.0] and dataset["fwhm_pix"] == [1.5, 4.0]
+    clean = ev.evaluate(simulate_image((256, 256), seed=5).ccd)
+    cloudy = ev.evaluate(simulate_image((256, 256), background="cloud", level=0.8, seed=5).ccd)
+    assert cloudy.score > clean.score
+    assert clean.masked_fraction < 0.1
+
+
+def test_default_model_config_item_and_missing_file(tmp_path):
+    assert default_model_path().name == "aeqa_small_default.safetensors"
+    with conf.set_temp("default_model", str(tmp_path / "nothing.safetensors")):
+        with pytest.raises(ModelFileError, match="nothing.safetensors.*missing.*astro_aeqa.cfg"):
+            AEQualityEvaluator.pretrained()
+
+
+def test_demo_writes_frames_masks_figures_and_summary(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["-q", "demo", "-o", str(out), "--size", "512", "--fine-tune-steps", "4"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "demo_summary.ecsv" in printed
+    summary = QTable.read(out / "demo_summary.ecsv")
+    assert list(summary["frame"][:5]) == [
+        "fwhm_0.7",
+        "fwhm_1.0",
+        "fwhm_1.3",
+        "fwhm_1.6",
+        "fwhm_2.0",
+    ]
+    assert set(summary["defect"]) == {"none", "cloud", "moon", "shutter"}
+    sweep = summary[summary["defect"] == "none"]
+    # the worst seeing scores above the best
+    assert sweep["score"][-1] > sweep["score"][0]
+    for name in ("cloud", "moon", "shutter"):
+        with fits.open(out / f"{name}_aeqa.fits") as hdul:
+            assert {"MASK", "AEQA_SCORE", "AEQA_FLAGS"} <= {h.name for h in hdul}
+        assert (out / f"{name}_aeqa.png").stat().st_size > 0
+    assert (out / "score_vs_fwhm.png").exists()
+    defects = summary[summary["defect"] != "none"]
+    assert np.all(defects["score"] > sweep["score"][0])
+    # a second run refuses to overwrite, with a one-line error
+    assert main(argv) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+
+
+def test_demo_rejects_bad_size(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path), "--size", "100"]) == 2
+    assert "--size must be a multiple of 64" in capsys.readouterr().err
+
+
+def test_info_without_a_model_prints_the_shipped_model_card(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "aeqa_small_default.safetensors" in out
+    assert "training data" in out and "pixel_scale_arcsec" in out
+    assert main(["info", "default", "--json"]) == 0
+    assert '"model_name": "small"' in capsys.readouterr().out
