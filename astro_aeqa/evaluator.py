@@ -44,6 +44,7 @@ from .preprocessing import (
     normalize_frame,
     subtract_tile_median,
 )
+from .stars import auto_patch_size, bright_star_mask, measure_fwhm, misshapen_fraction
 from .tiling import aggregate_patches, extract_tiles, owned_regions, tile_origins
 from .utils import progress_bar as _progress_bar
 
@@ -59,6 +60,8 @@ AGGREGATES = ("mean", "trimmed_mean", "median")
 _N_CALIBRATION_QUANTILES = 4001
 # Forward-pass arithmetic at inference -> autocast dtype (None: plain float32).
 _PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+# Largest patch_size='auto' picks: the default crops (128 px) hold one such patch.
+_AUTO_PATCH_MAX = 64
 # Bytes of network activations one forward batch may hold (the batch size adapts).
 _ACTIVATION_BUDGET = 512 * 2**20
 
@@ -169,6 +172,7 @@ class QualityResult:
             saturated=self._saturated,
             input_masked=self._input_mask,
             edge=edge,
+            star_kept=getattr(self, "_star_kept", None),
         )
 
     def plot(self, image=None, *, figsize=(12, 4.2)):
@@ -224,8 +228,10 @@ class AEQualityEvaluator:
     model : str or `~astro_aeqa.nn.AutoencoderConfig`, optional
         Architecture preset (``'small'``, the default, or ``'paper'``) or a
         configuration. The network is untrained until `fit` or `load`.
-    patch_size : int, optional
+    patch_size : int or 'auto', optional
         Side of the square patches that are scored and masked, in pixels.
+        ``'auto'``: chosen by `fit` from the PSF FWHM measured on the
+        reference frames (`astro_aeqa.stars.auto_patch_size`).
     tile_size : int, optional
         Side of the tiles the network reconstructs at inference (a frame
         smaller than a tile is scored in one tile of its own size). The
@@ -252,6 +258,17 @@ class AEQualityEvaluator:
         shadows plain (see the quality benchmark). Only with
         ``normalization='noise'``; default `True` there. The paper's score
         is ``normalization='minmax', sky_term=False``.
+    star_aware : bool, optional
+        Score each patch without the pixels of bright, well-modelled stars
+        (round, of the reference frames' FWHM; see
+        `astro_aeqa.stars.bright_star_mask`), so that a patch whose high
+        score a bright star explains is not masked. Trails, smeared,
+        doubled and defocused stars are not such stars and still count.
+    shape_weight : float, optional
+        With ``star_aware``, add ``shape_weight`` times the fraction of a
+        patch's bright sources that are not well-modelled stars
+        (`astro_aeqa.stars.misshapen_fraction`) to its score: smeared,
+        doubled and defocused stars are easy to reconstruct but misshapen.
     fpr : float, optional
         Default false-mask rate on clean reference patches, used to set the
         threshold when none is given.
@@ -297,6 +314,8 @@ class AEQualityEvaluator:
         normalization="noise",
         aggregate="mean",
         sky_term=None,
+        star_aware=False,
+        shape_weight=0.0,
         fpr=0.01,
         morphology=(1, 1),
         device=None,
@@ -317,13 +336,17 @@ class AEQualityEvaluator:
         else:
             msg = f"model must be a preset name or an AutoencoderConfig, got {type(model).__name__}"
             raise TypeError(msg)
-        self.patch_size = _check_int(patch_size, "patch_size", minimum=2)
+        if isinstance(patch_size, str) and patch_size == "auto":
+            self.patch_size = None  # set by fit from the references' FWHM
+            sizing = _AUTO_PATCH_MAX
+        else:
+            self.patch_size = sizing = _check_int(patch_size, "patch_size", minimum=2)
         unit = config.multiple
         self.tile_size = self._check_tile(
-            max(512, 2 * self.patch_size) if tile_size is None else tile_size, "tile_size", unit
+            max(512, 2 * sizing) if tile_size is None else tile_size, "tile_size", unit
         )
         self.crop_size = self._check_tile(
-            max(128, 2 * self.patch_size) if crop_size is None else crop_size, "crop_size", unit
+            max(128, 2 * sizing) if crop_size is None else crop_size, "crop_size", unit
         )
         # The image score changes by < 0.3 % from 32 to 48 pixels of margin
         # (benchmarks/evaluator_quality.py); narrower margins keep tile-edge pixels.
@@ -347,6 +370,9 @@ class AEQualityEvaluator:
             msg = "sky_term needs normalization='noise': min-max scaled tiles have no common sky level"
             raise ValueError(msg)
         self.sky_term = bool(sky_term)
+        self.star_aware = bool(star_aware)
+        self.shape_weight = float(shape_weight)
+        self.reference_fwhm_ = None  # pixels, measured on the references by fit
         self.fpr = _check_fpr(fpr)
         self.morphology = tuple(int(n) for n in morphology)
         self.device = resolve_device(conf.device if device is None else device)
@@ -448,6 +474,7 @@ class AEQualityEvaluator:
         if not frames:
             msg = "references is empty: give at least one good reference frame"
             raise InputDataError(msg)
+        self._measure_reference_fwhm(frames)
         images = [frame["x"] for frame in frames]
         weights = [frame["valid"].astype(np.float32) for frame in frames]
         history = train_autoencoder(
@@ -482,6 +509,7 @@ class AEQualityEvaluator:
             "batch_size": int(batch_size),
             "seed": self.seed,
             "shapes": [list(frame["x"].shape) for frame in frames[:20]],
+            "fwhm_pixels": self.reference_fwhm_,
         }
         self.history_ = history
         self.is_fitted = True
@@ -491,6 +519,32 @@ class AEQualityEvaluator:
         else:
             self._calibrate_on_held_out(frames, history.val_patches, progress_bar=progress_bar)
         return self
+
+    def _measure_reference_fwhm(self, frames):
+        # The median over a few frames: the FWHM sizes auto patches and tells
+        # star-aware scoring what a well-modelled star looks like.
+        fwhms = []
+        for frame in frames[:5]:
+            try:
+                fwhms.append(measure_fwhm(frame["ccd"].data, frame["valid"], stats=frame["stats"]))
+            except (InputDataError, ValueError):  # no star to measure in this frame
+                continue
+        self.reference_fwhm_ = float(np.median(fwhms)) if fwhms else None
+        if self.patch_size is None:
+            if self.reference_fwhm_ is None:
+                msg = (
+                    "patch_size='auto' needs isolated bright stars in the reference frames to "
+                    "measure the PSF FWHM on, and none was found; give an explicit patch_size"
+                )
+                raise InputDataError(msg)
+            self.patch_size = auto_patch_size(self.reference_fwhm_, maximum=_AUTO_PATCH_MAX)
+            log.info(
+                "patch_size='auto': %d pixels for a reference FWHM of %.2f pixels",
+                self.patch_size,
+                self.reference_fwhm_,
+            )
+        for frame in frames:
+            self._check_patch_fits(frame["x"].shape)
 
     def calibrate(self, frames, *, hdu=None, progress_bar=True):
         """
@@ -562,13 +616,7 @@ class AEQualityEvaluator:
         if data.ndim != 2:
             msg = f"image must be 2-D, got shape {data.shape}"
             raise InputDataError(msg)
-        ny, nx = data.shape
-        if ny < self.patch_size or nx < self.patch_size:
-            msg = (
-                f"image of {ny}x{nx} pixels is smaller than one patch of "
-                f"{self.patch_size}x{self.patch_size}; use a smaller patch_size"
-            )
-            raise InputDataError(msg)
+        self._check_patch_fits(data.shape)
         saturation = _saturation_level(ccd.meta)
         finite = np.isfinite(data)
         if not finite.any():
@@ -590,6 +638,15 @@ class AEQualityEvaluator:
             "input_mask": input_mask,
             "stats": stats,
         }
+
+    def _check_patch_fits(self, shape):
+        ny, nx = shape
+        if self.patch_size is not None and (ny < self.patch_size or nx < self.patch_size):
+            msg = (
+                f"image of {ny}x{nx} pixels is smaller than one patch of "
+                f"{self.patch_size}x{self.patch_size}; use a smaller patch_size"
+            )
+            raise InputDataError(msg)
 
     def _tile_transform(self):
         # With the sky term the sky offset is scored apart, so the network sees
@@ -663,13 +720,32 @@ class AEQualityEvaluator:
     def _score_prepared(self, prepared, *, progress_bar=False):
         residual = self._residual(prepared["x"], progress_bar=progress_bar)
         residual[~prepared["valid"]] = np.nan
-        statistic = self.aggregate
+        patch_scores, n_valid = self._aggregate(prepared, residual, prepared["valid"])
+        if self.star_aware:
+            stars, bright = bright_star_mask(
+                prepared["ccd"].data,
+                prepared["valid"],
+                stats=prepared["stats"],
+                fwhm=self.reference_fwhm_,
+            )
+            prepared["raw_scores"] = patch_scores
+            # a patch that is all bright star keeps its own score
+            kept, _ = self._aggregate(prepared, residual, prepared["valid"] & ~stars)
+            patch_scores = np.where(np.isfinite(kept), kept, patch_scores)
+            if self.shape_weight:
+                found = bright.meta["found"]
+                patch_scores = patch_scores + self.shape_weight * misshapen_fraction(
+                    found, residual.shape, self.patch_size
+                )
+        return patch_scores, n_valid, residual
+
+    def _aggregate(self, prepared, residual, weights):
         patch_scores, n_valid = aggregate_patches(
-            residual, self.patch_size, weights=prepared["valid"], statistic=statistic
+            residual, self.patch_size, weights=weights, statistic=self.aggregate
         )
         if self.sky_term:
             patch_scores = patch_scores + np.abs(self._patch_sky(prepared["x"], prepared["valid"]))
-        return patch_scores, n_valid, residual
+        return patch_scores, n_valid
 
     def _patch_sky(self, x, valid):
         # The median of every other pixel in each axis: 4x cheaper than the
@@ -724,6 +800,11 @@ class AEQualityEvaluator:
         )
         shape = residual.shape
         pixel_mask = patch_mask_to_pixel_mask(patch_mask, self.patch_size, shape)
+        star_kept = np.zeros(shape, bool)
+        if "raw_scores" in prepared:
+            with np.errstate(invalid="ignore"):
+                kept = (prepared["raw_scores"] > threshold) & ~patch_mask
+            star_kept = patch_mask_to_pixel_mask(kept, self.patch_size, shape)
         if self.reference_scores_ is not None:
             reference_median = float(np.median(self.reference_scores_))
             relative = patch_scores / reference_median
@@ -756,6 +837,7 @@ class AEQualityEvaluator:
             _finite=prepared["finite"],
             _saturated=prepared["saturated"],
             _input_mask=prepared["input_mask"],
+            _star_kept=star_kept,
         )
 
     def _threshold(self, patch_scores, *, threshold, fpr):
@@ -861,6 +943,9 @@ class AEQualityEvaluator:
             "normalization": self.normalization,
             "aggregate": self.aggregate,
             "sky_term": self.sky_term,
+            "star_aware": self.star_aware,
+            "shape_weight": self.shape_weight,
+            "reference_fwhm": self.reference_fwhm_,
             "fpr": self.fpr,
             "morphology": list(self.morphology),
             "calibration": None
@@ -928,6 +1013,8 @@ class AEQualityEvaluator:
                 "normalization",
                 "aggregate",
                 "sky_term",
+                "star_aware",
+                "shape_weight",
                 "fpr",
             )
             if meta.get(key) is not None
@@ -943,6 +1030,7 @@ class AEQualityEvaluator:
             ev.reference_scores_ = np.asarray(calibration["reference_scores"], dtype=np.float64)
             ev.n_reference_ = int(calibration.get("n_reference", ev.reference_scores_.size))
         ev.training_ = meta.get("training", {})
+        ev.reference_fwhm_ = meta.get("reference_fwhm")
         ev.is_fitted = True
         ev.model_sha = _file_sha(path)
         return ev

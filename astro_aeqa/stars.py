@@ -1,0 +1,334 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+Stars of a frame: the PSF FWHM, the patch size it calls for, and the
+footprints of bright, well-modelled stars.
+
+* `find_stars` detects compact sources (photutils segmentation) and says
+  which look like a well-modelled star: round, with the frame's FWHM.
+* `measure_fwhm` fits the FWHM of isolated bright stars (photutils
+  ``fit_fwhm``); `auto_patch_size` turns it into a patch size.
+* `bright_star_mask` marks the pixels of bright, well-modelled stars. A
+  patch whose high score comes from such pixels alone is a star the network
+  reconstructs imperfectly, not a defect: the evaluator's
+  ``star_aware=True`` scores patches without these pixels.
+
+This module sits in the preprocessing layer: numpy, scipy, astropy and
+photutils only.
+"""
+
+import warnings
+
+import numpy as np
+from astropy.table import QTable
+
+from .exceptions import InputDataError
+from .preprocessing import sky_statistics
+
+__all__ = [
+    "find_stars",
+    "measure_fwhm",
+    "auto_patch_size",
+    "bright_star_mask",
+    "misshapen_fraction",
+]
+
+# Moffat power index used to size a star's footprint (the simulator's and a
+# typical seeing-limited PSF's); the footprint reaches where the star falls
+# to one sigma of the sky noise.
+_FOOTPRINT_BETA = 2.5
+
+
+def find_stars(data, valid=None, *, stats=None, threshold=5.0, n_pixels=5, fwhm=None):
+    """
+    Detect compact sources and tell which look like well-modelled stars.
+
+    Parameters
+    ----------
+    data : 2-D `~numpy.ndarray`
+        The frame (not background subtracted).
+    valid : 2-D bool `~numpy.ndarray`, optional
+        Usable pixels (True); others are ignored.
+    stats : `~astro_aeqa.preprocessing.SkyStatistics`, optional
+        Sky level and noise; measured when not given.
+    threshold : float, optional
+        Detection threshold in sky-noise units.
+    n_pixels : int, optional
+        Fewest connected pixels of a detection.
+    fwhm : float, optional
+        Expected PSF FWHM in pixels (for example of the reference frames);
+        default the median FWHM of the frame's bright round sources.
+
+    Returns
+    -------
+    stars : `~astropy.table.QTable`
+        ``x``, ``y``, ``peak_snr`` (peak over the sky noise), ``fwhm``
+        (pixels, from the segment's second moments), ``elongation`` and
+        ``star`` (True for a round source of the expected FWHM:
+        elongation < 1.3 and FWHM within 0.6-1.6 times ``fwhm``).
+        ``meta['fwhm']`` is the expected FWHM used.
+    """
+    from photutils.segmentation import SourceCatalog, detect_sources
+
+    data = np.asarray(data, dtype=np.float32)
+    if valid is None:
+        valid = np.isfinite(data)
+    if stats is None:
+        stats = sky_statistics(data, valid)
+    snr = (data - np.float32(stats.level)) / np.float32(stats.noise)
+    # saturated cores stay in: a saturated star is still a star to find
+    snr[~np.isfinite(snr)] = 0.0
+    table = QTable({name: np.zeros(0) for name in ("x", "y", "peak_snr", "fwhm", "elongation")})
+    table["star"] = np.zeros(0, bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NoDetectionsWarning
+        segm = detect_sources(snr, threshold, n_pixels)
+    if segm is None:
+        table.meta["fwhm"] = np.nan if fwhm is None else float(fwhm)
+        return table
+    cat = SourceCatalog(snr, segm)
+    table = QTable()
+    table["x"] = np.asarray(cat.x_centroid, float)
+    table["y"] = np.asarray(cat.y_centroid, float)
+    table["peak_snr"] = np.asarray(cat.max_value, float)
+    table["fwhm"] = np.asarray(cat.fwhm.value, float)
+    table["elongation"] = np.asarray(cat.elongation.value, float)
+    round_ = table["elongation"] < 1.3
+    if fwhm is None:
+        # bright round sources: their moments are not cut short by the threshold
+        bright = round_ & (table["peak_snr"] > 20 * threshold)
+        fwhm = float(np.median(table["fwhm"][bright])) if bright.any() else np.nan
+    table["star"] = round_ & (table["fwhm"] > 0.6 * fwhm) & (table["fwhm"] < 1.6 * fwhm)
+    table.meta["fwhm"] = float(fwhm)
+    return table
+
+
+def measure_fwhm(data, valid=None, *, stats=None, n_max=40):
+    """
+    Return the median PSF FWHM (pixels) of isolated, bright, unsaturated stars.
+
+    A circular Gaussian is fitted to each of up to ``n_max`` of the brightest
+    round sources (photutils `~photutils.psf.fit_fwhm`).
+
+    Parameters
+    ----------
+    data : 2-D `~numpy.ndarray`
+        The frame.
+    valid : 2-D bool `~numpy.ndarray`, optional
+        Usable pixels (saturated and masked pixels excluded).
+    stats : `~astro_aeqa.preprocessing.SkyStatistics`, optional
+        Sky level and noise; measured when not given.
+    n_max : int, optional
+        Most stars fitted.
+
+    Returns
+    -------
+    fwhm : float
+        Pixels.
+
+    Raises
+    ------
+    astro_aeqa.exceptions.InputDataError
+        If the frame holds no isolated bright star to measure.
+
+    Examples
+    --------
+    >>> from astropy import units as u
+    >>> from astro_aeqa.simulation import PAPER_2P5M, simulate_image
+    >>> from astro_aeqa.stars import measure_fwhm
+    >>> sim = simulate_image(shape=(256, 256), fwhm=0.9 * u.arcsec, psf="gaussian", seed=1)
+    >>> round(measure_fwhm(sim.ccd.data) / sim.ccd.meta["FWHMPIX"], 1)
+    1.0
+    """
+    from photutils.psf import fit_fwhm
+    from scipy.spatial import cKDTree
+
+    data = np.asarray(data, dtype=np.float32)
+    if valid is None:
+        valid = np.isfinite(data)
+    if stats is None:
+        stats = sky_statistics(data, valid)
+    found = find_stars(data, valid, stats=stats, threshold=10.0)
+    ny, nx = data.shape
+    guess = found.meta["fwhm"]
+    if not np.isfinite(guess):
+        guess = 3.0
+    half = max(3, int(np.ceil(1.5 * guess)))
+    xy = np.column_stack([found["x"], found["y"]])
+    if len(found) > 1:
+        dist, _ = cKDTree(xy).query(xy, k=2)
+        isolated = dist[:, 1] > 4 * half
+    else:
+        isolated = np.ones(len(found), bool)
+    inside = (
+        (found["x"] > half) & (found["x"] < nx - 1 - half)
+        & (found["y"] > half) & (found["y"] < ny - 1 - half)
+    )  # fmt: skip
+    good = np.flatnonzero(
+        isolated & inside & (found["elongation"] < 1.3) & (found["peak_snr"] > 30)
+    )
+    if good.size == 0:
+        msg = (
+            "no isolated bright star to measure the PSF FWHM on; give the FWHM (or an "
+            "explicit patch_size) instead"
+        )
+        raise InputDataError(msg)
+    good = good[np.argsort(-found["peak_snr"][good])[:n_max]]
+    sub = np.where(valid, data - np.float32(stats.level), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fit warnings of a poor star are judged below
+        fwhms = np.asarray(fit_fwhm(sub, xypos=xy[good], fwhm=guess, fit_shape=2 * half + 1), float)
+    fwhms = fwhms[np.isfinite(fwhms) & (fwhms > 0.5)]
+    if fwhms.size == 0:
+        msg = "the PSF FWHM fit failed on every star; give an explicit patch_size instead"
+        raise InputDataError(msg)
+    return float(np.median(fwhms))
+
+
+def auto_patch_size(fwhm, *, factor=16.0, minimum=32, maximum=128, multiple=8):
+    """
+    Return a patch size for a PSF FWHM: ``factor * fwhm`` rounded up.
+
+    The paper asks for at least twice the FWHM; the quality benchmark
+    (``benchmarks/quality.py``, docs page "Quality benchmark") measures
+    patch AUROC and mask IoU against the patch size and sets the default
+    ``factor``. The result is rounded up to a multiple of ``multiple`` and
+    clipped to ``[minimum, maximum]``.
+
+    Examples
+    --------
+    >>> from astro_aeqa.stars import auto_patch_size
+    >>> auto_patch_size(3.1), auto_patch_size(1.0), auto_patch_size(20.0)
+    (56, 32, 128)
+    """
+    fwhm = float(fwhm)
+    if not np.isfinite(fwhm) or fwhm <= 0:
+        msg = f"fwhm must be a positive number of pixels, got {fwhm}"
+        raise ValueError(msg)
+    size = int(np.ceil(max(factor, 2.0) * fwhm / multiple) * multiple)
+    return int(min(max(size, minimum), maximum))
+
+
+def bright_star_mask(
+    data,
+    valid=None,
+    *,
+    stats=None,
+    fwhm=None,
+    min_snr=50.0,
+    catalog_xy=None,
+    match_radius=None,
+):
+    """
+    Return the pixels of bright, well-modelled stars.
+
+    A star counts when it is detected with a peak of at least ``min_snr``
+    sky sigmas, is round and has the expected FWHM (see `find_stars`) and,
+    when ``catalog_xy`` is given, lies within ``match_radius`` of a
+    catalogue position. Its footprint is a disc out to where a Moffat
+    (beta = 2.5) profile of its peak falls to one sky sigma, at least
+    1.5 FWHM. Trails, doubled or smeared stars and defocus donuts are not
+    round stars of the expected FWHM, so they are never covered.
+
+    Parameters
+    ----------
+    data : 2-D `~numpy.ndarray`
+        The frame.
+    valid : 2-D bool `~numpy.ndarray`, optional
+        Usable pixels.
+    stats : `~astro_aeqa.preprocessing.SkyStatistics`, optional
+        Sky level and noise.
+    fwhm : float, optional
+        Expected FWHM in pixels (the reference frames'); default the
+        frame's own.
+    min_snr : float, optional
+        Least peak signal-to-noise of a bright star.
+    catalog_xy : array-like of shape (n, 2), optional
+        Pixel positions of catalogue stars.
+    match_radius : float, optional
+        Pixels; default one FWHM.
+
+    Returns
+    -------
+    mask : 2-D bool `~numpy.ndarray`
+        True on bright-star pixels.
+    stars : `~astropy.table.QTable`
+        The bright stars used (``x``, ``y``, ``peak_snr``, ``radius``);
+        ``meta['found']`` holds every detection (`find_stars`).
+    """
+    data = np.asarray(data)
+    found = find_stars(data, valid, stats=stats, fwhm=fwhm)
+    use = np.asarray(found["star"], bool) & (np.asarray(found["peak_snr"]) >= min_snr)
+    fwhm = found.meta["fwhm"]
+    if catalog_xy is not None and use.any():
+        from scipy.spatial import cKDTree
+
+        cxy = np.asarray(catalog_xy, float).reshape(-1, 2)
+        radius = fwhm if match_radius is None else float(match_radius)
+        if cxy.size:
+            dist, _ = cKDTree(cxy).query(np.column_stack([found["x"], found["y"]]))
+            use &= dist <= radius
+        else:
+            use[:] = False
+    bright = found[use]
+    bright.meta["found"] = found
+    mask = np.zeros(data.shape, bool)
+    if len(bright) == 0 or not np.isfinite(fwhm):
+        bright["radius"] = np.zeros(len(bright))
+        return mask, bright
+    alpha = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / _FOOTPRINT_BETA) - 1.0))
+    peak = np.asarray(bright["peak_snr"], float)
+    radii = np.maximum(1.5 * fwhm, alpha * np.sqrt(peak ** (1.0 / _FOOTPRINT_BETA) - 1.0))
+    bright["radius"] = radii
+    ny, nx = data.shape
+    for x, y, r in zip(bright["x"], bright["y"], radii, strict=True):
+        y0, y1 = max(0, int(y - r)), min(ny, int(y + r) + 2)
+        x0, x1 = max(0, int(x - r)), min(nx, int(x + r) + 2)
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        mask[y0:y1, x0:x1] |= (yy - y) ** 2 + (xx - x) ** 2 <= r * r
+    return mask, bright
+
+
+def misshapen_fraction(stars, shape, patch_size, *, min_snr=20.0):
+    """
+    Return, per patch, the fraction of bright sources that are not well-modelled stars.
+
+    Smeared, doubled and defocused stars keep the sky level and often fool
+    the autoencoder (a blurred star is easy to reconstruct); their shape
+    gives them away. Patches without a bright source get 0.
+
+    Parameters
+    ----------
+    stars : `~astropy.table.QTable`
+        Output of `find_stars`.
+    shape : tuple of int
+        Image shape ``(ny, nx)``.
+    patch_size : int
+        Patch side in pixels.
+    min_snr : float, optional
+        Least peak signal-to-noise of a source that counts.
+
+    Returns
+    -------
+    fraction : 2-D `~numpy.ndarray`
+        ``(n_py, n_px)`` float64 in [0, 1].
+
+    Examples
+    --------
+    >>> from astropy.table import QTable
+    >>> from astro_aeqa.stars import misshapen_fraction
+    >>> t = QTable({"x": [5.0, 6.0, 20.0], "y": [5.0, 6.0, 5.0],
+    ...             "peak_snr": [50.0, 50.0, 50.0], "star": [True, False, True]})
+    >>> misshapen_fraction(t, (16, 32), 16).tolist()
+    [[0.5, 0.0]]
+    """
+    ny, nx = shape
+    n_py, n_px = -(-ny // patch_size), -(-nx // patch_size)
+    bright = np.asarray(stars["peak_snr"], float) >= min_snr
+    iy = np.clip(np.asarray(stars["y"], float)[bright] // patch_size, 0, n_py - 1).astype(int)
+    ix = np.clip(np.asarray(stars["x"], float)[bright] // patch_size, 0, n_px - 1).astype(int)
+    bad = ~np.asarray(stars["star"], bool)[bright]
+    n_all = np.zeros((n_py, n_px))
+    n_bad = np.zeros((n_py, n_px))
+    np.add.at(n_all, (iy, ix), 1.0)
+    np.add.at(n_bad, (iy, ix), bad.astype(float))
+    return np.divide(n_bad, n_all, out=np.zeros_like(n_all), where=n_all > 0)
