@@ -50,6 +50,7 @@ from .utils import write_hdulist_atomic
 __all__ = [
     "read_image",
     "read_original_data",
+    "stored_as_float32",
     "score_map_wcs",
     "aeqa_header_cards",
     "write_aeqa_fits",
@@ -556,6 +557,42 @@ def read_original_data(image, *, hdu=None):
         image = image[0]
     return np.array(
         _as_2d(np.ma.getdata(np.asanyarray(image)), "the input", "the array"), copy=True
+    )
+
+
+def stored_as_float32(image, *, hdu=None):
+    """
+    Whether the input's pixels are stored as unscaled float32, so that the
+    float32 array of `read_image` can be written back as they were.
+
+    Reads headers only. `False` when unsure (then use `read_original_data`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa.io import stored_as_float32
+    >>> stored_as_float32(np.zeros((2, 2), np.float32)), stored_as_float32(np.zeros((2, 2)))
+    (True, False)
+    """
+    if isinstance(image, str | Path):
+        try:
+            with fits.open(image) as hdul:
+                return _header_is_float32(hdul[_select_hdu(hdul, hdu, str(image))].header)
+        except (OSError, ValueError, TypeError, IndexError, EOFError):
+            return False
+    if isinstance(image, fits.HDUList):
+        return _header_is_float32(image[_select_hdu(image, hdu, "the HDUList input")].header)
+    if isinstance(image, fits.PrimaryHDU | fits.ImageHDU):
+        return _header_is_float32(image.header)
+    if isinstance(image, tuple) and len(image) == 2:
+        image = image[0]
+    data = image.data if isinstance(image, NDData) else image
+    return isinstance(data, np.ndarray) and data.dtype == np.float32
+
+
+def _header_is_float32(header):
+    return (
+        header.get("BITPIX") == -32 and header.get("BSCALE", 1) == 1 and header.get("BZERO", 0) == 0
     )
 
 

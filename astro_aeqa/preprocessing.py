@@ -94,8 +94,9 @@ def sky_statistics(data, valid, *, n_blocks=16):
         raise InputDataError(msg)
     ny, nx = data.shape
     block = max(8, min(ny, nx) // n_blocks)
-    # every other pixel in each axis: 4x cheaper and as good for medians
-    step = 2 if block >= 16 else 1
+    # A sparse grid of pixels is as good for medians and much cheaper: every
+    # other pixel, or every fourth in the blocks of large frames (>= 64x64 left).
+    step = 4 if block >= 256 else (2 if block >= 16 else 1)
     nby, nbx = ny // block, nx // block
     if nby == 0 or nbx == 0:
         nby, nbx, block = 1, 1, min(ny, nx)
@@ -210,7 +211,8 @@ def subtract_tile_median(tiles):
     [[[-1.5, -0.5], [0.5, 7.5]]]
     """
     tiles = np.asarray(tiles, dtype=np.float32)
-    # Every other pixel in each axis of a large tile: 4x cheaper, as good a median.
-    step = 2 if min(tiles.shape[-2:]) >= 64 else 1
+    # A sparse grid of a large tile: as good a median, 4-16x cheaper.
+    side = min(tiles.shape[-2:])
+    step = 4 if side >= 512 else (2 if side >= 64 else 1)
     sample = tiles[..., ::step, ::step]
     return tiles - np.median(sample, axis=(-2, -1), keepdims=True)

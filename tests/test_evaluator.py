@@ -291,3 +291,18 @@ def test_precision_option(tiny_evaluator, clean_frame):
     assert low.score != ref.score
     assert abs(low.score - ref.score) / ref.score < 0.01
     assert np.mean(low.patch_mask != ref.patch_mask) <= 0.005
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
+def test_write_masked_from_a_file_keeps_its_pixels_and_dtype(
+    tiny_evaluator, clean_frame, tmp_path, dtype
+):
+    data = np.clip(clean_frame.data, 0, 60000).astype(dtype)
+    source = tmp_path / "in.fits"
+    fits.PrimaryHDU(data).writeto(source)
+    tiny_evaluator.write_masked(source, tmp_path / "out.fits")
+    with fits.open(tmp_path / "out.fits") as hdul:
+        assert (
+            hdul[0].data.dtype == np.dtype(dtype).newbyteorder(">") or hdul[0].data.dtype == dtype
+        )
+        np.testing.assert_array_equal(hdul[0].data, data)
