@@ -300,7 +300,7 @@ class AEQualityEvaluator:
     >>> from astro_aeqa import AEQualityEvaluator
     >>> ev = AEQualityEvaluator(patch_size=32)
     >>> ev.patch_size, ev.tile_size, ev.normalization
-    (32, 128, 'noise')
+    (32, 512, 'noise')
     """
 
     def __init__(
@@ -926,7 +926,10 @@ class AEQualityEvaluator:
             score_map=result.score_map,
             flags=result.flag_plane(),
             overwrite=overwrite,
-            original_data=aeqa_io.read_original_data(image, hdu=hdu),
+            # a float32 file is written back from the array already read
+            original_data=None
+            if aeqa_io.stored_as_float32(image, hdu=hdu)
+            else aeqa_io.read_original_data(image, hdu=hdu),
         )
         return result
 
