@@ -244,18 +244,11 @@ def _job(evaluator, options):
 
 
 def load_evaluator(model, *, device=None):
-    """Load the evaluator of a model file (``'default'``: the pretrained model, when shipped)."""
+    """Load the evaluator of a model file (``'default'``: the pretrained model)."""
     from .evaluator import AEQualityEvaluator
 
     if model == "default":
-        pretrained = getattr(AEQualityEvaluator, "pretrained", None)
-        if pretrained is None:
-            msg = (
-                "no pretrained model ships with this version of astro_aeqa: "
-                "train one with `aeqa train` and pass its file"
-            )
-            raise FileNotFoundError(msg)
-        return pretrained(device=device)
+        return AEQualityEvaluator.pretrained(device=device)
     return AEQualityEvaluator.load(model, device=device)
 
 

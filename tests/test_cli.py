@@ -159,11 +159,11 @@ def test_traceback_flag_shows_the_traceback(tmp_path, model):
         aeqa("--traceback", "-q", "score", tmp_path / "nope.fits", "--model", model)
 
 
-def test_model_is_required(tmp_path, capsys):
-    with pytest.raises(SystemExit) as info:
-        aeqa("score", tmp_path)
-    assert info.value.code == 2
-    assert "--model" in capsys.readouterr().err
+def test_score_uses_the_shipped_model_by_default(frames, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert aeqa("-q", "score", frames / "cloud.fits", "--output-dir", out) == 0
+    table = Table.read(out / "scores.ecsv")
+    assert list(table["status"]) == ["ok"] and table["score"][0] > 0
 
 
 # -- train and info ----------------------------------------------------------

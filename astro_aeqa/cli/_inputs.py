@@ -177,15 +177,15 @@ def add_input_options(parser):
     )
 
 
-def add_model_options(parser, *, required):
+def add_model_options(parser):
     """Add ``--model`` and ``--device``."""
-    note = " Required: no pretrained model ships with this version yet." if required else ""
     parser.add_argument(
         "--model",
-        required=required,
+        default="default",
         metavar="MODEL",
-        help="model file written by `aeqa train` or AEQualityEvaluator.save "
-        "(*.safetensors)." + note,
+        help="model file written by `aeqa train` or AEQualityEvaluator.save (*.safetensors), "
+        "or 'default' (the default): the pretrained model shipped with astro_aeqa, or the "
+        "default_model item of astro_aeqa.cfg",
     )
     parser.add_argument(
         "--device",

@@ -37,7 +37,7 @@ def register(subparsers):
         ),
     )
     add_input_options(parser)
-    add_model_options(parser, required=True)
+    add_model_options(parser)
     add_output_options(parser)
     add_parallel_options(parser)
     parser.set_defaults(func=run)

@@ -33,7 +33,7 @@ def register(subparsers):
         ),
     )
     add_input_options(parser)
-    add_model_options(parser, required=True)
+    add_model_options(parser)
     add_output_options(parser)
     add_parallel_options(parser)
     parser.add_argument(
