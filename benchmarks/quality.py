@@ -295,7 +295,7 @@ def fwhm_sweep(configs, preset, shape, p, n_fields):
     }
 
 
-def fpr_section(ev, calibration, tests, fprs):
+def fpr_section(ev, calibration, tests, fprs, *, test_name="fixed_fwhm"):
     """Measured false-mask rate on clean frames against the requested fpr."""
     ev.aggregate, ev.star_aware, ev.shape_weight = "mean", False, 0.0
     rows = []
@@ -308,7 +308,12 @@ def fpr_section(ev, calibration, tests, fprs):
         per_frame = [ev.evaluate(s.ccd).patch_scores for s in tests]
         scores = np.concatenate([f.ravel() for f in per_frame])
         for fpr in fprs:
-            row = {"calibration": source, "n_reference": int(np.size(reference)), "fpr": fpr}
+            row = {
+                "calibration": source,
+                "test": test_name,
+                "n_reference": int(np.size(reference)),
+                "fpr": fpr,
+            }
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # too few references: inf, reported as such
                 thr = conformal_threshold(reference, fpr)
@@ -351,7 +356,7 @@ def print_table(results):
         print(f"\n== fpr calibration, {preset}")
         for r in rows:
             print(
-                f"{r['calibration']:>13} n_ref={r['n_reference']:>6} fpr={r['fpr']:<6} "
+                f"{r['test']:>12} {r['calibration']:>13} n_ref={r['n_reference']:>6} fpr={r['fpr']:<6} "
                 f"exceed={r['patch_exceedance']:.4f} masked(open 1)="
                 f"{r['mask_rate_morphology_11']:.4f} masked(open 0)={r['mask_rate_morphology_01']:.4f}"
             )
@@ -447,8 +452,14 @@ def main(argv=None):
             n_big = 4 if quick else 10
             fcal = [simulate(preset, big, rng.uniform(f_lo, f_hi), 3000 + i) for i in range(n_big)]
             ftest = [simulate(preset, big, f_test, 4000 + i) for i in range(n_big)]
-            results["fpr"][preset] = fpr_section(
-                ours, fcal, ftest, [0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
+            fprs = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
+            results["fpr"][preset] = fpr_section(ours, fcal, ftest, fprs)
+            # test frames whose seeing is drawn like the calibration frames': exchangeable
+            fmatch = [
+                simulate(preset, big, rng.uniform(f_lo, f_hi), 6000 + i) for i in range(n_big)
+            ]
+            results["fpr"][preset] += fpr_section(
+                ours, fcal, fmatch, fprs, test_name="matched_fwhm"
             )
             print(f"{preset}: fpr, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         if "patch" in args.sections:
@@ -476,6 +487,8 @@ def main(argv=None):
 
     results["seconds"] = time.perf_counter() - t0
     name = "quality_quick.json" if quick else "quality.json"
+    if args.sections != ["main", "fwhm", "fpr", "patch"]:
+        name = name.replace(".json", "_" + "_".join(args.sections) + ".json")
     (out_dir / name).write_text(json.dumps(results, indent=1, default=float))
     print_table(results)
     print(f"\n{results['seconds']:.0f} s; JSON in {out_dir / name}")

@@ -80,32 +80,49 @@ def patch_figure(results):
 
 
 def fpr_figure(results):
-    fig, ax = plt.subplots(figsize=(5.2, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(5.6, 4.4), layout="constrained")
     lo, hi = 5e-4, 0.1
     ax.fill_between([lo, hi], [lo / 2, hi / 2], [2 * lo, 2 * hi], color="0.9", label="within 2x")
     ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8)
+    curves = (
+        ("held_out", "fixed_fwhm", "s--", "held-out patches of fit"),
+        ("clean_frames", "fixed_fwhm", "o-", "clean frames; test seeing fixed"),
+        ("clean_frames", "matched_fwhm", "^-", "clean frames; test seeing matched"),
+    )
     for preset, rows in results["fpr"].items():
-        for source, marker in (("held_out", "s"), ("clean_frames", "o")):
-            sub = [r for r in rows if r["calibration"] == source and r["threshold"] is not None]
-            ax.plot(
-                [r["fpr"] for r in sub],
-                [max(r["mask_rate_morphology_01"], lo / 2) for r in sub],
-                marker + "-",
-                label=f"{preset}, {source.replace('_', ' ')}",
-            )
+        for source, test, style, label in curves:
+            sub = [
+                r
+                for r in rows
+                if r["calibration"] == source
+                and r.get("test", "fixed_fwhm") == test
+                and r["threshold"] is not None
+            ]
+            if sub:
+                ax.plot(
+                    [r["fpr"] for r in sub],
+                    [max(r["mask_rate_morphology_01"], lo / 2) for r in sub],
+                    style,
+                    label=f"{preset}: {label}",
+                )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo / 2, 2 * hi)
     ax.set_xlabel("requested fpr")
-    ax.set_ylabel("false-mask rate on new clean frames")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("mask rate on new clean frames (0 drawn at the bottom)")
+    ax.legend(fontsize=6.5)
     return fig
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default="benchmarks/results/quality.json")
+    parser.add_argument(
+        "--fpr-results",
+        default="benchmarks/results/quality_fpr.json",
+        help="the fpr section of a later run (--sections fpr), if present",
+    )
     parser.add_argument("--out-dir", default="docs/figures")
     parser.add_argument(
         "--default", default="ours_tr_stars_open0", help="the configuration shown as ours"
@@ -113,6 +130,8 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     results = json.loads(Path(args.results).read_text())
+    if Path(args.fpr_results).exists():
+        results["fpr"] = json.loads(Path(args.fpr_results).read_text())["fpr"]
     out = Path(args.out_dir)
     save(auroc_figure(results, args.default), out / "quality_auroc.png", args.overwrite)
     save(patch_figure(results), out / "quality_patch_size.png", args.overwrite)
