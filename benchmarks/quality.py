@@ -329,6 +329,8 @@ def fpr_section(ev, calibration, tests, fprs, *, test_name="fixed_fwhm"):
 
 def print_table(results):
     for preset, res in results["presets"].items():
+        if "configs" not in res:
+            continue
         print(f"\n== {preset}  (patch {res['patch_size']} px)")
         names = list(res["configs"])
         defects = list(next(iter(res["configs"].values()))["defects"])
