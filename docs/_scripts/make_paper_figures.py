@@ -117,7 +117,7 @@ def fig4_fwhm(ev, shape, n_fields, progress_bar):
     ax.plot(FWHMS, scores[0], "r:", marker="o", label="one field")
     ax.set_xlabel("PSF FWHM (arcsec)")
     ax.set_ylabel("image score (mean patch score)")
-    ax.set_title("Fig. 4: score against FWHM (references 0.5-0.8 arcsec)")
+    ax.set_title("Fig. 4: score against FWHM")
     ax.legend()
     numbers = {
         "fwhm": FWHMS.tolist(),
