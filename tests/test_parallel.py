@@ -309,3 +309,22 @@ def test_cli_without_distributed_is_a_one_line_error(model_file, night, tmp_path
     assert status == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install 'astro_aeqa[parallel]'" in err[0]
+
+
+def test_compile_option_reaches_the_evaluator(monkeypatch, tmp_path):
+    """--compile loads the evaluator with compile=True (the compilation itself is not run)."""
+    import astro_aeqa.cli._inputs as inputs
+
+    seen = {}
+
+    def fake_load(model, *, device=None, compile=False):  # noqa: A002
+        seen["compile"] = compile
+        raise FileNotFoundError("stop here")
+
+    monkeypatch.setattr(inputs, "load_evaluator", fake_load)
+    from astro_aeqa.cli import main
+
+    frame = tmp_path / "f.fits"
+    frame.write_bytes(b"")
+    assert main(["score", str(frame), "--compile", "--output-dir", str(tmp_path / "o")]) == 2
+    assert seen == {"compile": True}

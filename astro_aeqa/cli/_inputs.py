@@ -238,6 +238,13 @@ def add_parallel_options(parser):
         help="score on an existing Dask cluster, e.g. tcp://host:8786; every worker must be "
         "able to read the model and the files",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the network through torch.compile (needs a C++ compiler): the first file "
+        "waits 10-40 s for the compilation, the others are about 1.5x faster; for batches "
+        "of tens of large frames",
+    )
 
 
 # -- running -----------------------------------------------------------------
@@ -258,7 +265,11 @@ def run_files(args, paths, *, out_dir, write_masks, plots=False):
         msg = f"--n-workers must be at least 1, got {args.n_workers}"
         raise ValueError(msg)
     on_dask = args.n_workers is not None or args.scheduler is not None
-    model = args.model if on_dask else load_evaluator(args.model, device=args.device)
+    model = (
+        args.model
+        if on_dask
+        else load_evaluator(args.model, device=args.device, compile=args.compile)
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     options = {
         "output_dir": str(out_dir.resolve()),
@@ -276,6 +287,7 @@ def run_files(args, paths, *, out_dir, write_masks, plots=False):
         scheduler=args.scheduler if on_dask else "synchronous",
         n_workers=args.n_workers,
         device=args.device,
+        compile=args.compile,
         progress_bar=args.progress_bar,
         show_traceback=args.traceback,
     )
