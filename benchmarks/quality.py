@@ -182,6 +182,29 @@ class Config:
         return res.patch_scores, res.patch_mask
 
 
+class Combined:
+    """Two configurations' scores, each over its median clean score, summed; fpr-calibrated."""
+
+    def __init__(self, name, first, second, fpr=0.01):
+        self.name, self.parts, self.fpr, self.ev = name, (first, second), fpr, first.ev
+
+    def _scores(self, sim, patch_size):
+        return sum(
+            cfg.score(sim, patch_size)[0] / np.median(cfg.reference_scores) for cfg in self.parts
+        )
+
+    def calibrate(self, frames):
+        for cfg in self.parts:
+            cfg.calibrate(frames)
+        p = self.ev.patch_size
+        clean = np.concatenate([self._scores(s, p).ravel() for s in frames])
+        self.threshold = conformal_threshold(clean[np.isfinite(clean)], self.fpr)
+
+    def score(self, sim, patch_size):
+        scores = self._scores(sim, patch_size)
+        return scores, mask_of(scores, self.threshold, sim.ccd.shape, patch_size, (0, 1))[0]
+
+
 def photometric_errors(sim, pixel_mask):
     """|error| and masked flag of stars with S/N >= 20 (fixed true zero point)."""
     ccd = sim.ccd.copy()
@@ -388,6 +411,8 @@ def main(argv=None):
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--sections", nargs="+", default=["main", "fwhm", "fpr", "patch"])
     parser.add_argument("--no-photometry", dest="photometry", action="store_false")
+    parser.add_argument("--combined", action="store_true", help="also score ours+paper")
+    parser.add_argument("--configs", nargs="+", default=None, help="only these configurations")
     args = parser.parse_args(argv)
     # the too-few-references warnings of the fpr section are reported in its table
     logging.getLogger("astro_aeqa").setLevel(logging.ERROR)
@@ -439,6 +464,16 @@ def main(argv=None):
             Config("classical", sigma=args.classical_sigma),
         ]
         configs[-1].patch_size = p
+        if args.combined:  # ours and the paper's network together
+            configs.append(
+                Combined(
+                    "ours+paper",
+                    Config("ours", ours, **stars, morphology=(0, 1)),
+                    Config("paper_part", paper),
+                )
+            )
+        if args.configs:
+            configs = [c for c in configs if c.name in args.configs]
         res = {"patch_size": p, "reference_fwhm_pixels": ours.reference_fwhm_}
         if "main" in args.sections:
             for cfg in configs:
