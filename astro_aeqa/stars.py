@@ -38,7 +38,9 @@ __all__ = [
 _FOOTPRINT_BETA = 2.5
 
 
-def find_stars(data, valid=None, *, stats=None, threshold=5.0, n_pixels=5, fwhm=None):
+def find_stars(
+    data, valid=None, *, stats=None, threshold=5.0, n_pixels=5, fwhm=None, min_peak=None
+):
     """
     Detect compact sources and tell which look like well-modelled stars.
 
@@ -57,6 +59,11 @@ def find_stars(data, valid=None, *, stats=None, threshold=5.0, n_pixels=5, fwhm=
     fwhm : float, optional
         Expected PSF FWHM in pixels (for example of the reference frames);
         default the median FWHM of the frame's bright round sources.
+    min_peak : float, optional
+        Only catalogue sources whose peak reaches this many sky sigmas.
+        Their segments (hence shapes) are those of the full detection; the
+        faint ones are just not measured, which is much faster on large
+        frames.
 
     Returns
     -------
@@ -85,6 +92,16 @@ def find_stars(data, valid=None, *, stats=None, threshold=5.0, n_pixels=5, fwhm=
     if segm is None:
         table.meta["fwhm"] = np.nan if fwhm is None else float(fwhm)
         return table
+    if min_peak is not None:
+        labels = segm.data.ravel()
+        inside = labels > 0
+        peaks = np.full(segm.max_label + 1, -np.inf, dtype=np.float32)
+        np.maximum.at(peaks, labels[inside], snr.ravel()[inside])
+        keep = segm.labels[peaks[segm.labels] >= min_peak]
+        if keep.size == 0:
+            table.meta["fwhm"] = np.nan if fwhm is None else float(fwhm)
+            return table
+        segm.keep_labels(keep)
     cat = SourceCatalog(snr, segm)
     table = QTable()
     table["x"] = np.asarray(cat.x_centroid, float)
@@ -257,7 +274,9 @@ def bright_star_mask(
         ``meta['found']`` holds every detection (`find_stars`).
     """
     data = np.asarray(data)
-    found = find_stars(data, valid, stats=stats, fwhm=fwhm)
+    # only the bright sources are measured: with fwhm=None the frame's FWHM
+    # comes from sources above 100 sigma, which are among them
+    found = find_stars(data, valid, stats=stats, fwhm=fwhm, min_peak=min(min_snr, 100.0))
     use = np.asarray(found["star"], bool) & (np.asarray(found["peak_snr"]) >= min_snr)
     fwhm = found.meta["fwhm"]
     if catalog_xy is not None and use.any():
