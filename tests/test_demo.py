@@ -74,3 +74,23 @@ def test_info_without_a_model_prints_the_shipped_model_card(capsys):
     assert "training data" in out and "pixel_scale_arcsec" in out
     assert main(["info", "default", "--json"]) == 0
     assert '"model_name": "small"' in capsys.readouterr().out
+
+
+def test_train_init_default_fine_tunes_the_shipped_model(tmp_path):
+    from safetensors.numpy import load_file
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for i in range(2):
+        simulate_image((512, 512), seed=40 + i).write(refs / f"ref_{i}.fits")
+    out = tmp_path / "tuned.safetensors"
+    argv = ["-q", "train", str(refs), "--init", "default", "--output", str(out)]
+    argv += ["--n-epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--seed", "3"]
+    assert main(argv) == 0
+    tuned = AEQualityEvaluator.load(out)
+    assert tuned.training_["init"]["file"] == default_model_path().name
+    # the weights started from the shipped ones and moved
+    shipped, new = load_file(str(default_model_path())), load_file(str(out))
+    assert shipped.keys() == new.keys()
+    assert any(not np.array_equal(shipped[k], new[k]) for k in shipped)
+    assert tuned.reference_scores_ is not None

@@ -189,8 +189,14 @@ def run(args):
     ev = _build_evaluator(args)
     init_info = None
     if args.init is not None:
+        if args.init == "default":
+            from ..evaluator import default_model_path
+
+            init_file = default_model_path().name
+        else:
+            init_file = Path(args.init).name
         init_info = {
-            "file": Path(args.init).name,
+            "file": init_file,
             "sha256_16": ev.model_sha,
             "training": dict(ev.training_),
         }
