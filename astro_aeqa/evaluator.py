@@ -46,6 +46,7 @@ from .preprocessing import (
 )
 from .stars import auto_patch_size, bright_star_mask, measure_fwhm, misshapen_fraction
 from .tiling import aggregate_patches, extract_tiles, owned_regions, tile_origins
+from .utils import file_sha256
 from .utils import progress_bar as _progress_bar
 
 __all__ = ["AEQualityEvaluator", "QualityResult", "aeqa_mask", "default_model_path"]
@@ -977,7 +978,7 @@ class AEQualityEvaluator:
             msg = "the evaluator is untrained: fit it before saving"
             raise RuntimeError(msg)
         path = save_model(path, self.model_, self._metadata(), overwrite=overwrite)
-        self.model_sha = _file_sha(path)
+        self.model_sha = file_sha256(path)[:16]
         return path
 
     @classmethod
@@ -1044,7 +1045,7 @@ class AEQualityEvaluator:
         ev.training_ = meta.get("training", {})
         ev.reference_fwhm_ = meta.get("reference_fwhm")
         ev.is_fitted = True
-        ev.model_sha = _file_sha(path)
+        ev.model_sha = file_sha256(path)[:16]
         return ev
 
     @classmethod
@@ -1177,12 +1178,4 @@ def _weights_sha(model):
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _file_sha(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()[:16]

@@ -11,7 +11,6 @@ Dask (``dask[distributed]``) is needed only for the cluster path; it is
 imported when a cluster is used.
 """
 
-import hashlib
 import logging
 import os
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .exceptions import AEQAError
-from .utils import atomic_write
+from .utils import file_sha256, save_figure_atomic, write_table_atomic
 from .utils import progress_bar as _progress_bar
 
 __all__ = ["SUMMARY_COLUMNS", "SUMMARY_NAME", "fits_stem", "process_file", "score_files"]
@@ -85,16 +84,6 @@ def _values_from_header(path):
         "masked_fraction": float(header.get("AEQAMFR", np.nan)),
         "threshold": float(header.get("AEQATHR", np.nan)),
     }
-
-
-def _save_figure(fig, path, overwrite):
-    import matplotlib.pyplot as plt
-
-    try:
-        with atomic_write(path, overwrite=overwrite) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-    finally:
-        plt.close(fig)
 
 
 def process_file(
@@ -179,7 +168,7 @@ def process_file(
         image = ccd.data
         result = evaluator.evaluate(ccd, threshold=threshold, fpr=fpr)
     if plots:
-        _save_figure(result.plot(image), plot_path, overwrite)
+        save_figure_atomic(result.plot(image), plot_path, overwrite=overwrite, close=True)
     log.debug("%s: score %.4g, masked %.2f%%", path, result.score, 100 * result.masked_fraction)
     return {
         "score": result.score,
@@ -261,14 +250,6 @@ def _model_source(model):
         msg = f"{model}: model file not found; pass a file written by AEQualityEvaluator.save"
         raise FileNotFoundError(msg)
     return str(path.resolve())
-
-
-def _file_sha(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 # -- Dask ----------------------------------------------------------------------
@@ -558,7 +539,7 @@ def _score_rows(
 
 
 def _sha_of(model):
-    return "" if model == "default" else _file_sha(model)
+    return "" if model == "default" else file_sha256(model)[:16]
 
 
 # -- the summary ---------------------------------------------------------------
@@ -586,9 +567,7 @@ def summary_table(rows, *, meta=None):
 def write_summary(rows, out_dir, *, meta=None, overwrite=True):
     """Write ``scores.ecsv`` in ``out_dir`` atomically; return the table and its path."""
     table = summary_table(rows, meta=meta)
-    path = Path(out_dir) / SUMMARY_NAME
-    with atomic_write(path, overwrite=overwrite) as tmp:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
+    path = write_table_atomic(table, Path(out_dir) / SUMMARY_NAME, overwrite=overwrite)
     return table, path
 
 

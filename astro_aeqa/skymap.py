@@ -19,7 +19,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData, NDData
 
 from .exceptions import AEQAError, InputDataError
-from .utils import atomic_write, write_hdulist_atomic
+from .utils import save_figure_atomic, write_hdulist_atomic
 
 __all__ = ["plot_sky_quality_map", "sky_quality_map", "write_sky_quality_map"]
 
@@ -240,6 +240,5 @@ def plot_sky_quality_map(skymap, *, path=None, overwrite=False, cmap="viridis", 
         title = f"Sky quality map: {skymap.meta.get('AEQACOMB', 'mean')} of {n} frames"
     ax.set_title(title)
     if path is not None:
-        with atomic_write(path, overwrite=overwrite) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
+        save_figure_atomic(fig, path, overwrite=overwrite)
     return fig

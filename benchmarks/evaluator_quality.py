@@ -257,11 +257,11 @@ def main(argv=None):
 
 def write_card(args, results):
     """The headline numbers of a model file, keyed to its SHA-256, for ``aeqa info``."""
-    import hashlib
+    from astro_aeqa.utils import file_sha256
 
     defects = results["defects"]
     card = {
-        "sha256": hashlib.sha256(Path(args.load).read_bytes()).hexdigest(),
+        "sha256": file_sha256(args.load),
         "benchmark": "python benchmarks/evaluator_quality.py --load MODEL (PAPER_2P5M, 512x512)",
         "results": {
             "fwhm_spearman_min": results["fwhm"]["spearman_min"],

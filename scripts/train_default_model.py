@@ -18,7 +18,6 @@ never trained on, calibrate the false-mask rate.
 """
 
 import argparse
-import hashlib
 import time
 
 import numpy as np
@@ -26,6 +25,7 @@ from astropy import units as u
 
 from astro_aeqa import AEQualityEvaluator
 from astro_aeqa.simulation import GWAC_LIKE, PAPER_2P5M, simulate_image
+from astro_aeqa.utils import file_sha256
 
 N_FRAMES = 48
 N_CALIBRATION = 24
@@ -115,7 +115,7 @@ def main(argv=None):
         "star_density_factor": [0.3, 3.0],
     }
     ev.save(args.output, overwrite=True)
-    sha = hashlib.sha256(open(args.output, "rb").read()).hexdigest()
+    sha = file_sha256(args.output)
     print(f"wrote {args.output} in {time.perf_counter() - t0:.0f} s; sha256 {sha}")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from astropy import units as u
 from astropy.table import QTable
 
-from ..utils import atomic_write
+from ..utils import save_figure_atomic, write_table_atomic
 
 __all__ = ["register", "run"]
 
@@ -77,16 +77,6 @@ def _frames(size, seed):
         )
         tests.append((kind, kind, 0.7, sim))
     return refs, calibration, tests
-
-
-def _save(fig, path, overwrite):
-    import matplotlib.pyplot as plt
-
-    try:
-        with atomic_write(path, overwrite=overwrite) as tmp:
-            fig.savefig(tmp, format="png", dpi=90)
-    finally:
-        plt.close(fig)
 
 
 def _fwhm_figure(rows):
@@ -178,12 +168,14 @@ def run(args):
         )
         if defect != "none" or fwhm == max(_FWHM_SWEEP):
             png = out / f"{name}_aeqa.png"
-            _save(result.plot(sim.ccd.data), png, args.overwrite)
+            save_figure_atomic(
+                result.plot(sim.ccd.data), png, overwrite=args.overwrite, dpi=90, close=True
+            )
             written.append(png)
         written += [frame_path, out / f"{name}_aeqa.fits"]
 
     png = out / "score_vs_fwhm.png"
-    _save(_fwhm_figure(rows), png, args.overwrite)
+    save_figure_atomic(_fwhm_figure(rows), png, overwrite=args.overwrite, dpi=90, close=True)
     written.append(png)
     tables = _photometry(results, tests)
     if tables:
@@ -191,17 +183,15 @@ def run(args):
 
         curve, fig = error_vs_score(tables, n_bins=6, snr_min=20.0)
         png = out / "error_vs_score.png"
-        _save(fig, png, args.overwrite)
+        save_figure_atomic(fig, png, overwrite=args.overwrite, dpi=90, close=True)
         written.append(png)
-        with atomic_write(out / "error_vs_score.ecsv", overwrite=True) as tmp:
-            curve.write(tmp, format="ascii.ecsv", overwrite=True)
+        write_table_atomic(curve, out / "error_vs_score.ecsv", overwrite=True)
         written.append(out / "error_vs_score.ecsv")
 
     table = QTable(rows)
     for col in ("score", "masked_fraction", "truth_fraction", "truth_recovered"):
         table[col].info.format = ".3f"
-    with atomic_write(summary_path, overwrite=args.overwrite) as tmp:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
+    write_table_atomic(table, summary_path, overwrite=args.overwrite)
     written.append(summary_path)
 
     print(

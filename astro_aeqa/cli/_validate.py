@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 
 from ..exceptions import AEQAError
-from ..utils import atomic_write, progress_bar
+from ..utils import progress_bar, save_figure_atomic, write_table_atomic
 
 __all__ = ["register", "run"]
 
@@ -119,18 +119,6 @@ def _read(path, hdu):
     return as_ccd(str(path), hdu=hdu, name=str(path)), score_map
 
 
-def _write_table(table, path, overwrite):
-    with atomic_write(path, overwrite=overwrite) as tmp:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
-    return path
-
-
-def _write_figure(fig, path, overwrite):
-    with atomic_write(path, overwrite=overwrite) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    return path
-
-
 def run(args):
     from ..validation import (
         background_rms_score_map,
@@ -183,7 +171,7 @@ def run(args):
             continue
         tables.append(stars)
         target = out_dir / f"{Path(path).name.split('.')[0]}_stars.ecsv"
-        written.append(_write_table(stars, target, args.overwrite))
+        written.append(write_table_atomic(stars, target, overwrite=args.overwrite))
     if not tables:
         msg = "no file could be measured; see the errors above"
         raise AEQAError(msg)
@@ -201,8 +189,12 @@ def run(args):
             log.warning("%s skipped: %s", stem, exc)
             continue
         table.meta.pop("per_frame", None)
-        written.append(_write_table(table, out_dir / f"validation_{stem}.ecsv", args.overwrite))
-        written.append(_write_figure(fig, out_dir / f"validation_{stem}.png", args.overwrite))
+        written.append(
+            write_table_atomic(table, out_dir / f"validation_{stem}.ecsv", overwrite=args.overwrite)
+        )
+        written.append(
+            save_figure_atomic(fig, out_dir / f"validation_{stem}.png", overwrite=args.overwrite)
+        )
     for path in written:
         print(path)
     return 1 if n_failed else 0

@@ -10,7 +10,6 @@ calibration, provenance, package version). Loading an untrusted file cannot
 run code.
 """
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..exceptions import ModelFileError
-from ..utils import atomic_write
+from ..utils import atomic_write, file_sha256
 from .model import AutoencoderConfig, ConvAutoencoder
 from .training import resolve_device
 
@@ -163,16 +162,12 @@ def read_model_metadata(path):
     """
     header, _ = _header(path)
     config = header["config"]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
     return {
         "format": header["format"],
         "format_version": header["format_version"],
         "config": config.to_dict(),
         "n_parameters": config.n_parameters,
-        "sha256": digest.hexdigest(),
+        "sha256": file_sha256(path),
         "aeqa": header["aeqa"],
     }
 

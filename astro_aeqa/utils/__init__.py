@@ -2,12 +2,16 @@
 """Small helpers shared by the subpackages (numpy and astropy only)."""
 
 from ._atomic import atomic_write, write_hdulist_atomic
+from ._files import file_sha256, save_figure_atomic, write_table_atomic
 from ._progress import progress_bar
 from ._validation import check_2d_float, check_fraction, check_positive_quantity
 
 __all__ = [
     "atomic_write",
     "write_hdulist_atomic",
+    "write_table_atomic",
+    "save_figure_atomic",
+    "file_sha256",
     "progress_bar",
     "check_positive_quantity",
     "check_fraction",
