@@ -39,17 +39,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from simulation_speed import _best  # the benchmarks' shared best-of-N timer
 
 SIZE = 4096
-
-
-def _best(func, repeat):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def measure_peak(repeat):

@@ -32,12 +32,10 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from astropy import units as u  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from astro_aeqa import AEQualityEvaluator  # noqa: E402
-from astro_aeqa.simulation import PAPER_2P5M, simulate_image  # noqa: E402
 from astro_aeqa.utils import atomic_write  # noqa: E402
 from astro_aeqa.validation import (  # noqa: E402
     error_vs_score,
@@ -48,6 +46,7 @@ from astro_aeqa.validation import (  # noqa: E402
 
 # benchmarks/validation.py: the cloudy sequence of the validation benchmark
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from evaluator_quality import frame as field  # noqa: E402 (the benchmark's own frames)
 from validation import mask_source_evaluator, sequence_tables  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
@@ -68,18 +67,6 @@ def load_evaluator(model):
         )
         raise SystemExit(msg)
     return AEQualityEvaluator.load(model, device="cpu")
-
-
-def field(shape, fwhm, seed, background=None, level=0.0, **kwargs):
-    return simulate_image(
-        shape=shape,
-        instrument=PAPER_2P5M,
-        fwhm=fwhm * u.arcsec,
-        background=background,
-        level=level,
-        seed=seed,
-        **kwargs,
-    )
 
 
 def savefig(fig, name, out, overwrite):
