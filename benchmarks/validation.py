@@ -76,6 +76,20 @@ def mask_source_evaluator(evaluator):
     return source
 
 
+def select_mask_source(name, model=None, parser=None):
+    """The mask source called ``name`` ('truth', 'proxy' or 'evaluator' with a model file)."""
+    if name == "evaluator":
+        if not model:
+            msg = "--mask-source evaluator needs --model MODEL.safetensors"
+            if parser is not None:
+                parser.error(msg)
+            raise ValueError(msg)
+        from astro_aeqa import AEQualityEvaluator
+
+        return mask_source_evaluator(AEQualityEvaluator.load(model, device="cpu"))
+    return {"truth": mask_source_truth, "proxy": mask_source_proxy}[name]
+
+
 def moffat_aperture_fraction(fwhm_pix, beta, radius, r_in, r_out):
     """Fraction of a Moffat star's flux left after aperture minus annulus background."""
     alpha = fwhm_pix / (2 * np.sqrt(2 ** (1 / beta) - 1))
@@ -341,14 +355,7 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args(argv)
-    if args.mask_source == "evaluator":
-        if not args.model:
-            parser.error("--mask-source evaluator needs --model MODEL.safetensors")
-        from astro_aeqa import AEQualityEvaluator
-
-        source = mask_source_evaluator(AEQualityEvaluator.load(args.model, device="cpu"))
-    else:
-        source = {"truth": mask_source_truth, "proxy": mask_source_proxy}[args.mask_source]
+    source = select_mask_source(args.mask_source, args.model, parser)
     results = {}
     t0 = time.perf_counter()
     results["clean"] = clean_frames(shape=(args.size, args.size))

@@ -19,9 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from validation import (  # noqa: E402  (benchmarks/validation.py)
-    mask_source_evaluator,
-    mask_source_proxy,
-    mask_source_truth,
+    select_mask_source,
     sequence_tables,
 )
 
@@ -45,14 +43,7 @@ def main(argv=None):
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "figures"))
     parser.add_argument("--overwrite", action="store_true", help="replace existing figures")
     args = parser.parse_args(argv)
-    if args.mask_source == "evaluator":
-        if not args.model:
-            parser.error("--mask-source evaluator needs --model MODEL.safetensors")
-        from astro_aeqa import AEQualityEvaluator
-
-        source = mask_source_evaluator(AEQualityEvaluator.load(args.model, device="cpu"))
-    else:
-        source = mask_source_truth if args.mask_source == "truth" else mask_source_proxy
+    source = select_mask_source(args.mask_source, args.model, parser)
     tables, n_retry = sequence_tables(
         args.n_frames,
         shape=(args.size, args.size),
