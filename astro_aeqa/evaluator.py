@@ -728,7 +728,9 @@ class AEQualityEvaluator:
     def _score_prepared(self, prepared, *, progress_bar=False):
         residual = self._residual(prepared["x"], progress_bar=progress_bar)
         residual[~prepared["valid"]] = np.nan
-        patch_scores, n_valid = self._aggregate(prepared, residual, prepared["valid"])
+        # the sky term depends on the patch only, not on which pixels score it
+        sky = np.abs(self._patch_sky(prepared["x"], prepared["valid"])) if self.sky_term else 0.0
+        patch_scores, n_valid = self._aggregate(residual, prepared["valid"])
         if self.star_aware:
             stars, bright = bright_star_mask(
                 prepared["ccd"].data,
@@ -736,24 +738,21 @@ class AEQualityEvaluator:
                 stats=prepared["stats"],
                 fwhm=self.reference_fwhm_,
             )
-            prepared["raw_scores"] = patch_scores
+            prepared["raw_scores"] = patch_scores + sky
             # a patch that is all bright star keeps its own score
-            kept, _ = self._aggregate(prepared, residual, prepared["valid"] & ~stars)
+            kept, _ = self._aggregate(residual, prepared["valid"] & ~stars)
             patch_scores = np.where(np.isfinite(kept), kept, patch_scores)
             if self.shape_weight:
                 found = bright.meta["found"]
                 patch_scores = patch_scores + self.shape_weight * misshapen_fraction(
                     found, residual.shape, self.patch_size
                 )
-        return patch_scores, n_valid, residual
+        return patch_scores + sky, n_valid, residual
 
-    def _aggregate(self, prepared, residual, weights):
-        patch_scores, n_valid = aggregate_patches(
+    def _aggregate(self, residual, weights):
+        return aggregate_patches(
             residual, self.patch_size, weights=weights, statistic=self.aggregate
         )
-        if self.sky_term:
-            patch_scores = patch_scores + np.abs(self._patch_sky(prepared["x"], prepared["valid"]))
-        return patch_scores, n_valid
 
     def _patch_sky(self, x, valid):
         # The median of every other pixel in each axis: 4x cheaper than the
