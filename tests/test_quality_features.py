@@ -69,6 +69,45 @@ def test_find_stars_rejects_smeared_stars():
     assert found["star"][bright & left].mean() < 0.2
 
 
+def _photutils_catalog(data, threshold=5.0, n_pixels=5):
+    from photutils.segmentation import SourceCatalog, detect_sources
+
+    from astro_aeqa.preprocessing import sky_statistics
+
+    stats = sky_statistics(data, np.isfinite(data))
+    snr = ((data - stats.level) / stats.noise).astype(np.float32)
+    cat = SourceCatalog(snr, detect_sources(snr, threshold, n_pixels))
+    columns = {
+        "x": cat.x_centroid,
+        "y": cat.y_centroid,
+        "peak_snr": cat.max_value,
+        "fwhm": cat.fwhm.value,
+        "elongation": cat.elongation.value,
+    }
+    return {k: np.asarray(v, float) for k, v in columns.items()}, stats
+
+
+@pytest.mark.parametrize("min_peak", [None, 50.0])
+def test_find_stars_measures_what_photutils_measures(min_peak):
+    # windows that must grow (a trail, a cloud merging stars) and stars at the edges
+    sim = _frame(7, shape=(384, 512), background="trail", level=1.0)
+    ref, stats = _photutils_catalog(sim.ccd.data)
+    glow = 30 * stats.noise * np.outer(np.hanning(384), np.hanning(160))
+    data = sim.ccd.data.copy()
+    data[:, :160] += glow  # a patch of scattered light above the threshold
+    ref, stats = _photutils_catalog(data)
+    found = find_stars(data, stats=stats, min_peak=min_peak)
+    keep = np.ones(len(ref["x"]), bool) if min_peak is None else ref["peak_snr"] >= min_peak
+    assert keep.sum() >= 5 and len(found) == keep.sum()
+    order_ref = np.lexsort((ref["y"][keep], ref["x"][keep]))
+    order = np.lexsort((np.asarray(found["y"]), np.asarray(found["x"])))
+    for name in ("x", "y", "peak_snr", "fwhm", "elongation"):
+        np.testing.assert_allclose(
+            np.asarray(found[name], float)[order], ref[name][keep][order_ref], rtol=1e-6
+        )
+    assert (ref["elongation"] > 3).any()  # the trail is in the frame
+
+
 def test_bright_star_mask_covers_stars_not_trails():
     sim = _frame(5, background="trail", level=1.0)
     data = sim.ccd.data.copy()

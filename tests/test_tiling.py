@@ -147,6 +147,15 @@ def test_aggregate_matches_loop_reference(statistic, kwargs, func):
     np.testing.assert_allclose(scores, ref, rtol=1e-12)
     assert np.isnan(scores[0, 0]) and n_valid[0, 0] == 0
     assert np.isnan(scores[1, 1]) and n_valid[1, 1] == 0
+    # only some patches (partial ones at the edges among them): the same values
+    chosen = rng.random(scores.shape) < 0.5
+    chosen[-1, -1] = True
+    picked, n_picked = aggregate_patches(
+        values, 5, weights=weights, statistic=statistic, patches=chosen, **kwargs
+    )
+    np.testing.assert_array_equal(n_picked, count)
+    np.testing.assert_allclose(picked[chosen], ref[chosen], rtol=1e-12)
+    assert np.isnan(picked[~chosen]).all()
 
 
 def test_aggregate_float_weights_and_robustness():
@@ -156,6 +165,9 @@ def test_aggregate_float_weights_and_robustness():
     weights[0, 0] = 3.0
     scores, _ = aggregate_patches(values, 4, weights=weights)
     assert scores[0, 0] == pytest.approx((15 + 15) / 18)
+    picked, _ = aggregate_patches(values, 4, weights=weights, patches=[[True, False], [False, True]])
+    assert picked[0, 0] == pytest.approx(scores[0, 0]) and picked[1, 1] == 1.0
+    assert np.isnan(picked[0, 1]) and np.isnan(picked[1, 0])
     # a few bright-star pixels dominate the mean, not the trimmed mean
     values = np.full((16, 16), 1.0)
     values[:2, :2] = 1000.0
@@ -171,6 +183,8 @@ def test_aggregate_errors():
         aggregate_patches(np.zeros((4, 4)), 2, weights=np.ones((3, 3)))
     with pytest.raises(ValueError, match="2-D"):
         aggregate_patches(np.zeros(4), 2)
+    with pytest.raises(ValueError, match="patch-grid shape"):
+        aggregate_patches(np.zeros((4, 4)), 2, patches=np.ones((3, 2), bool))
 
 
 def test_aggregate_float32_input_matches_float64():
