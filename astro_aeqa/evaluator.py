@@ -633,10 +633,13 @@ class AEQualityEvaluator:
             raise InputDataError(msg)
         input_mask = np.zeros(data.shape, bool) if ccd.mask is None else np.asarray(ccd.mask, bool)
         saturated = np.zeros(data.shape, bool)
+        valid = finite.copy()
         if saturation is not None:
             with np.errstate(invalid="ignore"):
                 saturated = finite & (data >= saturation)
-        valid = finite & ~input_mask & ~saturated
+            valid &= ~saturated
+        if ccd.mask is not None:
+            valid &= ~input_mask
         x, stats = normalize_frame(data, valid, method=self.normalization)
         return {
             "ccd": ccd,

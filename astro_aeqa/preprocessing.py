@@ -100,7 +100,8 @@ def sky_statistics(data, valid, *, n_blocks=16):
     nby, nbx = ny // block, nx // block
     if nby == 0 or nbx == 0:
         nby, nbx, block = 1, 1, min(ny, nx)
-    cut = np.where(valid, data, np.nan)[: nby * block : step, : nbx * block : step]
+    grid = np.s_[: nby * block : step, : nbx * block : step]
+    cut = np.where(valid[grid], data[grid], np.nan)
     b = block // step
     blocks = cut.reshape(nby, b, nbx, b).transpose(0, 2, 1, 3).reshape(nby * nbx, b * b)
     with warnings.catch_warnings():

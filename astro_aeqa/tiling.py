@@ -327,8 +327,8 @@ def patch_grid_shape(shape, patch_size):
 def _blocks(arr, p, n_py, n_px, fill):
     """Pad a 2-D array to whole patches and return ``(n_py, n_px, p * p)``."""
     ny, nx = arr.shape
-    pad = ((0, n_py * p - ny), (0, n_px * p - nx))
-    arr = np.pad(arr, pad, constant_values=fill)
+    if (ny, nx) != (n_py * p, n_px * p):
+        arr = np.pad(arr, ((0, n_py * p - ny), (0, n_px * p - nx)), constant_values=fill)
     return arr.reshape(n_py, p, n_px, p).transpose(0, 2, 1, 3).reshape(n_py, n_px, p * p)
 
 
