@@ -45,7 +45,7 @@ from .preprocessing import (
     normalize_frame,
     subtract_tile_median,
 )
-from .stars import auto_patch_size, bright_star_mask, measure_fwhm, misshapen_fraction
+from .stars import auto_patch_size, bright_star_mask, find_stars, measure_fwhm, psf_shape_map
 from .tiling import aggregate_patches, extract_tiles, owned_regions, tile_origins
 from .utils import file_sha256
 from .utils import progress_bar as _progress_bar
@@ -64,6 +64,11 @@ _N_CALIBRATION_QUANTILES = 4001
 _PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 # Largest patch_size='auto' picks: the default crops (128 px) hold one such patch.
 _AUTO_PATCH_MAX = 64
+# Faintest source peak (sky sigmas) whose shape enters the PSF term
+# (psf_shape_map; chosen by benchmarks/quality.py).
+_PSF_MIN_SNR = 20.0
+# Fewest clean patches with a PSF-term value that calibrate its scale.
+_PSF_MIN_PATCHES = 20
 # Bytes of network activations one forward batch may hold (the batch size adapts).
 _ACTIVATION_BUDGET = 512 * 2**20
 
@@ -269,11 +274,18 @@ class AEQualityEvaluator:
         score a bright star explains is not masked. Trails, smeared,
         doubled and defocused stars are not such stars and still count.
         Default `True` (the quality benchmark).
-    shape_weight : float, optional
-        With ``star_aware``, add ``shape_weight`` times the fraction of a
-        patch's bright sources that are not well-modelled stars
-        (`astro_aeqa.stars.misshapen_fraction`) to its score: smeared,
-        doubled and defocused stars are easy to reconstruct but misshapen.
+    psf_term : bool, optional
+        Also score the shape of the stars around each patch
+        (`astro_aeqa.stars.psf_shape_map`: how much broader or more
+        elongated than the reference PSF they are). The autoencoder scores
+        smeared, doubled and defocused stars at chance, since a blurred star
+        is easy to reconstruct. Calibration on clean frames puts both on one
+        scale: a patch scores ``max(mae, m + s * (psf - m_psf) / s_psf)``,
+        where ``m, s`` and ``m_psf, s_psf`` are the median and MAD of the
+        clean reference patches' MAE and PSF term, so a patch keeps its MAE
+        unless its stars are unusually misshapen. Without a calibration or
+        a reference FWHM the term is not used. Default `True` (the quality
+        benchmark).
     fpr : float, optional
         Default false-mask rate on clean reference patches, used to set the
         threshold when none is given.
@@ -324,7 +336,7 @@ class AEQualityEvaluator:
         aggregate="trimmed_mean",
         sky_term=None,
         star_aware=True,
-        shape_weight=0.0,
+        psf_term=True,
         fpr=0.01,
         morphology=(0, 1),
         device=None,
@@ -380,7 +392,8 @@ class AEQualityEvaluator:
             raise ValueError(msg)
         self.sky_term = bool(sky_term)
         self.star_aware = bool(star_aware)
-        self.shape_weight = float(shape_weight)
+        self.psf_term = bool(psf_term)
+        self.psf_calibration_ = None  # clean medians and MADs of the MAE and PSF term
         self.reference_fwhm_ = None  # pixels, measured on the references by fit
         self.fpr = _check_fpr(fpr)
         self.morphology = tuple(int(n) for n in morphology)
@@ -531,14 +544,12 @@ class AEQualityEvaluator:
 
     def _measure_reference_fwhm(self, frames):
         # The median over a few frames: the FWHM sizes auto patches and tells
-        # star-aware scoring what a well-modelled star looks like.
-        fwhms = []
-        for frame in frames[:5]:
-            try:
-                fwhms.append(measure_fwhm(frame["ccd"].data, frame["valid"], stats=frame["stats"]))
-            except (InputDataError, ValueError):  # no star to measure in this frame
-                continue
-        self.reference_fwhm_ = float(np.median(fwhms)) if fwhms else None
+        # star-aware scoring and the PSF term what a well-modelled star looks
+        # like. Frames without a star to measure keep the former value.
+        fwhms = [_frame_fwhm(frame) for frame in frames[:5]]
+        fwhms = [f for f in fwhms if f is not None]
+        if fwhms:
+            self.reference_fwhm_ = float(np.median(fwhms))
         if self.patch_size is None:
             if self.reference_fwhm_ is None:
                 msg = (
@@ -561,18 +572,22 @@ class AEQualityEvaluator:
 
         The scores of their patches become the reference distribution: a
         relative score of 1 is a typical clean patch, p-values and
-        ``fpr`` thresholds come from it (split-conformal calibration).
+        ``fpr`` thresholds come from it (split-conformal calibration). The
+        reference PSF FWHM (star-aware scoring, ``psf_term``) is measured
+        on them too, and the PSF term is put on the scale of the MAE.
 
         Returns
         -------
         self : `AEQualityEvaluator`
         """
-        scores = []
-        for frame in _iter_references(frames, None):
+        frames = list(_iter_references(frames, None))
+        self._measure_reference_fwhm([self._prepare(frame, hdu=hdu) for frame in frames[:5]])
+        parts = []
+        for frame in frames:  # one at a time: a calibration set can be large
             prepared = self._prepare(frame, hdu=hdu)
-            patch_scores, _, _ = self._score_prepared(prepared, progress_bar=progress_bar)
-            scores.append(patch_scores[np.isfinite(patch_scores)].ravel())
-        self._set_reference_scores(np.concatenate(scores) if scores else np.array([]))
+            mae, psf, _, _ = self._score_parts(prepared, progress_bar=progress_bar)
+            parts.append((mae, psf))
+        self._calibrate_parts(parts)
         return self
 
     def _calibrate_on_held_out(self, frames, val_patches, *, progress_bar):
@@ -581,16 +596,45 @@ class AEQualityEvaluator:
         held_out = {}
         for index, y0, x0 in val_patches:
             held_out.setdefault(index, []).append((y0, x0))
-        scores = []
+        parts = []
         p, t = self.patch_size, self.crop_size
         for index, origins in held_out.items():
-            patch_scores, _, _ = self._score_prepared(frames[index], progress_bar=progress_bar)
+            mae, psf, _, _ = self._score_parts(frames[index], progress_bar=progress_bar)
+            inside = np.zeros(mae.shape, bool)
             for y0, x0 in origins:
                 iy0, ix0 = -(-y0 // p), -(-x0 // p)
-                iy1, ix1 = (y0 + t) // p, (x0 + t) // p
-                block = patch_scores[iy0:iy1, ix0:ix1]
-                scores.append(block[np.isfinite(block)].ravel())
-        self._set_reference_scores(np.concatenate(scores) if scores else np.array([]))
+                inside[iy0 : (y0 + t) // p, ix0 : (x0 + t) // p] = True
+            parts.append((mae[inside], None if psf is None else psf[inside]))
+        self._calibrate_parts(parts)
+
+    def _calibrate_parts(self, parts):
+        """Set the PSF-term scale, then the reference scores, from clean patches' parts."""
+        mae = np.concatenate([m.ravel() for m, _ in parts]) if parts else np.array([])
+        finite = np.isfinite(mae)
+        self.psf_calibration_ = None
+        if self.psf_term and parts and all(psf is not None for _, psf in parts):
+            psf = np.concatenate([q.ravel() for _, q in parts])[finite]
+            psf = psf[np.isfinite(psf)]
+            mae_median = float(np.median(mae[finite]))
+            scale = {
+                "mae_median": mae_median,
+                "mae_mad": float(np.median(np.abs(mae[finite] - mae_median))),
+                "psf_median": float(np.median(psf)) if psf.size else np.nan,
+            }
+            scale["psf_mad"] = (
+                float(np.median(np.abs(psf - scale["psf_median"]))) if psf.size else np.nan
+            )
+            if psf.size >= _PSF_MIN_PATCHES and scale["psf_mad"] > 0 and scale["mae_mad"] > 0:
+                self.psf_calibration_ = scale
+            else:
+                log.warning(
+                    "psf_term: too few stars on the clean frames (%d patches near one) to "
+                    "calibrate the PSF term; it is not used",
+                    psf.size,
+                )
+        scores = np.concatenate([self._combine(m.ravel(), None if q is None else q.ravel())
+                                 for m, q in parts]) if parts else np.array([])  # fmt: skip
+        self._set_reference_scores(scores[np.isfinite(scores)])
 
     def _set_reference_scores(self, scores):
         scores = np.sort(np.asarray(scores, dtype=np.float64))
@@ -730,19 +774,28 @@ class AEQualityEvaluator:
         return residual[:ny, :nx]
 
     def _score_prepared(self, prepared, *, progress_bar=False):
+        mae, psf, n_valid, residual = self._score_parts(prepared, progress_bar=progress_bar)
+        if "raw_scores" in prepared:
+            prepared["raw_scores"] = self._combine(prepared["raw_scores"], psf)
+        return self._combine(mae, psf), n_valid, residual
+
+    def _score_parts(self, prepared, *, progress_bar=False):
+        """Per patch: the MAE score (sky term and star-aware included), the PSF term."""
         residual = self._residual(prepared["x"], progress_bar=progress_bar)
+        psf = None
         # Star finding and the first aggregation are NumPy work on one core
         # each: with two or more torch threads allowed, run them side by side.
         with ThreadPoolExecutor(max_workers=1) as pool:
             found = None
-            if self.star_aware:
+            if self.star_aware or self._psf_term_possible():
                 found = _submit(
                     pool,
-                    bright_star_mask,
+                    find_stars,
                     prepared["ccd"].data,
                     prepared["valid"],
                     stats=prepared["stats"],
                     fwhm=self.reference_fwhm_,
+                    min_peak=_PSF_MIN_SNR,
                 )
             residual[~prepared["valid"]] = np.nan
             # the sky term depends on the patch only, not on which pixels score it
@@ -751,20 +804,41 @@ class AEQualityEvaluator:
                 sky = np.abs(self._patch_sky(prepared["x"], prepared["valid"]))
             patch_scores, n_valid = self._aggregate(residual, prepared["valid"])
             if found is None:
-                return patch_scores + sky, n_valid, residual
-            stars, bright = found.result()
-        prepared["raw_scores"] = patch_scores + sky
-        # Only patches that hold star pixels change; a patch that is all
-        # bright star keeps its own score.
-        kept, _ = self._aggregate(
-            residual, prepared["valid"] & ~stars, patches=_patches_touched(stars, self.patch_size)
-        )
-        patch_scores = np.where(np.isfinite(kept), kept, patch_scores)
-        if self.shape_weight:
-            patch_scores = patch_scores + self.shape_weight * misshapen_fraction(
-                bright.meta["found"], residual.shape, self.patch_size
+                return patch_scores + sky, psf, n_valid, residual
+            found = found.result()
+        if self._psf_term_possible():
+            psf = psf_shape_map(
+                found, residual.shape, self.patch_size, self.reference_fwhm_, min_snr=_PSF_MIN_SNR
             )
-        return patch_scores + sky, n_valid, residual
+        if self.star_aware:
+            stars, _ = bright_star_mask(
+                prepared["ccd"].data,
+                fwhm=self.reference_fwhm_,
+                found=found,
+            )
+            prepared["raw_scores"] = patch_scores + sky
+            # Only patches that hold star pixels change; a patch that is all
+            # bright star keeps its own score.
+            kept, _ = self._aggregate(
+                residual,
+                prepared["valid"] & ~stars,
+                patches=_patches_touched(stars, self.patch_size),
+            )
+            patch_scores = np.where(np.isfinite(kept), kept, patch_scores)
+        return patch_scores + sky, psf, n_valid, residual
+
+    def _psf_term_possible(self):
+        return self.psf_term and self.reference_fwhm_ is not None
+
+    def _combine(self, mae, psf):
+        """The patch score: the MAE, or the PSF term on the MAE's clean scale if larger."""
+        cal = self.psf_calibration_
+        if psf is None or cal is None or not self.psf_term:
+            return mae
+        on_mae_scale = (
+            cal["mae_median"] + cal["mae_mad"] * (psf - cal["psf_median"]) / cal["psf_mad"]
+        )
+        return np.where(np.isfinite(on_mae_scale), np.fmax(mae, on_mae_scale), mae)
 
     def _aggregate(self, residual, weights, patches=None):
         return aggregate_patches(
@@ -971,7 +1045,8 @@ class AEQualityEvaluator:
             "aggregate": self.aggregate,
             "sky_term": self.sky_term,
             "star_aware": self.star_aware,
-            "shape_weight": self.shape_weight,
+            "psf_term": self.psf_term,
+            "psf_calibration": self.psf_calibration_,
             "reference_fwhm": self.reference_fwhm_,
             "fpr": self.fpr,
             "morphology": list(self.morphology),
@@ -1041,14 +1116,16 @@ class AEQualityEvaluator:
                 "aggregate",
                 "sky_term",
                 "star_aware",
-                "shape_weight",
+                "psf_term",
                 "fpr",
             )
             if meta.get(key) is not None
         }
         if meta.get("morphology") is not None:
             options["morphology"] = tuple(meta["morphology"])
-        # a file from before star-aware scoring was calibrated without it
+        # A file from before star-aware scoring was calibrated without it. One
+        # from before the PSF term has no scale for it, so the term stays
+        # unused until calibrate() or fit() sets one.
         options.setdefault("star_aware", False)
         options.update(kwargs)
         ev = cls(model.config, device=device, **options)
@@ -1060,6 +1137,7 @@ class AEQualityEvaluator:
             ev.n_reference_ = int(calibration.get("n_reference", ev.reference_scores_.size))
         ev.training_ = meta.get("training", {})
         ev.reference_fwhm_ = meta.get("reference_fwhm")
+        ev.psf_calibration_ = meta.get("psf_calibration")
         ev.is_fitted = True
         ev.model_sha = file_sha256(path)[:16]
         return ev
@@ -1146,6 +1224,14 @@ def aeqa_mask(ccd, evaluator, *, threshold=None, fpr=None):
 
 
 # -- helpers -----------------------------------------------------------------
+
+
+def _frame_fwhm(frame):
+    """The PSF FWHM of a prepared frame, or None without a star to measure."""
+    try:
+        return measure_fwhm(frame["ccd"].data, frame["valid"], stats=frame["stats"])
+    except (InputDataError, ValueError):
+        return None
 
 
 def _submit(pool, func, *args, **kwargs):

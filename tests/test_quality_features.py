@@ -11,7 +11,13 @@ from astro_aeqa import AEQualityEvaluator
 from astro_aeqa.exceptions import InputDataError
 from astro_aeqa.flags import AEQAFlags
 from astro_aeqa.simulation import PAPER_2P5M, simulate_image
-from astro_aeqa.stars import auto_patch_size, bright_star_mask, find_stars, measure_fwhm
+from astro_aeqa.stars import (
+    auto_patch_size,
+    bright_star_mask,
+    find_stars,
+    measure_fwhm,
+    psf_shape_map,
+)
 
 
 def _frame(seed, shape=(256, 256), fwhm=0.65, **kwargs):
@@ -124,6 +130,22 @@ def test_bright_star_mask_covers_stars_not_trails():
     assert not empty.any() and len(none) == 0
 
 
+@pytest.mark.parametrize("defect", ["elongated", "defocus"])
+def test_psf_shape_map_sees_misshapen_stars(defect):
+    sim = _frame(
+        5, shape=(512, 512), psf_defect=defect, defect_level=0.7, defect_region=np.s_[:, :256]
+    )
+    fwhm = sim.ccd.meta["FWHMPIX"]
+    found = find_stars(sim.ccd.data, fwhm=fwhm, min_peak=20)
+    shape_map = psf_shape_map(found, (512, 512), 64, fwhm)
+    assert shape_map.shape == (8, 8)
+    # away from the edge of the defect, which reach=2 patches blurs
+    bad, good = shape_map[:, :2], shape_map[:, 6:]
+    assert np.nanmedian(bad) > np.nanmedian(good) + 0.2
+    assert abs(np.nanmedian(good)) < 0.3  # round stars of the reference FWHM: about 0
+    assert np.isnan(psf_shape_map(found[:0], (512, 512), 64, fwhm)).all()
+
+
 # -- the evaluator ----------------------------------------------------------
 
 
@@ -196,3 +218,35 @@ def test_star_aware_keeps_star_patches_and_masks_defects(tiny_evaluator):
     res = ev.evaluate(bad.ccd, threshold=plain.threshold)
     truth = bad.truth > 0.5
     assert res.mask[truth].mean() > 0.5
+
+
+def test_psf_term_scores_misshapen_stars_and_is_saved(tiny_evaluator, tmp_path):
+    ev = copy.deepcopy(tiny_evaluator)
+    assert ev.psf_term
+    ev.calibrate([_frame(300 + i).ccd for i in range(4)], progress_bar=False)
+    scale = ev.psf_calibration_
+    assert scale is not None and scale["psf_mad"] > 0 and scale["mae_mad"] > 0
+    bad = _frame(510, psf_defect="defocus", defect_level=0.8, defect_region=np.s_[:, :128]).ccd
+    with_psf = ev.evaluate(bad)
+    ev.psf_term = False
+    without = ev.evaluate(bad, threshold=with_psf.threshold)
+    # the PSF term can only raise a patch score, and it does where stars are defocused
+    assert (with_psf.patch_scores >= without.patch_scores - 1e-12).all()
+    defocused = np.s_[:, :2]  # patches of 32 px well inside the defect
+    assert with_psf.patch_scores[defocused].mean() > without.patch_scores[defocused].mean()
+    # the scale travels with the model file
+    ev.psf_term = True
+    ev.save(tmp_path / "psf.safetensors")
+    back = AEQualityEvaluator.load(tmp_path / "psf.safetensors")
+    assert back.psf_term and back.psf_calibration_ == pytest.approx(scale)
+    np.testing.assert_allclose(back.evaluate(bad).patch_scores, with_psf.patch_scores)
+
+
+def test_psf_term_without_stars_to_calibrate_is_off(tiny_evaluator, caplog):
+    ev = copy.deepcopy(tiny_evaluator)
+    flat = [np.random.default_rng(i).normal(100.0, 5.0, (256, 256)) for i in range(2)]
+    ev.calibrate(flat, progress_bar=False)
+    assert ev.psf_calibration_ is None
+    assert "too few stars" in caplog.text
+    res = ev.evaluate(_frame(520).ccd)  # scored by the MAE alone
+    assert np.isfinite(res.score)
