@@ -165,7 +165,9 @@ def test_aggregate_float_weights_and_robustness():
     weights[0, 0] = 3.0
     scores, _ = aggregate_patches(values, 4, weights=weights)
     assert scores[0, 0] == pytest.approx((15 + 15) / 18)
-    picked, _ = aggregate_patches(values, 4, weights=weights, patches=[[True, False], [False, True]])
+    picked, _ = aggregate_patches(
+        values, 4, weights=weights, patches=[[True, False], [False, True]]
+    )
     assert picked[0, 0] == pytest.approx(scores[0, 0]) and picked[1, 1] == 1.0
     assert np.isnan(picked[0, 1]) and np.isnan(picked[1, 0])
     # a few bright-star pixels dominate the mean, not the trimmed mean
