@@ -777,20 +777,23 @@ class AEQualityEvaluator:
         return residual[:ny, :nx]
 
     def _score_prepared(self, prepared, *, progress_bar=False):
-        mae, psf, n_valid, residual = self._score_parts(prepared, progress_bar=progress_bar)
+        mae, psf, n_valid, residual = self._score_parts(
+            prepared, with_psf=self.psf_calibration_ is not None, progress_bar=progress_bar
+        )
         if "raw_scores" in prepared:
             prepared["raw_scores"] = self._combine(prepared["raw_scores"], psf)
         return self._combine(mae, psf), n_valid, residual
 
-    def _score_parts(self, prepared, *, progress_bar=False):
-        """Per patch: the MAE score (sky term and star-aware included), the PSF term."""
+    def _score_parts(self, prepared, *, with_psf=True, progress_bar=False):
+        """Per patch: the MAE score (sky term and star-aware included), the PSF term or None."""
         residual = self._residual(prepared["x"], progress_bar=progress_bar)
         psf = None
         # Star finding and the first aggregation are NumPy work on one core
         # each: with two or more torch threads allowed, run them side by side.
         with ThreadPoolExecutor(max_workers=1) as pool:
             found = None
-            if self.star_aware or self._psf_term_possible():
+            with_psf = with_psf and self.psf_term and self.reference_fwhm_ is not None
+            if self.star_aware or with_psf:
                 found = _submit(
                     pool,
                     find_stars,
@@ -809,7 +812,7 @@ class AEQualityEvaluator:
             if found is None:
                 return patch_scores + sky, psf, n_valid, residual
             found = found.result()
-        if self._psf_term_possible():
+        if with_psf:
             psf = psf_shape_map(
                 found, residual.shape, self.patch_size, self.reference_fwhm_, min_snr=_STAR_MIN_SNR
             )
@@ -829,9 +832,6 @@ class AEQualityEvaluator:
                 kept_sky = np.abs(self._patch_sky(prepared["x"], starless, patches=touched))
                 sky = np.where(np.isfinite(kept_sky), kept_sky, sky)
         return patch_scores + sky, psf, n_valid, residual
-
-    def _psf_term_possible(self):
-        return self.psf_term and self.reference_fwhm_ is not None
 
     def _combine(self, mae, psf):
         """The patch score: the MAE, or the PSF term on the MAE's clean scale if larger."""

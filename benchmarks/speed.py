@@ -129,7 +129,13 @@ def _evaluator(model_file, device):
     from astro_aeqa.simulation import simulate_image
 
     if model_file:
-        return AEQualityEvaluator.load(model_file, device=device)
+        ev = AEQualityEvaluator.load(model_file, device=device)
+        if ev.psf_term and ev.psf_calibration_ is None:
+            # Time what a survey runs: calibrated on its clean frames, which
+            # gives the PSF term its scale (the shipped model has none).
+            clean = [simulate_image((1024, 1024), seed=10 + s).ccd for s in range(2)]
+            ev.calibrate(clean, progress_bar=False)
+        return ev
     # Timing does not depend on the weights: a brief fit gives a calibrated evaluator.
     ev = AEQualityEvaluator(device=device, seed=0)
     refs = [simulate_image((256, 256), seed=s).ccd for s in range(2)]

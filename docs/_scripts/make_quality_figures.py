@@ -119,19 +119,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default="benchmarks/results/quality.json")
     parser.add_argument(
-        "--fpr-results",
-        default="benchmarks/results/quality_fpr.json",
-        help="the fpr section of a later run (--sections fpr), if present",
+        "--section-results",
+        default="benchmarks/results/quality_fpr_patch.json",
+        help="the fpr and patch sections of a later run (--sections fpr patch), if present",
     )
     parser.add_argument("--out-dir", default="docs/figures")
     parser.add_argument(
-        "--default", default="ours_tr_stars_open0", help="the configuration shown as ours"
+        "--default", default="ours", help="the configuration shown as ours"
     )
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     results = json.loads(Path(args.results).read_text())
-    if Path(args.fpr_results).exists():
-        results["fpr"] = json.loads(Path(args.fpr_results).read_text())["fpr"]
+    if Path(args.section_results).exists():
+        later = json.loads(Path(args.section_results).read_text())
+        results.update({key: later[key] for key in ("fpr", "patch") if later.get(key)})
     out = Path(args.out_dir)
     save(auroc_figure(results, args.default), out / "quality_auroc.png", args.overwrite)
     save(patch_figure(results), out / "quality_patch_size.png", args.overwrite)
