@@ -493,10 +493,19 @@ def _row_statistic(v, n_valid, statistic, trim, q, weights=None):
         part = np.partition(v[full], k - 1, axis=-1) if k > 0 else v[full]
         total[full] = part[..., :k].sum(axis=-1, dtype=np.float64)
     if (~full).any():
-        rows = np.sort(v[~full], axis=-1)  # NaN last
-        csum = np.cumsum(np.nan_to_num(rows, nan=0.0), axis=-1, dtype=np.float64)
-        idx = np.clip(n_keep[~full] - 1, 0, None)[:, None]
-        total[~full] = np.take_along_axis(csum, idx, axis=-1)[:, 0]
+        # the valid sum less the n - n_keep largest values: only those few
+        # need sorting, after a partition that brings the largest forward
+        rows = v[~full]
+        n_drop = (n_valid - n_keep)[~full]
+        total[~full] = np.nansum(rows, axis=-1, dtype=np.float64)
+        m = int(n_drop.max())
+        if m > 0:
+            negated = np.where(np.isnan(rows), np.inf, -rows)  # excluded values sort last
+            top = -np.sort(np.partition(negated, m - 1, axis=-1)[:, :m], axis=-1)
+            top[~np.isfinite(top)] = 0.0
+            drop = np.cumsum(top, axis=-1, dtype=np.float64)
+            idx = np.clip(n_drop - 1, 0, None)[:, None]
+            total[~full] -= np.where(n_drop > 0, np.take_along_axis(drop, idx, axis=-1)[:, 0], 0.0)
     np.divide(total, n_keep, out=out, where=n_keep > 0)
     return out
 
