@@ -64,8 +64,11 @@ def _frames(size, seed):
         simulate_image(shape, fwhm=rng.uniform(0.6, 0.8) * u.arcsec, seed=seed + 100 + i)
         for i in range(4)
     ]
+    # at least 400 clean patches of 64 pixels: the default fpr=0.005 needs 199
+    n_calibration = max(2, -(-400 // (size // 64) ** 2))
     calibration = [
-        simulate_image(shape, fwhm=0.7 * u.arcsec, seed=seed + 200 + i) for i in range(2)
+        simulate_image(shape, fwhm=0.7 * u.arcsec, seed=seed + 200 + i)
+        for i in range(n_calibration)
     ]
     tests = [
         (f"fwhm_{f:.1f}", "none", f, simulate_image(shape, fwhm=f * u.arcsec, seed=seed + 300))
@@ -130,8 +133,12 @@ def run(args):
         msg = f"{summary_path}: the demo ran here before; pass --overwrite or another --output-dir"
         raise FileExistsError(msg)
 
-    log.info("simulating 4 reference frames, 2 calibration frames and 8 test frames")
     refs, calibration, tests = _frames(args.size, args.seed)
+    log.info(
+        "simulated 4 reference frames, %d calibration frames and %d test frames",
+        len(calibration),
+        len(tests),
+    )
     ev = AEQualityEvaluator.pretrained(device=args.device)
     if args.fine_tune_steps > 0:
         log.info("fine-tuning the shipped model on the references (%d steps)", args.fine_tune_steps)
