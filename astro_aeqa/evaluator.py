@@ -786,13 +786,13 @@ class AEQualityEvaluator:
 
     def _score_parts(self, prepared, *, with_psf=True, progress_bar=False):
         """Per patch: the MAE score (sky term and star-aware included), the PSF term or None."""
+        with_psf = with_psf and self.psf_term and self.reference_fwhm_ is not None
         residual = self._residual(prepared["x"], progress_bar=progress_bar)
         psf = None
         # Star finding and the first aggregation are NumPy work on one core
         # each: with two or more torch threads allowed, run them side by side.
         with ThreadPoolExecutor(max_workers=1) as pool:
             found = None
-            with_psf = with_psf and self.psf_term and self.reference_fwhm_ is not None
             if self.star_aware or with_psf:
                 found = _submit(
                     pool,
@@ -804,8 +804,7 @@ class AEQualityEvaluator:
                     min_peak=_STAR_MIN_SNR,
                 )
             residual[~prepared["valid"]] = np.nan
-            # the sky term depends on the patch only, not on which pixels score it
-            sky = 0.0
+            sky = 0.0  # each patch's offset from the clear sky: its median
             if self.sky_term:
                 sky = np.abs(self._patch_sky(prepared["x"], prepared["valid"]))
             patch_scores, n_valid = self._aggregate(residual, prepared["valid"])

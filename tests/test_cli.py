@@ -178,6 +178,7 @@ def test_info_prints_the_model_card(model, capsys):
     assert "patch size      32 px" in out
     assert "tile size       64 px" in out
     assert "normalisation   noise" in out and "sky term        True" in out
+    assert "star-aware      True" in out and "PSF term        " in out
     assert "clean reference patch scores; quantiles 50.0%" in out and "99.9%" in out
     # the tiny calibration set cannot calibrate fpr=0.005, and the card says so
     assert "too few for the default fpr 0.005 (it needs 199)" in out

@@ -72,6 +72,8 @@ def test_info_without_a_model_prints_the_shipped_model_card(capsys):
     out = capsys.readouterr().out
     assert "aeqa_small_default.safetensors" in out
     assert "training data" in out and "pixel_scale_arcsec" in out
+    # its clean frames mix cameras: the PSF term waits for a survey's calibration
+    assert "PSF term        on, not calibrated" in out
     assert main(["info", "default", "--json"]) == 0
     assert '"model_name": "small"' in capsys.readouterr().out
 

@@ -96,6 +96,10 @@ def model_card(path):
         "normalization": aeqa.get("normalization"),
         "aggregate": aeqa.get("aggregate"),
         "sky_term": aeqa.get("sky_term"),
+        "star_aware": aeqa.get("star_aware"),
+        "psf_term": aeqa.get("psf_term"),
+        "psf_calibration": aeqa.get("psf_calibration"),
+        "reference_fwhm": aeqa.get("reference_fwhm"),
         "fpr": aeqa.get("fpr"),
         "morphology": aeqa.get("morphology"),
         "calibration": _calibration_summary(aeqa.get("calibration")),
@@ -121,6 +125,15 @@ def _value(value):
     return "-" if value is None else str(value)
 
 
+def _psf_term(card):
+    if not card["psf_term"]:
+        return "off"
+    if card["psf_calibration"] is None:
+        return "on, not calibrated: unused until calibrate() on clean frames of one survey"
+    scale = card["psf_calibration"]
+    return f"on (clean median {scale['psf_median']:.3g}, MAD {scale['psf_mad']:.3g})"
+
+
 def _ceil_2_digits(value):
     """``value`` rounded up to two significant digits."""
     scale = 10.0 ** (1 - math.floor(math.log10(value)))
@@ -139,6 +152,9 @@ def _print_card(card):
         f"normalisation   {_value(card['normalization'])}",
         f"aggregate       {_value(card['aggregate'])}",
         f"sky term        {_value(card['sky_term'])}",
+        f"star-aware      {_value(card['star_aware'])}",
+        f"PSF term        {_psf_term(card)}",
+        f"reference FWHM  {_value(card['reference_fwhm'])} px",
         f"default fpr     {_value(card['fpr'])}",
         f"morphology      {_value(card['morphology'])} (opening, closing iterations)",
     ]
