@@ -317,7 +317,9 @@ def fpr_section(ev, calibration, tests, fprs, *, test_name="fixed_fwhm", n_boot=
     for source in ("held_out", "clean_frames"):
         if source == "held_out":
             reference = ev.reference_scores_held_out
+            # as fit left them: a calibrate() of another section re-measures the FWHM
             ev.psf_calibration_ = ev.psf_calibration_held_out
+            ev.reference_fwhm_ = ev.reference_fwhm_held_out
             n_reference = int(np.size(reference))
         else:
             ev.calibrate([s.ccd for s in calibration], progress_bar=False)
@@ -449,6 +451,7 @@ def main(argv=None):
         ours.psf_calibration_held_out = ours.psf_calibration_
         if ours.reference_fwhm_ is None:  # a model file from before the FWHM was stored
             ours.reference_fwhm_ = float(np.median([measure_fwhm(r.data) for r in refs[:5]]))
+        ours.reference_fwhm_held_out = ours.reference_fwhm_
         paper = train(preset, "minmax", refs, args, out_dir)
         print(f"{preset}: trained, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         frames = {
