@@ -268,12 +268,13 @@ class AEQualityEvaluator:
         ``normalization='noise'``; default `True` there. The paper's score
         is ``normalization='minmax', sky_term=False``.
     star_aware : bool, optional
-        Score each patch without the pixels of bright, well-modelled stars
-        (round, of the reference frames' FWHM; see
-        `astro_aeqa.stars.bright_star_mask`), so that a patch whose high
-        score a bright star explains is not masked. Trails, smeared,
-        doubled and defocused stars are not such stars and still count.
-        Default `True` (the quality benchmark).
+        Score each patch without the pixels of well-modelled stars with a
+        peak of at least 20 sky sigmas (round, of the reference frames'
+        FWHM; see `astro_aeqa.stars.bright_star_mask`), and take its sky
+        term without their wings, so that a patch whose high score a bright
+        star explains is not masked. Trails, smeared, doubled and defocused
+        stars are not such stars and still count. Default `True` (the
+        quality benchmark).
     psf_term : bool, optional
         Also score the shape of the stars around each patch
         (`astro_aeqa.stars.psf_shape_map`: how much broader or more
