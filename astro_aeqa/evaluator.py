@@ -46,7 +46,7 @@ from .preprocessing import (
     subtract_tile_median,
 )
 from .stars import auto_patch_size, bright_star_mask, find_stars, measure_fwhm, psf_shape_map
-from .tiling import aggregate_patches, extract_tiles, owned_regions, tile_origins
+from .tiling import aggregate_patches, extract_tiles, owned_regions, patch_any, tile_origins
 from .utils import file_sha256
 from .utils import progress_bar as _progress_bar
 
@@ -619,16 +619,15 @@ class AEQualityEvaluator:
         if self.psf_term and parts and all(psf is not None for _, psf in parts):
             psf = np.concatenate([q.ravel() for _, q in parts])[finite]
             psf = psf[np.isfinite(psf)]
-            mae_median = float(np.median(mae[finite]))
+            mae_median, mae_mad = _median_and_mad(mae[finite])
+            psf_median, psf_mad = _median_and_mad(psf)
             scale = {
                 "mae_median": mae_median,
-                "mae_mad": float(np.median(np.abs(mae[finite] - mae_median))),
-                "psf_median": float(np.median(psf)) if psf.size else np.nan,
+                "mae_mad": mae_mad,
+                "psf_median": psf_median,
+                "psf_mad": psf_mad,
             }
-            scale["psf_mad"] = (
-                float(np.median(np.abs(psf - scale["psf_median"]))) if psf.size else np.nan
-            )
-            if psf.size >= _PSF_MIN_PATCHES and scale["psf_mad"] > 0 and scale["mae_mad"] > 0:
+            if psf.size >= _PSF_MIN_PATCHES and psf_mad > 0 and mae_mad > 0:
                 self.psf_calibration_ = scale
             else:
                 log.warning(
@@ -636,8 +635,8 @@ class AEQualityEvaluator:
                     "calibrate the PSF term; it is not used",
                     psf.size,
                 )
-        scores = np.concatenate([self._combine(m.ravel(), None if q is None else q.ravel())
-                                 for m, q in parts]) if parts else np.array([])  # fmt: skip
+        scores = [self._combine(m.ravel(), None if q is None else q.ravel()) for m, q in parts]
+        scores = np.concatenate(scores) if scores else np.array([])
         self._set_reference_scores(scores[np.isfinite(scores)])
 
     def _set_reference_scores(self, scores):
@@ -825,7 +824,7 @@ class AEQualityEvaluator:
             # bright star keeps its own score. A star's wings also lift its
             # patch's median, hence the sky term is taken without them too.
             starless = prepared["valid"] & ~stars
-            touched = _patches_touched(stars, self.patch_size)
+            touched = patch_any(stars, self.patch_size)
             kept, _ = self._aggregate(residual, starless, patches=touched)
             patch_scores = np.where(np.isfinite(kept), kept, patch_scores)
             if self.sky_term:
@@ -1246,13 +1245,12 @@ def _submit(pool, func, *args, **kwargs):
     return done
 
 
-def _patches_touched(mask, patch_size):
-    """The patches that hold at least one True pixel of ``mask``."""
-    ny, nx = mask.shape
-    n_py, n_px = -(-ny // patch_size), -(-nx // patch_size)
-    padded = np.zeros((n_py * patch_size, n_px * patch_size), bool)
-    padded[:ny, :nx] = mask
-    return padded.reshape(n_py, patch_size, n_px, patch_size).any(axis=(1, 3))
+def _median_and_mad(values):
+    """Median and median absolute deviation (not scaled to a sigma); NaN when empty."""
+    if values.size == 0:
+        return np.nan, np.nan
+    median = float(np.median(values))
+    return median, float(np.median(np.abs(values - median)))
 
 
 def _check_int(value, name, *, minimum):

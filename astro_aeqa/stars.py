@@ -24,6 +24,7 @@ from astropy.table import QTable
 
 from .exceptions import InputDataError
 from .preprocessing import sky_statistics
+from .tiling import patch_grid_shape
 
 __all__ = [
     "find_stars",
@@ -37,6 +38,11 @@ __all__ = [
 # typical seeing-limited PSF's); the footprint reaches where the star falls
 # to one sigma of the sky noise.
 _FOOTPRINT_BETA = 2.5
+
+
+_COLUMNS = ("x", "y", "peak_snr", "fwhm", "elongation")
+_BLOCK = 16  # pixels; the side of the blocks whose peaks seed the windows
+_EIGHT = np.ones((3, 3), bool)  # 8-connectivity, as detect_sources
 
 
 def find_stars(
@@ -106,11 +112,6 @@ def find_stars(
     table["star"] = round_ & (table["fwhm"] > 0.6 * fwhm) & (table["fwhm"] < 1.6 * fwhm)
     table.meta["fwhm"] = float(fwhm)
     return table
-
-
-_COLUMNS = ("x", "y", "peak_snr", "fwhm", "elongation")
-_BLOCK = 16  # pixels; the side of the blocks whose peaks seed the windows
-_EIGHT = np.ones((3, 3), bool)  # 8-connectivity, as detect_sources
 
 
 def _segment_sources(snr, threshold, n_pixels, seed):
@@ -455,8 +456,7 @@ def psf_shape_map(stars, shape, patch_size, fwhm, *, min_snr=20.0, reach=2, per_
     >>> psf_shape_map(t, (16, 64), 16, 2.0, reach=0).round(3).tolist()
     [[0.0, nan, 0.693, nan]]
     """
-    ny, nx = shape
-    n_py, n_px = -(-ny // patch_size), -(-nx // patch_size)
+    n_py, n_px = patch_grid_shape(shape, patch_size)
     peak = np.asarray(stars["peak_snr"], float)
     with np.errstate(divide="ignore", invalid="ignore"):
         value = np.log(np.asarray(stars["fwhm"], float) / float(fwhm)) + np.log(

@@ -28,6 +28,7 @@ __all__ = [
     "iter_tile_batches",
     "patch_grid_shape",
     "aggregate_patches",
+    "patch_any",
     "patches_to_pixels",
 ]
 
@@ -338,6 +339,24 @@ def _block_sum(arr, p, n_py, n_px, dtype=np.float64):
     if (ny, nx) != (n_py * p, n_px * p):
         arr = np.pad(arr, ((0, n_py * p - ny), (0, n_px * p - nx)))
     return arr.reshape(n_py, p, n_px, p).sum(axis=(1, 3), dtype=dtype)
+
+
+def patch_any(mask, patch_size):
+    """
+    Return which patches hold at least one True pixel of a 2-D ``mask``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa.tiling import patch_any
+    >>> mask = np.zeros((3, 5), bool)
+    >>> mask[2, 4] = True
+    >>> patch_any(mask, 2).tolist()
+    [[False, False, False], [False, False, True]]
+    """
+    mask = np.asarray(mask, dtype=bool)
+    n_py, n_px = patch_grid_shape(mask.shape, patch_size)
+    return _block_sum(mask, patch_size, n_py, n_px, dtype=np.int64) > 0
 
 
 def aggregate_patches(
