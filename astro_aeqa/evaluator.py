@@ -8,7 +8,6 @@ import hashlib
 import importlib.resources
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,17 +36,19 @@ from .nn import (
     reconstruct,
     resolve_device,
     save_model,
+    torch_threads,
     train_autoencoder,
 )
 from .preprocessing import (
     NORMALIZATIONS,
     minmax_tiles,
     normalize_frame,
+    sky_statistics,
     subtract_tile_median,
 )
 from .stars import auto_patch_size, bright_star_mask, find_stars, measure_fwhm, psf_shape_map
 from .tiling import aggregate_patches, extract_tiles, owned_regions, patch_any, tile_origins
-from .utils import file_sha256
+from .utils import file_sha256, thread_pool
 from .utils import progress_bar as _progress_bar
 
 __all__ = ["AEQualityEvaluator", "QualityResult", "aeqa_mask", "default_model_path"]
@@ -674,20 +675,44 @@ class AEQualityEvaluator:
             raise InputDataError(msg)
         self._check_patch_fits(data.shape)
         saturation = _saturation_level(ccd.meta)
-        finite = np.isfinite(data)
-        if not finite.any():
-            msg = "every pixel of the image is NaN or inf: there is nothing to evaluate"
-            raise InputDataError(msg)
-        input_mask = np.zeros(data.shape, bool) if ccd.mask is None else np.asarray(ccd.mask, bool)
-        saturated = np.zeros(data.shape, bool)
-        valid = finite.copy()
-        if saturation is not None:
-            with np.errstate(invalid="ignore"):
-                saturated = finite & (data >= saturation)
-            valid &= ~saturated
-        if ccd.mask is not None:
-            valid &= ~input_mask
-        x, stats = normalize_frame(data, valid, method=self.normalization)
+        shape = data.shape
+        finite, valid = np.empty(shape, bool), np.empty(shape, bool)
+        saturated = np.zeros(shape, bool)
+        input_mask = np.zeros(shape, bool) if ccd.mask is None else np.asarray(ccd.mask, bool)
+        x = np.empty(shape, np.float32)
+
+        def pixel_masks(rows):
+            np.isfinite(data[rows], out=finite[rows])
+            valid[rows] = finite[rows]
+            if saturation is not None:
+                with np.errstate(invalid="ignore"):
+                    np.greater_equal(data[rows], saturation, out=saturated[rows])
+                saturated[rows] &= finite[rows]
+                valid[rows] &= ~saturated[rows]
+            if ccd.mask is not None:
+                valid[rows] &= ~input_mask[rows]
+
+        workers = self._scoring_workers()
+        bands = _row_bands(shape[0], workers)
+        with thread_pool(workers) as pool:  # bands of rows, one per core
+            _wait([pool.submit(pixel_masks, rows) for rows in bands])
+            if not finite.any():
+                msg = "every pixel of the image is NaN or inf: there is nothing to evaluate"
+                raise InputDataError(msg)
+            stats = sky_statistics(data, valid)
+            _wait(
+                [
+                    pool.submit(
+                        normalize_frame,
+                        data[rows],
+                        valid[rows],
+                        method=self.normalization,
+                        stats=stats,
+                        out=x[rows],
+                    )
+                    for rows in bands
+                ]
+            )
         return {
             "ccd": ccd,
             "x": x,
@@ -721,15 +746,15 @@ class AEQualityEvaluator:
         unit = self.config.multiple
         return min(self.tile_size, -(-min(shape) // unit) * unit)
 
-    def _tiles_per_batch(self, tile):
+    def _tiles_per_batch(self, tile, workers=1):
         # The widest activation (channels x pixels at one resolution) bounds the
-        # forward pass's memory: keep a batch of them under the budget.
+        # forward pass's memory: keep the batches of all workers under the budget.
         config = self.config
         widest = max(
             1.0, *(c / (config.unshuffle * 2**i) ** 2 for i, c in enumerate(config.channels()))
         )  # float32 values per input pixel
         per_tile = 3 * 4 * widest * tile * tile  # about three such tensors are alive at once
-        return int(max(1, min(self.batch_size, _ACTIVATION_BUDGET // per_tile)))
+        return int(max(1, min(self.batch_size, _ACTIVATION_BUDGET // (per_tile * workers))))
 
     def _inference_model(self):
         if not self.compile:
@@ -738,43 +763,50 @@ class AEQualityEvaluator:
             self._compiled = (self.model_, torch.compile(self.model_))
         return self._compiled[1]
 
-    def _residual(self, x, *, progress_bar=False):
-        """Absolute residual of the stitched reconstruction, in normalised units."""
-        ny, nx = x.shape
-        t = self._tile_for(x.shape)
-        pad_y, pad_x = max(0, t - ny), max(0, t - nx)
-        if pad_y or pad_x:  # shorter than a tile: reflect to one tile, crop after
-            x = np.pad(x, ((0, pad_y), (0, pad_x)), mode="reflect")
+    def _scoring_workers(self):
+        """Threads that score one frame: one per core torch may use."""
+        return max(1, torch.get_num_threads())
+
+    def _tile_tasks(self, shape, workers):
+        """Tile tasks of a frame, in row-major order.
+
+        Returns the tile side, the padded shape and, per task, its origins,
+        owned regions and the number of residual rows complete once it and
+        every task before it are done.
+        """
+        ny, nx = shape
+        t = self._tile_for(shape)
+        padded = (max(ny, t), max(nx, t))
         overlap = min(self.overlap, (t - 1) // 2)
-        origins = tile_origins(x.shape, t, overlap)
-        regions = owned_regions(origins, x.shape, t)
-        residual = np.empty(x.shape, dtype=np.float32)
-        batch_size = self._tiles_per_batch(t)
-        # A chunk of tiles at a time: memory stays bounded for any frame size.
-        chunk = 4 * batch_size
+        origins = tile_origins(padded, t, overlap)
+        regions = owned_regions(origins, padded, t)
+        chunk = self._tiles_per_batch(t, workers)
+        tasks = []
+        for y in np.unique(origins[:, 0]):
+            row = np.flatnonzero(origins[:, 0] == y)
+            for start in range(0, len(row), chunk):
+                take = row[start : start + chunk]
+                rows_done = regions[row[0], 1] if start + chunk >= len(row) else None
+                tasks.append((origins[take], regions[take], rows_done))
+        return t, padded, tasks
+
+    def _reconstruct_tiles(self, x, origins, regions, t, residual):
+        """Write ``|x - x_hat|`` of the owned regions of these tiles into ``residual``."""
+        tiles = extract_tiles(x, origins, t)
         transform = self._tile_transform()
-        bar = _progress_bar(total=len(origins), enabled=progress_bar, desc="tiles", unit="tile")
-        for start in range(0, len(origins), chunk):
-            batch = origins[start : start + chunk]
-            tiles = extract_tiles(x, batch, t)
-            if transform is not None:
-                tiles = transform(tiles)
-            recon = reconstruct(
-                self._inference_model(),
-                tiles,
-                batch_size=batch_size,
-                device=self.device,
-                amp_dtype=_PRECISIONS[self.precision],
-            )
-            np.subtract(tiles, recon, out=recon)
-            np.abs(recon, out=recon)
-            for (y0, x0), (y1, y2, x1, x2), tile in zip(
-                batch, regions[start : start + chunk], recon, strict=True
-            ):
-                residual[y1:y2, x1:x2] = tile[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0]
-            bar.update(len(batch))
-        bar.close()
-        return residual[:ny, :nx]
+        if transform is not None:
+            tiles = transform(tiles)
+        recon = reconstruct(
+            self._inference_model(),
+            tiles,
+            batch_size=len(tiles),
+            device=self.device,
+            amp_dtype=_PRECISIONS[self.precision],
+        )
+        np.subtract(tiles, recon, out=recon)
+        np.abs(recon, out=recon)
+        for (y0, x0), (y1, y2, x1, x2), tile in zip(origins, regions, recon, strict=True):
+            residual[y1:y2, x1:x2] = tile[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0]
 
     def _score_prepared(self, prepared, *, progress_bar=False):
         mae, psf, n_valid, residual = self._score_parts(
@@ -785,52 +817,104 @@ class AEQualityEvaluator:
         return self._combine(mae, psf), n_valid, residual
 
     def _score_parts(self, prepared, *, with_psf=True, progress_bar=False):
-        """Per patch: the MAE score (sky term and star-aware included), the PSF term or None."""
+        """Per patch: the MAE score (sky term and star-aware included), the PSF term or None.
+
+        The frame is scored as independent tasks on one thread per core:
+        the network on a row of tiles at a time (one torch thread each,
+        which uses a CPU better than torch's own threads on these small
+        convolutions), the star finding, and the patch statistics of each
+        band of patch rows as soon as the tiles above it are done.
+        """
         with_psf = with_psf and self.psf_term and self.reference_fwhm_ is not None
-        residual = self._residual(prepared["x"], progress_bar=progress_bar)
-        psf = None
-        # Star finding and the first aggregation are NumPy work on one core
-        # each: with two or more torch threads allowed, run them side by side.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            found = None
+        x = prepared["x"]
+        ny, nx = x.shape
+        p = self.patch_size
+        workers = self._scoring_workers()
+        t, padded, tasks = self._tile_tasks(x.shape, workers)
+        if padded != x.shape:  # shorter than a tile: reflect to one tile, crop after
+            x = np.pad(x, ((0, padded[0] - ny), (0, padded[1] - nx)), mode="reflect")
+        residual = np.empty(padded, dtype=np.float32)
+        single = workers > 1 and self.device.type == "cpu"
+        bar = _progress_bar(
+            total=sum(len(o) for o, _, _ in tasks), enabled=progress_bar, desc="tiles", unit="tile"
+        )
+        with thread_pool(workers) as pool, torch_threads(1 if single else None):
+            stars = None
             if self.star_aware or with_psf:
-                found = _submit(
-                    pool,
-                    find_stars,
-                    prepared["ccd"].data,
-                    prepared["valid"],
-                    stats=prepared["stats"],
-                    fwhm=self.reference_fwhm_,
-                    min_peak=_STAR_MIN_SNR,
+                stars = pool.submit(self._star_parts, prepared, with_psf=with_psf)
+            pending = [
+                (
+                    pool.submit(self._reconstruct_tiles, x, origins, regions, t, residual),
+                    len(origins),
+                    rows_done,
                 )
-            residual[~prepared["valid"]] = np.nan
-            sky = 0.0  # each patch's offset from the clear sky: its median
-            if self.sky_term:
-                sky = np.abs(self._patch_sky(prepared["x"], prepared["valid"]))
-            patch_scores, n_valid = self._aggregate(residual, prepared["valid"])
-            if found is None:
-                return patch_scores + sky, psf, n_valid, residual
-            found = found.result()
+                for origins, regions, rows_done in tasks
+            ]
+            bands, start = [], 0
+            for future, n_tiles, rows_done in pending:
+                future.result()
+                bar.update(n_tiles)
+                if rows_done is None:
+                    continue
+                stop = ny if rows_done >= ny else rows_done // p * p
+                if stop > start:
+                    bands.append(
+                        pool.submit(self._score_band, prepared, residual, start, stop, stars)
+                    )
+                    start = stop
+            bands = [band.result() for band in bands]
+            psf = None if stars is None else stars.result()[0]
+        bar.close()
+        scores, raw, n_valid = (np.concatenate(part) for part in zip(*bands, strict=True))
+        if self.star_aware:
+            prepared["raw_scores"] = raw
+        return scores, psf, n_valid, residual[:ny, :nx]
+
+    def _star_parts(self, prepared, *, with_psf):
+        """The PSF term per patch (or None) and the bright-star pixels (or None)."""
+        found = find_stars(
+            prepared["ccd"].data,
+            prepared["valid"],
+            stats=prepared["stats"],
+            fwhm=self.reference_fwhm_,
+            min_peak=_STAR_MIN_SNR,
+        )
+        psf = stars = None
+        shape = prepared["x"].shape
         if with_psf:
             psf = psf_shape_map(
-                found, residual.shape, self.patch_size, self.reference_fwhm_, min_snr=_STAR_MIN_SNR
+                found, shape, self.patch_size, self.reference_fwhm_, min_snr=_STAR_MIN_SNR
             )
         if self.star_aware:
             stars, _ = bright_star_mask(
                 prepared["ccd"].data, fwhm=self.reference_fwhm_, found=found, min_snr=_STAR_MIN_SNR
             )
-            prepared["raw_scores"] = patch_scores + sky
-            # Only patches that hold star pixels change; a patch that is all
-            # bright star keeps its own score. A star's wings also lift its
-            # patch's median, hence the sky term is taken without them too.
-            starless = prepared["valid"] & ~stars
-            touched = patch_any(stars, self.patch_size)
-            kept, _ = self._aggregate(residual, starless, patches=touched)
-            patch_scores = np.where(np.isfinite(kept), kept, patch_scores)
-            if self.sky_term:
-                kept_sky = np.abs(self._patch_sky(prepared["x"], starless, patches=touched))
-                sky = np.where(np.isfinite(kept_sky), kept_sky, sky)
-        return patch_scores + sky, psf, n_valid, residual
+        return psf, stars
+
+    def _score_band(self, prepared, residual, start, stop, stars):
+        """Scores, scores before star-aware scoring and valid counts of the patch rows in ``start:stop``."""
+        nx = prepared["x"].shape[1]
+        band = residual[start:stop, :nx]
+        valid = prepared["valid"][start:stop]
+        x = prepared["x"][start:stop]
+        band[~valid] = np.nan
+        scores, n_valid = self._aggregate(band, valid)
+        sky = np.abs(self._patch_sky(x, valid)) if self.sky_term else 0.0
+        raw = scores + sky
+        if not self.star_aware:
+            return raw, raw, n_valid
+        # Only patches that hold star pixels change; a patch that is all
+        # bright star keeps its own score. A star's wings also lift its
+        # patch's median, hence the sky term is taken without them too.
+        star_pixels = stars.result()[1][start:stop]
+        starless = valid & ~star_pixels
+        touched = patch_any(star_pixels, self.patch_size)
+        kept, _ = self._aggregate(band, starless, patches=touched)
+        scores = np.where(np.isfinite(kept), kept, scores)
+        if self.sky_term:
+            kept_sky = np.abs(self._patch_sky(x, starless, patches=touched))
+            sky = np.where(np.isfinite(kept_sky), kept_sky, sky)
+        return scores + sky, raw, n_valid
 
     def _combine(self, mae, psf):
         """The patch score: the MAE, or the PSF term on the MAE's clean scale if larger."""
@@ -1236,13 +1320,15 @@ def _frame_fwhm(frame):
         return None
 
 
-def _submit(pool, func, *args, **kwargs):
-    """Run ``func`` on ``pool`` when torch may use more than one core, else now."""
-    if torch.get_num_threads() > 1:
-        return pool.submit(func, *args, **kwargs)
-    done = Future()
-    done.set_result(func(*args, **kwargs))
-    return done
+def _row_bands(n_rows, n_bands):
+    """``n_bands`` slices that split ``range(n_rows)`` into near-equal bands."""
+    edges = np.linspace(0, n_rows, max(1, min(n_bands, n_rows)) + 1).astype(int)
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _wait(futures):
+    """The results of ``futures``, in order (a task's error is raised here)."""
+    return [future.result() for future in futures]
 
 
 def _median_and_mad(values):

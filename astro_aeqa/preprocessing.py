@@ -124,7 +124,7 @@ def sky_statistics(data, valid, *, n_blocks=16):
     return SkyStatistics(level=float(level), noise=noise)
 
 
-def normalize_frame(data, valid, *, method="noise", stats=None):
+def normalize_frame(data, valid, *, method="noise", stats=None, out=None):
     """
     Normalise a frame for the autoencoder.
 
@@ -140,6 +140,9 @@ def normalize_frame(data, valid, *, method="noise", stats=None):
         level, left for `minmax_tiles` to scale tile by tile.
     stats : `SkyStatistics`, optional
         Precomputed sky statistics.
+    out : 2-D float32 `~numpy.ndarray`, optional
+        Where to write the result (for example a band of a larger frame,
+        filled by several threads).
 
     Returns
     -------
@@ -153,16 +156,17 @@ def normalize_frame(data, valid, *, method="noise", stats=None):
         raise ValueError(msg)
     if stats is None:
         stats = sky_statistics(data, valid)
+    if out is None:
+        out = np.empty(np.shape(data), dtype=np.float32)
     if method == "noise":
-        scaled = (np.asarray(data, dtype=np.float32) - np.float32(stats.level)) / np.float32(
-            _ASINH_SOFTENING * stats.noise
-        )
-        out = _asinh_inplace(scaled)
+        np.subtract(data, np.float32(stats.level), out=out, dtype=np.float32, casting="unsafe")
+        out /= np.float32(_ASINH_SOFTENING * stats.noise)
+        _asinh_inplace(out)
         out[~valid] = 0.0
     else:
-        out = np.array(data, dtype=np.float32)
+        np.copyto(out, data, casting="unsafe")
         out[~valid] = stats.level
-    return out.astype(np.float32, copy=False), stats
+    return out, stats
 
 
 def _asinh_inplace(x):

@@ -3,6 +3,7 @@
 
 import numpy as np
 import pytest
+import torch
 from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData, NDData
@@ -10,6 +11,7 @@ from astropy.nddata import CCDData, NDData
 from astro_aeqa import AEQualityEvaluator, QualityResult, aeqa_mask
 from astro_aeqa.exceptions import AEQAWarning, InputDataError, ModelFileError
 from astro_aeqa.flags import decode_flags
+from astro_aeqa.nn import torch_threads
 from astro_aeqa.simulation import PAPER_2P5M, simulate_image
 
 
@@ -121,6 +123,40 @@ def test_scores_do_not_depend_on_batch_size_or_overlap(tiny_evaluator, clean_fra
         assert tiny_evaluator.evaluate(clean_frame).score == pytest.approx(base, rel=0.01)
     finally:
         tiny_evaluator.batch_size, tiny_evaluator.overlap = batch, overlap
+
+
+def test_scores_do_not_depend_on_the_number_of_threads(tiny_evaluator):
+    # several tile rows and patch-row bands, stars for star-aware scoring
+    frame = simulate_image(shape=(300, 700), background="trail", level=1.0, seed=3).ccd
+    tile = tiny_evaluator.tile_size
+    tiny_evaluator.tile_size = 96  # tiles of 96 px in 64-px-thick rows: bands of 2-3 patches
+    try:
+        with torch_threads(1):
+            one = tiny_evaluator.evaluate(frame)
+        with torch_threads(3):
+            three = tiny_evaluator.evaluate(frame)
+            assert torch.get_num_threads() == 3  # the scoring's own setting is undone
+    finally:
+        tiny_evaluator.tile_size = tile
+    np.testing.assert_array_equal(three.patch_scores, one.patch_scores)
+    np.testing.assert_array_equal(three.residual, one.residual)
+    np.testing.assert_array_equal(three.flag_plane(), one.flag_plane())
+
+
+def test_tile_tasks_cover_the_frame_once(tiny_evaluator):
+    tile = tiny_evaluator.tile_size
+    tiny_evaluator.tile_size = 96
+    try:
+        t, padded, tasks = tiny_evaluator._tile_tasks((300, 700), workers=2)
+    finally:
+        tiny_evaluator.tile_size = tile
+    covered = np.zeros(padded, int)
+    for _, regions, _ in tasks:
+        for y1, y2, x1, x2 in regions:
+            covered[y1:y2, x1:x2] += 1
+    assert (covered == 1).all()
+    done = [rows for _, _, rows in tasks if rows is not None]
+    assert done == sorted(done) and done[-1] == padded[0]  # rows complete top to bottom
 
 
 def test_every_input_kind_gives_the_same_score(tiny_evaluator, clean_frame, tmp_path):

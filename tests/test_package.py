@@ -93,3 +93,17 @@ def test_check_helpers_name_the_argument():
 def test_config_defaults():
     assert astro_aeqa.conf.device == "auto"
     assert astro_aeqa.conf.gaia_table == "gaiadr3.gaia_source"
+
+
+def test_thread_pool_runs_inline_with_one_worker_and_raises_task_errors():
+    import threading
+
+    from astro_aeqa.utils import thread_pool
+
+    with thread_pool(1) as pool:
+        assert pool.submit(threading.current_thread).result() is threading.current_thread()
+        failed = pool.submit(int, "not a number")
+    with pytest.raises(ValueError, match="invalid literal"):
+        failed.result()
+    with thread_pool(2) as pool:
+        assert pool.submit(threading.current_thread).result() is not threading.current_thread()

@@ -1,13 +1,45 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """Batched reconstruction of tiles with a trained autoencoder."""
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
 from ..utils import progress_bar as _progress_bar
 from .training import resolve_device
 
-__all__ = ["reconstruct"]
+__all__ = ["reconstruct", "torch_threads"]
+
+
+@contextmanager
+def torch_threads(n):
+    """
+    Let torch use ``n`` threads within the block (`None`: leave it as it is).
+
+    The setting is process-wide (`torch.set_num_threads`); the previous one
+    comes back on exit. Threads started inside the block take it up.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from astro_aeqa.nn import torch_threads
+    >>> before = torch.get_num_threads()
+    >>> with torch_threads(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
+    before = torch.get_num_threads()
+    change = n is not None and n != before
+    if change:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if change:
+            torch.set_num_threads(before)
 
 
 def reconstruct(
@@ -83,9 +115,12 @@ def reconstruct(
         raise ValueError(msg)
     device = resolve_device(device)
     model.eval()
-    model.to(
-        device, memory_format=torch.channels_last if channels_last else torch.contiguous_format
-    )
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if any(
+        p.device != device or (p.ndim == 4 and not p.is_contiguous(memory_format=layout))
+        for p in model.parameters()
+    ):  # only when needed: tasks on several threads may share the model
+        model.to(device, memory_format=layout)
     out = np.empty(tiles.shape, dtype=np.float32)
     starts = range(0, tiles.shape[0], batch_size)
     with torch.inference_mode():

@@ -4,6 +4,7 @@
 from ._atomic import atomic_write, write_hdulist_atomic
 from ._files import file_sha256, save_figure_atomic, write_table_atomic
 from ._progress import progress_bar
+from ._threads import thread_pool
 from ._validation import check_2d_float, check_fraction, check_positive_quantity
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "save_figure_atomic",
     "file_sha256",
     "progress_bar",
+    "thread_pool",
     "check_positive_quantity",
     "check_fraction",
     "check_2d_float",
