@@ -20,9 +20,11 @@ nitpicky = True
 # references to their objects render as plain text instead of warning.
 nitpick_ignore_regex = [
     ("py:class", r"(optional|default|array[-_ ]like|callable|iterable|path-like|file-like).*"),
-    ("py:(obj|class|func|meth|mod|attr|exc|data)",
-     r"(astropy|numpy|scipy|pathlib|ccdproc|photutils|torch|dask|distributed|tqdm|matplotlib"
-     r"|reproject|astroquery|safetensors)(\..*)?"),
+    (
+        "py:(obj|class|func|meth|mod|attr|exc|data)",
+        r"(astropy|numpy|scipy|pathlib|ccdproc|photutils|torch|dask|distributed|tqdm|matplotlib"
+        r"|reproject|astroquery|safetensors)(\..*)?",
+    ),
     ("py:(obj|class)", r"(True|False|None|int|float|str|bool|dict|list|tuple)"),
 ]
 automodapi_inheritance_diagram = False

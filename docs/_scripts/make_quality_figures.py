@@ -124,9 +124,7 @@ def main(argv=None):
         help="the fpr and patch sections of a later run (--sections fpr patch), if present",
     )
     parser.add_argument("--out-dir", default="docs/figures")
-    parser.add_argument(
-        "--default", default="ours", help="the configuration shown as ours"
-    )
+    parser.add_argument("--default", default="ours", help="the configuration shown as ours")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     results = json.loads(Path(args.results).read_text())
