@@ -1103,12 +1103,15 @@ class AEQualityEvaluator:
         self._check_fitted()
         ccd = aeqa_io.read_image(image, hdu=hdu)
         result = self._evaluate_ccd(ccd, threshold=threshold, fpr=fpr)
-        out = self._masked_ccd(ccd, result)
+        with thread_pool(min(2, self._scoring_workers())) as pool:
+            flags = pool.submit(result.flag_plane)
+            out = self._masked_ccd(ccd, result)
+            flags = flags.result()
         aeqa_io.write_aeqa_fits(
             path,
             out,
             score_map=result.score_map,
-            flags=result.flag_plane(),
+            flags=flags,
             overwrite=overwrite,
             # a float32 file is written back from the array already read
             original_data=None

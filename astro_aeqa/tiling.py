@@ -508,9 +508,12 @@ def _row_statistic(v, n_valid, statistic, trim, q, weights=None):
     total = np.zeros(n_valid.shape)
     full = n_valid == v.shape[-1]  # no NaN: a partition, much cheaper than a sort
     if full.any():
-        k = int(n_keep[full].flat[0])
-        part = np.partition(v[full], k - 1, axis=-1) if k > 0 else v[full]
-        total[full] = part[..., :k].sum(axis=-1, dtype=np.float64)
+        # all values less the largest n - k: partitioning at k moves just those
+        k, rows = int(n_keep[full].flat[0]), v if full.all() else v[full]
+        total[full] = rows.sum(axis=-1, dtype=np.float64)
+        if k < rows.shape[-1]:
+            top = np.partition(rows, k, axis=-1)[..., k:]
+            total[full] -= top.sum(axis=-1, dtype=np.float64)
     if (~full).any():
         # the valid sum less the n - n_keep largest values: only those few
         # need sorting, after a partition that brings the largest forward

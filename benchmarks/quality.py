@@ -91,17 +91,19 @@ def simulate(preset, shape, fwhm, seed, **kwargs):
 
 
 class CachedResidual:
-    """Reconstruct each frame once: aggregates, patch sizes and thresholds reuse it."""
+    """Reconstruct each tile once: aggregates, patch sizes and thresholds reuse it."""
 
     def __init__(self, ev):
-        self.ev, self.cache, self.compute = ev, {}, ev._residual
-        ev._residual = self
+        self.cache, self.compute = {}, ev._reconstruct_tiles
+        ev._reconstruct_tiles = self
 
-    def __call__(self, x, *, progress_bar=False):
-        key = hashlib.blake2b(x.tobytes(), digest_size=16).digest()
+    def __call__(self, x, origins, regions, t, residual):
+        key = hashlib.blake2b(x.tobytes() + origins.tobytes(), digest_size=16).digest()
         if key not in self.cache:
-            self.cache[key] = self.compute(x)
-        return self.cache[key].copy()
+            self.compute(x, origins, regions, t, residual)
+            self.cache[key] = [residual[y1:y2, x1:x2].copy() for y1, y2, x1, x2 in regions]
+        for (y1, y2, x1, x2), owned in zip(regions, self.cache[key], strict=True):
+            residual[y1:y2, x1:x2] = owned
 
 
 def train(preset, normalization, refs, args, out_dir):
