@@ -1064,8 +1064,16 @@ class AEQualityEvaluator:
         return self._masked_ccd(image, result)
 
     def _masked_ccd(self, ccd, result):
-        out = ccd.copy()
-        out.mask = combine_masks(ccd.mask, result.mask)
+        # ccd is read_image's new object, shared with no caller: the output
+        # takes its arrays without another copy of the frame
+        out = CCDData(
+            ccd.data,
+            unit=ccd.unit,
+            mask=combine_masks(ccd.mask, result.mask),
+            uncertainty=ccd.uncertainty,
+            wcs=ccd.wcs,
+            meta=ccd.meta.copy(),
+        )
         header = (
             out.meta if isinstance(out.meta, fits.Header) else fits.Header(_fits_safe(out.meta))
         )

@@ -96,10 +96,17 @@ def find_stars(
         valid = np.isfinite(data)
     if stats is None:
         stats = sky_statistics(data, valid)
-    snr = (data - np.float32(stats.level)) / np.float32(stats.noise)
-    snr[~np.isfinite(snr)] = 0.0
+    level, noise = np.float32(stats.level), np.float32(stats.noise)
+
+    def snr(window):
+        # a window at a time: no full-frame copy of a large frame
+        y0, y1, x0, x1 = window
+        out = (data[y0:y1, x0:x1] - level) / noise
+        out[~np.isfinite(out)] = 0.0
+        return out
+
     seed = threshold if min_peak is None else max(float(min_peak), threshold)
-    rows = _segment_sources(snr, threshold, n_pixels, seed)
+    rows = _segment_sources(snr, data.shape, threshold, n_pixels, seed)
     # a source that two windows both reached is kept once (its peak pixel)
     _, first = np.unique(rows[:, -1], return_index=True)
     rows = rows[np.sort(first)]
@@ -114,8 +121,11 @@ def find_stars(
     return table
 
 
-def _segment_sources(snr, threshold, n_pixels, seed):
+def _segment_sources(snr, shape, threshold, n_pixels, seed):
     """Rows of `_COLUMNS` plus the peak pixel's flat index for every source.
+
+    ``snr(window)`` returns the signal-to-noise image of a window
+    ``(y0, y1, x0, x1)`` of a frame of ``shape``.
 
     The frame is segmented in windows around the blocks whose peak reaches
     ``seed``, with a block of margin: the 5-sigma isophote of all but the
@@ -125,8 +135,11 @@ def _segment_sources(snr, threshold, n_pixels, seed):
     """
     from scipy import ndimage
 
-    ny, nx = snr.shape
-    peaks = _block_max(snr, _BLOCK)
+    ny, nx = shape
+    band = 16 * _BLOCK
+    peaks = np.concatenate(
+        [_block_max(snr((y, min(ny, y + band), 0, nx)), _BLOCK) for y in range(0, ny, band)]
+    )
     if seed <= threshold:  # every detection is wanted: one window, the frame
         todo = np.ones_like(peaks, dtype=bool)
     else:
@@ -138,7 +151,7 @@ def _segment_sources(snr, threshold, n_pixels, seed):
         for ys, xs in ndimage.find_objects(groups):
             window = (ys.start * _BLOCK, min(ny, ys.stop * _BLOCK),
                       xs.start * _BLOCK, min(nx, xs.stop * _BLOCK))  # fmt: skip
-            found, cut_short = _measure_window(snr, window, threshold, n_pixels, seed)
+            found, cut_short = _measure_window(snr, shape, window, threshold, n_pixels, seed)
             rows.append(found)
             if cut_short:
                 hy, hx = ys.stop - ys.start, xs.stop - xs.start
@@ -161,13 +174,13 @@ def _block_max(image, block):
     return rows.reshape(nby, block, nbx).max(axis=1)
 
 
-def _measure_window(snr, window, threshold, n_pixels, seed):
+def _measure_window(snr, shape, window, threshold, n_pixels, seed):
     """The complete sources of a window, and whether one was cut short by its edge."""
     from scipy import ndimage
 
-    ny, nx = snr.shape
+    ny, nx = shape
     y0, y1, x0, x1 = window
-    sub = snr[y0:y1, x0:x1]
+    sub = snr(window)
     labels, n = ndimage.label(sub > threshold, structure=_EIGHT)
     flat, values = labels.ravel(), sub.ravel()
     size = np.bincount(flat, minlength=n + 1)
