@@ -196,7 +196,7 @@ def end_to_end(model_file, directory, repeat, device, compile=False):  # noqa: A
         for name in names[i % len(names) :] + names[: i % len(names)]:
             times[name].append(timed(runs[name]))
     result = {k: min(v) for k, v in times.items()}
-    result.update({k.replace("_s", "_median_s"): float(np.median(v)) for k, v in times.items()})
+    result.update({k[:-2] + "_median_s": float(np.median(v)) for k, v in times.items()})
     result["ratio_aeqa_over_background2d"] = result["aeqa_s"] / result["background2d_s"]
     result["ratio_median_aeqa_over_background2d"] = (
         result["aeqa_median_s"] / result["background2d_median_s"]

@@ -373,3 +373,12 @@ def test_unshuffle_stem_runs_at_reduced_resolution():
     assert model(torch.zeros(2, 1, 32, 48)).shape == (2, 1, 32, 48)
     with pytest.raises(ValueError, match=r"multiples of 8"):
         model(torch.zeros(1, 1, 36, 32))
+
+
+def test_space_to_depth_layers_match_torch_pixel_shuffles():
+    from astro_aeqa.nn.model import _DepthToSpace, _SpaceToDepth
+
+    x = torch.rand(3, 2, 48, 32)
+    folded = _SpaceToDepth(8)(x)
+    assert torch.equal(folded, torch.nn.functional.pixel_unshuffle(x, 8))
+    assert torch.equal(_DepthToSpace(8)(folded), x)
