@@ -97,6 +97,7 @@ def sky_statistics(data, valid, *, n_blocks=16):
     # A sparse grid of pixels is as good for medians and much cheaper: every
     # other pixel, or every fourth in the blocks of large frames (>= 64x64 left).
     step = 4 if block >= 256 else (2 if block >= 16 else 1)
+    block -= block % step  # whole steps to a block
     nby, nbx = ny // block, nx // block
     if nby == 0 or nbx == 0:
         nby, nbx, block = 1, 1, min(ny, nx)

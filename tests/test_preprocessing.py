@@ -47,3 +47,13 @@ def test_fast_asinh_matches_numpy():
     x = np.concatenate([np.linspace(-5, 5, 1001), np.geomspace(1e-6, 1e6, 200)]).astype(np.float32)
     x = np.concatenate([x, -x])
     np.testing.assert_allclose(_asinh_inplace(x.copy()), np.arcsinh(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1500, 1300), (600, 277), (4100, 4200)])
+def test_sky_statistics_of_frames_whose_blocks_are_not_whole_grid_steps(shape):
+    # 1300 // 16 = 81 pixels a block: not a whole number of 2-pixel grid steps
+    rng = np.random.default_rng(1)
+    data = rng.normal(100.0, 5.0, shape).astype(np.float32)
+    stats = sky_statistics(data, np.isfinite(data))
+    assert stats.level == pytest.approx(100.0, abs=0.5)
+    assert stats.noise == pytest.approx(5.0, rel=0.05)
