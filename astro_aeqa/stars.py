@@ -148,17 +148,14 @@ def _segment_sources(snr, shape, threshold, n_pixels, seed):
     while todo.any():
         groups, _ = ndimage.label(todo, structure=_EIGHT)
         todo = np.zeros_like(todo)
-        for ys, xs in ndimage.find_objects(groups):
-            window = (ys.start * _BLOCK, min(ny, ys.stop * _BLOCK),
-                      xs.start * _BLOCK, min(nx, xs.stop * _BLOCK))  # fmt: skip
-            found, cut_short = _measure_window(snr, shape, window, threshold, n_pixels, seed)
-            rows.append(found)
-            if cut_short:
-                hy, hx = ys.stop - ys.start, xs.stop - xs.start
-                grown = np.s_[
-                    max(0, ys.start - hy) : ys.stop + hy, max(0, xs.start - hx) : xs.stop + hx
-                ]
-                todo[grown] = True
+        objects = ndimage.find_objects(groups)
+        windows = [(ys.start * _BLOCK, min(ny, ys.stop * _BLOCK),
+                    xs.start * _BLOCK, min(nx, xs.stop * _BLOCK)) for ys, xs in objects]  # fmt: skip
+        found, cut_short = _measure_windows(snr, shape, windows, threshold, n_pixels, seed)
+        rows.append(found)
+        for ys, xs in (objects[i] for i in np.flatnonzero(cut_short)):
+            hy, hx = ys.stop - ys.start, xs.stop - xs.start
+            todo[max(0, ys.start - hy) : ys.stop + hy, max(0, xs.start - hx) : xs.stop + hx] = True
     return np.concatenate(rows)
 
 
@@ -174,33 +171,69 @@ def _block_max(image, block):
     return rows.reshape(nby, block, nbx).max(axis=1)
 
 
-def _measure_window(snr, shape, window, threshold, n_pixels, seed):
-    """The complete sources of a window, and whether one was cut short by its edge."""
+def _pack(heights, widths, width):
+    """Shelf-pack rectangles one pixel apart: their origins and the canvas shape."""
+    origins = np.zeros((len(heights), 2), dtype=np.intp)
+    y = x = shelf = 0
+    for i in np.argsort(-heights, kind="stable"):  # tallest first: little waste
+        if x and x + widths[i] > width:
+            y, x, shelf = y + shelf + 1, 0, 0
+        origins[i] = y, x
+        x += widths[i] + 1
+        shelf = max(shelf, heights[i])
+    return origins, (y + shelf, width)
+
+
+def _measure_windows(snr, shape, windows, threshold, n_pixels, seed):
+    """The complete sources of windows, in window order, and which windows cut one short.
+
+    The windows are packed one pixel apart on one canvas, labelled in one
+    call: thousands of small windows cost one pass of NumPy, not thousands.
+    """
     from scipy import ndimage
 
     ny, nx = shape
-    y0, y1, x0, x1 = window
-    sub = snr(window)
-    labels, n = ndimage.label(sub > threshold, structure=_EIGHT)
-    flat, values = labels.ravel(), sub.ravel()
-    size = np.bincount(flat, minlength=n + 1)
+    win = np.asarray(windows, dtype=np.intp).reshape(-1, 4)
+    heights, widths = win[:, 1] - win[:, 0], win[:, 3] - win[:, 2]
+    origins, (height, width) = _pack(heights, widths, max(int(widths.max()), min(nx, 2048)))
+    canvas = np.zeros((height, width), np.float32)
+    owner = np.full((height, width), -1, np.intp)
+    inner_edge = np.zeros((height, width), bool)  # window edges inside the frame
+    for i, ((y0, y1, x0, x1), (cy, cx), h, w) in enumerate(
+        zip(win, origins, heights, widths, strict=True)
+    ):
+        canvas[cy : cy + h, cx : cx + w] = snr((y0, y1, x0, x1))
+        owner[cy : cy + h, cx : cx + w] = i
+        inner_edge[cy, cx : cx + w] |= y0 > 0
+        inner_edge[cy + h - 1, cx : cx + w] |= y1 < ny
+        inner_edge[cy : cy + h, cx] |= x0 > 0
+        inner_edge[cy : cy + h, cx + w - 1] |= x1 < nx
+    labels, n = ndimage.label(canvas > threshold, structure=_EIGHT)
+    flat = labels.ravel()
+    pix = np.flatnonzero(flat)
+    lab, values = flat[pix], canvas.ravel()[pix]
+    size = np.bincount(lab, minlength=n + 1)
     peak = np.full(n + 1, -np.inf, dtype=np.float32)
-    np.maximum.at(peak, flat, values)
+    np.maximum.at(peak, lab, values)
     keep = (size >= n_pixels) & (peak >= seed)
     keep[0] = False
     edge = np.zeros(n + 1, bool)
-    for inner, line in ((y0 > 0, labels[0]), (y1 < ny, labels[-1]),
-                        (x0 > 0, labels[:, 0]), (x1 < nx, labels[:, -1])):  # fmt: skip
-        if inner:
-            edge[line] = True
-    cut_short = bool((keep & edge).any())
+    edge[flat[inner_edge.ravel()]] = True
+    window_of = np.zeros(n + 1, np.intp)
+    window_of[lab] = owner.ravel()[pix]
+    cut_short = np.zeros(len(win), bool)
+    cut_short[window_of[keep & edge]] = True
     keep &= ~edge
+    keep[0] = False
     wanted = np.flatnonzero(keep)
     if wanted.size == 0:
         return np.zeros((0, len(_COLUMNS) + 1)), cut_short
-    pixels = np.flatnonzero(keep[flat])
-    lab, w = flat[pixels], values[pixels].astype(np.float64)
-    iy, ix = np.divmod(pixels, x1 - x0)
+    wanted = wanted[np.argsort(window_of[wanted], kind="stable")]  # window order, then scan order
+    sel = keep[lab]
+    pix, lab, w = pix[sel], lab[sel], values[sel].astype(np.float64)
+    wi = owner.ravel()[pix]
+    cy, cx = np.divmod(pix, width)
+    iy, ix = cy - origins[wi, 0], cx - origins[wi, 1]  # within the window, as photutils sees it
 
     def weighted_sum(v):
         return np.bincount(lab, weights=w * v, minlength=n + 1)[wanted]
@@ -220,9 +253,13 @@ def _measure_window(snr, shape, window, threshold, n_pixels, seed):
     fwhm = 2.0 * np.sqrt(np.log(2.0) * (major + minor))
     # the peak pixel names the source when two windows reach it
     at_peak = w == peak[lab]
+    gy, gx = iy + win[wi, 0], ix + win[wi, 2]
     peak_pixel = np.full(n + 1, np.iinfo(np.int64).max)
-    np.minimum.at(peak_pixel, lab[at_peak], (iy[at_peak] + y0) * nx + ix[at_peak] + x0)
-    found = np.column_stack([xc + x0, yc + y0, peak[wanted], fwhm, elongation, peak_pixel[wanted]])
+    np.minimum.at(peak_pixel, lab[at_peak], gy[at_peak] * nx + gx[at_peak])
+    origin = win[window_of[wanted]]
+    found = np.column_stack(
+        [xc + origin[:, 2], yc + origin[:, 0], peak[wanted], fwhm, elongation, peak_pixel[wanted]]
+    )
     return found, cut_short
 
 
