@@ -321,6 +321,17 @@ class AEQualityEvaluator:
         but the first frame waits tens of seconds for the compilation, so it
         pays for batches of frames, not for one. Default `False`.
 
+    Notes
+    -----
+    A frame is scored on as many threads as torch may use
+    (`torch.get_num_threads`): the network reconstructs a row of tiles per
+    task with one torch thread each, beside the star finding and the patch
+    statistics of the rows already done. While a frame is scored, torch's
+    thread count is set to one and restored afterwards; it is a process-wide
+    setting, so do not score frames from several threads of one process at
+    once (use `astro_aeqa.parallel`, whose workers each take a share of the
+    cores). ``torch.set_num_threads(1)`` scores on one core.
+
     Examples
     --------
     >>> from astro_aeqa import AEQualityEvaluator
@@ -760,7 +771,9 @@ class AEQualityEvaluator:
         if not self.compile:
             return self.model_
         if self._compiled is None or self._compiled[0] is not self.model_:
-            self._compiled = (self.model_, torch.compile(self.model_))
+            # one graph per tile-batch shape: dynamic shapes fail in inductor on
+            # this network (torch 2.13), and a survey has few shapes
+            self._compiled = (self.model_, torch.compile(self.model_, dynamic=False))
         return self._compiled[1]
 
     def _scoring_workers(self):
@@ -790,14 +803,14 @@ class AEQualityEvaluator:
                 tasks.append((origins[take], regions[take], rows_done))
         return t, padded, tasks
 
-    def _reconstruct_tiles(self, x, origins, regions, t, residual):
+    def _reconstruct_tiles(self, model, x, origins, regions, t, residual):
         """Write ``|x - x_hat|`` of the owned regions of these tiles into ``residual``."""
         tiles = extract_tiles(x, origins, t)
         transform = self._tile_transform()
         if transform is not None:
             tiles = transform(tiles)
         recon = reconstruct(
-            self._inference_model(),
+            model,
             tiles,
             batch_size=len(tiles),
             device=self.device,
@@ -834,17 +847,18 @@ class AEQualityEvaluator:
         if padded != x.shape:  # shorter than a tile: reflect to one tile, crop after
             x = np.pad(x, ((0, padded[0] - ny), (0, padded[1] - nx)), mode="reflect")
         residual = np.empty(padded, dtype=np.float32)
-        single = workers > 1 and self.device.type == "cpu"
+        one_torch_thread = workers > 1 and self.device.type == "cpu"
         bar = _progress_bar(
             total=sum(len(o) for o, _, _ in tasks), enabled=progress_bar, desc="tiles", unit="tile"
         )
-        with thread_pool(workers) as pool, torch_threads(1 if single else None):
+        with thread_pool(workers) as pool, torch_threads(1 if one_torch_thread else None):
             stars = None
             if self.star_aware or with_psf:
                 stars = pool.submit(self._star_parts, prepared, with_psf=with_psf)
+            model = self._inference_model()  # compiled here, not by two tasks at once
             pending = [
                 (
-                    pool.submit(self._reconstruct_tiles, x, origins, regions, t, residual),
+                    pool.submit(self._reconstruct_tiles, model, x, origins, regions, t, residual),
                     len(origins),
                     rows_done,
                 )
@@ -862,7 +876,7 @@ class AEQualityEvaluator:
                         pool.submit(self._score_band, prepared, residual, start, stop, stars)
                     )
                     start = stop
-            bands = [band.result() for band in bands]
+            bands = _wait(bands)
             psf = None if stars is None else stars.result()[0]
         bar.close()
         scores, raw, n_valid = (np.concatenate(part) for part in zip(*bands, strict=True))

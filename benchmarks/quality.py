@@ -97,10 +97,10 @@ class CachedResidual:
         self.cache, self.compute = {}, ev._reconstruct_tiles
         ev._reconstruct_tiles = self
 
-    def __call__(self, x, origins, regions, t, residual):
+    def __call__(self, model, x, origins, regions, t, residual):
         key = hashlib.blake2b(x.tobytes() + origins.tobytes(), digest_size=16).digest()
         if key not in self.cache:
-            self.compute(x, origins, regions, t, residual)
+            self.compute(model, x, origins, regions, t, residual)
             self.cache[key] = [residual[y1:y2, x1:x2].copy() for y1, y2, x1, x2 in regions]
         for (y1, y2, x1, x2), owned in zip(regions, self.cache[key], strict=True):
             residual[y1:y2, x1:x2] = owned

@@ -1,6 +1,8 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """The evaluator: scores, masks, CCDData and FITS products, model files, bad input."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -342,3 +344,17 @@ def test_write_masked_from_a_file_keeps_its_pixels_and_dtype(
             hdul[0].data.dtype == np.dtype(dtype).newbyteorder(">") or hdul[0].data.dtype == dtype
         )
         np.testing.assert_array_equal(hdul[0].data, data)
+
+
+@pytest.mark.skipif(
+    not (shutil.which("cc") or shutil.which("gcc")), reason="torch.compile needs a C compiler"
+)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own, while compiling
+def test_compiled_inference_scores_frames_of_several_shapes(clean_frame):
+    # small's space-to-depth stem made inductor fail on a second frame shape
+    # with dynamic shapes (torch 2.13); tasks on two threads compiled at once
+    ev = AEQualityEvaluator.pretrained(device="cpu")
+    frames = (clean_frame, simulate_image(shape=(200, 300), seed=5).ccd)
+    eager = [ev.evaluate(f).score for f in frames]
+    ev.compile = True
+    assert [ev.evaluate(f).score for f in frames] == pytest.approx(eager, rel=1e-4)

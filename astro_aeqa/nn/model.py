@@ -169,6 +169,8 @@ class _SpaceToDepth(nn.Module):
         self.factor = factor
 
     def forward(self, x):
+        if torch.compiler.is_compiling():  # inductor fuses torch's own op, and needs it
+            return nn.functional.pixel_unshuffle(x, self.factor)
         n, c, h, w = x.shape
         f = self.factor
         x = x.reshape(n, c, h // f, f, w // f, f).permute(0, 1, 3, 5, 2, 4)
@@ -183,6 +185,8 @@ class _DepthToSpace(nn.Module):
         self.factor = factor
 
     def forward(self, x):
+        if torch.compiler.is_compiling():
+            return nn.functional.pixel_shuffle(x, self.factor)
         n, c, h, w = x.shape
         f = self.factor
         x = x.reshape(n, c // (f * f), f, f, h, w).permute(0, 1, 4, 2, 5, 3)
