@@ -33,6 +33,7 @@ from .nn import (
     AutoencoderConfig,
     build_model,
     load_model,
+    native_bfloat16,
     reconstruct,
     resolve_device,
     save_model,
@@ -308,13 +309,15 @@ class AEQualityEvaluator:
         Tiles reconstructed at once.
     seed : int, optional
         Seed of every random choice (training crops, initial weights).
-    precision : {'float32', 'bfloat16'}, optional
+    precision : {'auto', 'float32', 'bfloat16'}, optional
         Arithmetic of the forward pass at inference. ``'bfloat16'`` runs it
         under `torch.autocast`; it is faster on GPUs and on CPUs with native
         bfloat16 (AVX512-BF16, AMX) and much slower on others. It changes
         image scores by < 1 % (``benchmarks/speed.py``, section
-        ``precision``). Training is always float32 (mixed precision on
-        CUDA).
+        ``precision``: 0.001-0.01 % and no patch mask on its frames).
+        ``'auto'`` (the default) is bfloat16 where the device computes it
+        natively (`astro_aeqa.nn.native_bfloat16`), else float32. Training
+        is always float32 (mixed precision on CUDA).
     compile : bool, optional
         Run inference through `torch.compile`. It fuses the normalisation
         and activation layers: about 1.5-2x faster on a CPU once compiled,
@@ -358,7 +361,7 @@ class AEQualityEvaluator:
         device=None,
         batch_size=16,
         seed=0,
-        precision="float32",
+        precision="auto",
         compile=False,  # noqa: A002 (the torch name)
     ):
         if isinstance(model, str):
@@ -437,15 +440,21 @@ class AEQualityEvaluator:
 
     @property
     def precision(self):
-        """Arithmetic of the inference forward pass: ``'float32'`` or ``'bfloat16'``."""
+        """Arithmetic of the inference forward pass: ``'auto'``, ``'float32'`` or ``'bfloat16'``."""
         return self._precision
 
     @precision.setter
     def precision(self, value):
-        if value not in _PRECISIONS:
-            msg = f"precision must be one of {sorted(_PRECISIONS)}, got {value!r}"
+        if value != "auto" and value not in _PRECISIONS:
+            msg = f"precision must be one of {['auto', *sorted(_PRECISIONS)]}, got {value!r}"
             raise ValueError(msg)
         self._precision = value
+
+    def _autocast_dtype(self):
+        """The autocast dtype of the forward pass (None: float32)."""
+        if self.precision == "auto":
+            return torch.bfloat16 if native_bfloat16(self.device) else None
+        return _PRECISIONS[self.precision]
 
     def __repr__(self):
         state = "fitted" if self.is_fitted else "untrained"
@@ -814,7 +823,7 @@ class AEQualityEvaluator:
             tiles,
             batch_size=len(tiles),
             device=self.device,
-            amp_dtype=_PRECISIONS[self.precision],
+            amp_dtype=self._autocast_dtype(),
         )
         np.subtract(tiles, recon, out=recon)
         np.abs(recon, out=recon)

@@ -13,7 +13,7 @@ from astropy.nddata import CCDData, NDData
 from astro_aeqa import AEQualityEvaluator, QualityResult, aeqa_mask
 from astro_aeqa.exceptions import AEQAWarning, InputDataError, ModelFileError
 from astro_aeqa.flags import decode_flags
-from astro_aeqa.nn import torch_threads
+from astro_aeqa.nn import native_bfloat16, torch_threads
 from astro_aeqa.simulation import PAPER_2P5M, simulate_image
 
 
@@ -319,12 +319,17 @@ def test_batch_of_tiles_adapts_to_the_activation_budget():
 def test_precision_option(tiny_evaluator, clean_frame):
     with pytest.raises(ValueError, match="precision must be one of"):
         AEQualityEvaluator(precision="float16")
-    ref = tiny_evaluator.evaluate(clean_frame)
-    tiny_evaluator.precision = "bfloat16"
+    assert AEQualityEvaluator().precision == "auto"
     try:
+        tiny_evaluator.precision = "auto"  # bfloat16 only where the device has it natively
+        native = native_bfloat16(tiny_evaluator.device)
+        assert tiny_evaluator._autocast_dtype() == (torch.bfloat16 if native else None)
+        tiny_evaluator.precision = "float32"
+        ref = tiny_evaluator.evaluate(clean_frame)
+        tiny_evaluator.precision = "bfloat16"
         low = tiny_evaluator.evaluate(clean_frame, threshold=ref.threshold)
     finally:
-        tiny_evaluator.precision = "float32"
+        tiny_evaluator.precision = "auto"
     # bfloat16 keeps 8 mantissa bits: scores move, but by well under 1 %
     assert low.score != ref.score
     assert abs(low.score - ref.score) / ref.score < 0.01
@@ -353,7 +358,7 @@ def test_write_masked_from_a_file_keeps_its_pixels_and_dtype(
 def test_compiled_inference_scores_frames_of_several_shapes(clean_frame):
     # small's space-to-depth stem made inductor fail on a second frame shape
     # with dynamic shapes (torch 2.13); tasks on two threads compiled at once
-    ev = AEQualityEvaluator.pretrained(device="cpu")
+    ev = AEQualityEvaluator.pretrained(device="cpu", precision="float32")
     frames = (clean_frame, simulate_image(shape=(200, 300), seed=5).ccd)
     eager = [ev.evaluate(f).score for f in frames]
     ev.compile = True

@@ -6,7 +6,7 @@ This is the only subpackage that imports torch at module level. It works on
 float32 numpy arrays and tensors, never on CCDData or FITS.
 """
 
-from .inference import reconstruct, torch_threads
+from .inference import native_bfloat16, reconstruct, torch_threads
 from .model import PRESETS, AutoencoderConfig, ConvAutoencoder, build_model, init_weights
 from .serialization import FORMAT_NAME, FORMAT_VERSION, load_model, read_model_metadata, save_model
 from .training import (
@@ -30,6 +30,7 @@ __all__ = [
     "weighted_mse_loss",
     "reconstruct",
     "torch_threads",
+    "native_bfloat16",
     "FORMAT_VERSION",
     "FORMAT_NAME",
     "save_model",

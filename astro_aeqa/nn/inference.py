@@ -9,7 +9,30 @@ import torch
 from ..utils import progress_bar as _progress_bar
 from .training import resolve_device
 
-__all__ = ["reconstruct", "torch_threads"]
+__all__ = ["reconstruct", "torch_threads", "native_bfloat16"]
+
+
+def native_bfloat16(device):
+    """
+    Whether ``device`` computes bfloat16 natively (fast), not by emulation.
+
+    True for CUDA GPUs with bfloat16 and for CPUs with AVX512-BF16 or AMX
+    instructions; elsewhere bfloat16 autocast is slower than float32.
+
+    Examples
+    --------
+    >>> from astro_aeqa.nn import native_bfloat16
+    >>> native_bfloat16("cpu") in (True, False)
+    True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        # torch's own probes of the CPU (private, hence looked up with care)
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return False
 
 
 @contextmanager
