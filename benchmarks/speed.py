@@ -10,7 +10,9 @@ Run from the repository root::
 Sections, each printed as a table and saved to ``speed.json``:
 
 * ``peak``: the machine's own peak FLOP rate, measured in this run with a
-  large float32 matmul and a large 3x3 convolution (the better of the two).
+  large matmul and a large 3x3 convolution (the better of the two), in
+  float32 and in bfloat16; each forward pass is compared with the peak of
+  its own precision.
 * ``forward``: throughput of the ``small`` and ``paper`` networks on tiles,
   in megapixels per second and as a fraction of the peak, for float32,
   channels-last, bfloat16 autocast and (``--compile``) `torch.compile`, and
@@ -45,24 +47,30 @@ SIZE = 4096
 
 
 def measure_peak(repeat):
-    """Peak float32 FLOP/s of this machine: a large matmul and a large conv."""
+    """Peak FLOP/s of this machine, float32 and bfloat16: a large matmul and a large conv."""
     import torch
 
     n = 2048
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    matmul = 2 * n**3 / _best(lambda: torch.mm(a, b), repeat)
     conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).eval()
     x = torch.randn(1, 256, 64, 64)
-    flops = 2 * 256 * 256 * 9 * 64 * 64
-    with torch.inference_mode():
-        conv(x)
-        conv_rate = flops / _best(lambda: conv(x), repeat)
-    return {
-        "matmul_gflops": matmul / 1e9,
-        "conv_gflops": conv_rate / 1e9,
-        "peak_gflops": max(matmul, conv_rate) / 1e9,
-    }
+    conv_flops = 2 * 256 * 256 * 9 * 64 * 64
+    result = {}
+    for name, dtype in (("", torch.float32), ("bf16_", torch.bfloat16)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        torch.mm(a, b)
+        matmul = 2 * n**3 / _best(lambda a=a, b=b: torch.mm(a, b), repeat)
+        amp = dtype == torch.bfloat16
+
+        def run_conv(amp=amp):
+            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=amp):
+                conv(x)
+
+        run_conv()
+        conv_rate = conv_flops / _best(run_conv, repeat)
+        result[f"{name}matmul_gflops"] = matmul / 1e9
+        result[f"{name}conv_gflops"] = conv_rate / 1e9
+        result[f"{name}peak_gflops"] = max(matmul, conv_rate) / 1e9
+    return result
 
 
 def _count_flops(model, x):
@@ -154,8 +162,11 @@ def end_to_end(model_file, directory, repeat, device, compile=False):  # noqa: A
 
     path = _frame_file(directory)
     ev = _evaluator(model_file, device)
+    fp32 = _evaluator(model_file, device)
+    fp32.precision = "float32"  # the default is bfloat16 where the CPU has it natively
     out = Path(directory) / "frame4096_aeqa.fits"
-    ev.write_masked(path, out, overwrite=True)  # warm-up
+    for warm in (ev, fp32):
+        warm.write_masked(path, out, overwrite=True)
 
     def background():
         data = CCDData.read(path).data
@@ -182,7 +193,11 @@ def end_to_end(model_file, directory, repeat, device, compile=False):  # noqa: A
         fastest.compile, fastest.star_aware = True, False
         fastest.write_masked(path, out, overwrite=True)
 
-    runs = {"background2d_s": background, "aeqa_s": evaluator}
+    runs = {
+        "background2d_s": background,
+        "aeqa_s": evaluator,
+        "aeqa_float32_s": lambda: evaluator(fp32),
+    }
     if compiled is not None:
         runs["aeqa_compiled_s"] = lambda: evaluator(compiled)
         runs["aeqa_compiled_no_star_aware_s"] = lambda: evaluator(fastest)
@@ -201,6 +216,8 @@ def end_to_end(model_file, directory, repeat, device, compile=False):  # noqa: A
     result["ratio_median_aeqa_over_background2d"] = (
         result["aeqa_median_s"] / result["background2d_median_s"]
     )
+    result["ratio_float32_over_background2d"] = result["aeqa_float32_s"] / result["background2d_s"]
+    result["default_autocast"] = str(ev._autocast_dtype())
     if compiled is not None:
         result["compile_warmup_s"] = compile_warmup
         result["ratio_compiled_over_background2d"] = (
@@ -296,12 +313,12 @@ def main(argv=None):
     if "peak" in args.sections:
         results["peak"] = measure_peak(args.repeat)
         print(json.dumps(results["peak"], indent=1))
-    peak = results.get("peak", {}).get("peak_gflops")
+    peaks = results.get("peak", {})
 
     if "forward" in args.sections:
         variants = ["fp32", "fp32+channels_last", "bf16", "bf16+channels_last"]
         if args.compile:
-            variants += ["fp32+compile", "fp32+channels_last+compile"]
+            variants += ["fp32+compile", "fp32+channels_last+compile", "bf16+compile"]
         rows = []
         for preset, tile, batch in [("small", 128, 16), ("paper", 128, 4)]:
             for variant in variants:
@@ -331,6 +348,8 @@ def main(argv=None):
             f"{'GFLOP/s':>8} {'%peak':>6} {'warmup':>7}"
         )
         for r in rows:
+            # against the peak of the variant's own precision
+            peak = peaks.get("bf16_peak_gflops" if "bf16" in r["variant"] else "peak_gflops")
             r["fraction_of_peak"] = r["gflops"] / peak if peak else None
             frac = f"{100 * r['fraction_of_peak']:6.1f}" if peak else "     -"
             print(
