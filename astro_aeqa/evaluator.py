@@ -7,6 +7,7 @@ patch, and mask the patches that the autoencoder cannot reconstruct.
 import hashlib
 import importlib.resources
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -782,7 +783,8 @@ class AEQualityEvaluator:
         if self._compiled is None or self._compiled[0] is not self.model_:
             # one graph per tile-batch shape: dynamic shapes fail in inductor on
             # this network (torch 2.13), and a survey has few shapes
-            self._compiled = (self.model_, torch.compile(self.model_, dynamic=False))
+            compiled = torch.compile(self.model_, dynamic=False)
+            self._compiled = (self.model_, _CompileAlone(compiled))
         return self._compiled[1]
 
     def _scoring_workers(self):
@@ -1352,6 +1354,31 @@ def _frame_fwhm(frame):
         return measure_fwhm(frame["ccd"].data, frame["valid"], stats=frame["stats"])
     except (InputDataError, ValueError):
         return None
+
+
+class _CompileAlone:
+    """A `torch.compile` module whose first call per input runs alone.
+
+    Dynamo compiling on two threads at once deadlocks (torch 2.13); once a
+    shape is compiled, tasks on several threads run it side by side.
+    """
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self.lock = threading.Lock()
+        self.done = set()
+
+    def __getattr__(self, name):  # config, parameters(), eval()... of the model
+        return getattr(self.compiled, name)
+
+    def __call__(self, x):
+        key = (tuple(x.shape), x.dtype, torch.is_autocast_enabled(x.device.type))
+        if key in self.done:
+            return self.compiled(x)
+        with self.lock:
+            out = self.compiled(x)
+            self.done.add(key)
+        return out
 
 
 def _row_bands(n_rows, n_bands):
