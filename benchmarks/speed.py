@@ -343,6 +343,12 @@ def main(argv=None):
                     device=args.device,
                 )
             )
+        if "peak" in args.sections:
+            # measured again after the forward passes, the better of the two: a
+            # noisy machine can slow one measurement down (once 40 % here)
+            again = measure_peak(args.repeat)
+            peaks = results["peak"] = {k: max(v, again[k]) for k, v in peaks.items()}
+            print("peak, the better of two measurements:", json.dumps(peaks, indent=1))
         print(
             f"{'preset':7} {'variant':28} {'tile':>5} {'batch':>5} {'Mpix/s':>8} "
             f"{'GFLOP/s':>8} {'%peak':>6} {'warmup':>7}"
