@@ -8,7 +8,7 @@ __all__ = ["thread_pool"]
 
 
 class _InlineExecutor:
-    """`~concurrent.futures.Executor.submit` that runs the task before returning."""
+    """An executor whose ``submit`` runs the task before returning."""
 
     def submit(self, func, *args, **kwargs):
         future = Future()
@@ -22,7 +22,7 @@ class _InlineExecutor:
 @contextmanager
 def thread_pool(workers):
     """
-    A `~concurrent.futures.ThreadPoolExecutor` of ``workers`` threads.
+    A ``concurrent.futures.ThreadPoolExecutor`` of ``workers`` threads.
 
     With one worker no thread is started: each task runs when submitted, so
     a single-core job has no threading overhead and stays deterministic.
