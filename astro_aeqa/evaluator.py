@@ -7,6 +7,7 @@ patch, and mask the patches that the autoencoder cannot reconstruct.
 import hashlib
 import importlib.resources
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -683,6 +684,16 @@ class AEQualityEvaluator:
             self.n_reference_,
             np.median(scores),
         )
+        need = math.ceil(1.0 / self.fpr - 1.0)  # conformal_threshold's bound
+        if self.n_reference_ < need:
+            # said now, not first when a frame is masked
+            log.warning(
+                "calibrated on %d clean reference patches, too few for fpr=%g (it needs %d): "
+                "call calibrate() on more clean frames of the survey, or use a larger fpr",
+                self.n_reference_,
+                self.fpr,
+                need,
+            )
 
     # -- scoring ----------------------------------------------------------
 

@@ -1,6 +1,7 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """The evaluator: scores, masks, CCDData and FITS products, model files, bad input."""
 
+import logging
 import shutil
 
 import numpy as np
@@ -363,3 +364,18 @@ def test_compiled_inference_scores_frames_of_several_shapes(clean_frame):
     eager = [ev.evaluate(f).score for f in frames]
     ev.compile = True
     assert [ev.evaluate(f).score for f in frames] == pytest.approx(eager, rel=1e-4)
+
+
+def test_too_small_a_calibration_is_reported_when_it_is_made(caplog, monkeypatch):
+    # the aeqa command stops its logger propagating; caplog listens at the root
+    monkeypatch.setattr(logging.getLogger("astro_aeqa"), "propagate", True)
+    ev = AEQualityEvaluator.pretrained(device="cpu")
+    ev.fpr = 0.001  # needs 999 clean patches
+    with caplog.at_level("WARNING", logger="astro_aeqa"):
+        ev._set_reference_scores(np.linspace(0.1, 0.3, 50))
+    assert "too few for fpr=0.001 (it needs 999)" in caplog.text
+    assert "calibrate()" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="astro_aeqa"):
+        ev._set_reference_scores(np.linspace(0.1, 0.3, 1000))
+    assert "too few" not in caplog.text
