@@ -224,7 +224,6 @@ def _measure_windows(snr, shape, windows, threshold, n_pixels, seed):
     cut_short = np.zeros(len(win), bool)
     cut_short[window_of[keep & edge]] = True
     keep &= ~edge
-    keep[0] = False
     wanted = np.flatnonzero(keep)
     if wanted.size == 0:
         return np.zeros((0, len(_COLUMNS) + 1)), cut_short
