@@ -22,6 +22,8 @@ class AEQAFlags(BitFlagNameMap):
     INPUT_MASKED = 8, "masked in the input"
     EDGE = 16, "in a patch cut by the frame edge"
     STAR_KEPT = 32, "bright star explains the score: kept"
+    OUTSIDE_FOOTPRINT = 64, "outside the illuminated footprint: not scored"
+    TRAIL = 128, "on a linear trail (satellite, aircraft, meteor)"
 
 
 def flag_descriptions():

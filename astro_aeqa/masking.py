@@ -294,6 +294,8 @@ def build_flag_plane(
     input_masked=None,
     edge=None,
     star_kept=None,
+    outside_footprint=None,
+    trail=None,
 ):
     """
     Pack per-pixel reasons into a uint16 ``AEQA_FLAGS`` bit plane.
@@ -302,7 +304,7 @@ def build_flag_plane(
     ----------
     shape : tuple of int
         Image shape ``(ny, nx)``.
-    low_quality, non_finite, saturated, input_masked, edge, star_kept : array-like, optional
+    low_quality, non_finite, saturated, input_masked, edge, star_kept, outside_footprint, trail : array-like, optional
         Bool pixel arrays of ``shape`` (None: bit not set anywhere); bits
         from `astro_aeqa.flags.AEQAFlags`.
 
@@ -328,6 +330,8 @@ def build_flag_plane(
         "input_masked": (input_masked, AEQAFlags.INPUT_MASKED),
         "edge": (edge, AEQAFlags.EDGE),
         "star_kept": (star_kept, AEQAFlags.STAR_KEPT),
+        "outside_footprint": (outside_footprint, AEQAFlags.OUTSIDE_FOOTPRINT),
+        "trail": (trail, AEQAFlags.TRAIL),
     }
     for name, (arr, bit) in parts.items():
         if arr is None:
