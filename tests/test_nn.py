@@ -359,6 +359,87 @@ def test_weights_not_matching_config_is_wrong_architecture(tmp_path):
         load_model(path)
 
 
+def test_crafted_huge_config_is_refused_before_building(model_file, tmp_path, monkeypatch):
+    """Issue 17: a config of 242 G parameters took load() past 14.5 GB."""
+    from astro_aeqa.nn import serialization
+
+    _, model, _ = model_file
+    built = []
+    real = serialization.ConvAutoencoder
+    monkeypatch.setattr(
+        serialization, "ConvAutoencoder", lambda config: built.append(config) or real(config)
+    )
+    huge = {"base_channels": 4096, "max_channels": 65536, "n_res_blocks": 200}
+    path = _write_like_ours(
+        tmp_path / "huge.safetensors", model.state_dict(), config=json.dumps(huge)
+    )
+    with pytest.raises(ModelFileError, match=r"huge.safetensors: .*max_channels=65536"):
+        load_model(path)
+    big = {"base_channels": 1024, "max_channels": 4096, "n_res_blocks": 200, "n_down": 2}
+    path = _write_like_ours(
+        tmp_path / "big.safetensors", model.state_dict(), config=json.dumps(big)
+    )
+    with pytest.raises(ModelFileError, match=r"big.safetensors: .*more than the limit"):
+        load_model(path)
+    assert built == []  # nothing was built for either file
+    small = _write_like_ours(tmp_path / "small.safetensors", model.state_dict())
+    with pytest.raises(ModelFileError, match="more than the limit of 1,000"):
+        load_model(small, max_parameters=1000)
+    assert built == []
+    # a config within the budget that the tensors do not match: only meta-device shapes
+    other = json.dumps(AutoencoderConfig(base_channels=8, n_res_blocks=1).to_dict())
+    path = _write_like_ours(tmp_path / "other.safetensors", model.state_dict(), config=other)
+    with pytest.raises(ModelFileError, match="wrong architecture.*wrong shape"):
+        load_model(path)
+    assert all(c == AutoencoderConfig(base_channels=8, n_res_blocks=1) for c in built)
+    loaded, _ = load_model(small)
+    assert _weights_equal(loaded, model)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"aeqa": "[1,2,3]"}, "'aeqa'"),
+        ({"aeqa": "[" * 100000}, "'aeqa' is nested too deeply"),
+        ({"config": "[" * 100000}, "'config' is nested too deeply"),
+        ({"config": "[1]"}, "'config'"),
+        ({"aeqa": json.dumps({"calibration": 5})}, "'calibration'"),
+        ({"aeqa": json.dumps({"calibration": {"reference_scores": 5}})}, "reference_scores"),
+        ({"aeqa": json.dumps({"fpr": "x"})}, "'fpr' is 'x'"),
+        ({"aeqa": '{"fpr": NaN}'}, "'fpr'"),
+        ({"aeqa": json.dumps({"patch_size": 1.5})}, "'patch_size'"),
+        ({"aeqa": json.dumps({"tile_size": 30})}, "'tile_size'"),
+        ({"aeqa": json.dumps({"morphology": [1, "a"]})}, "'morphology'"),
+        ({"aeqa": json.dumps({"sky_term": "yes"})}, "'sky_term'"),
+        ({"aeqa": json.dumps({"psf_calibration": {"mae_median": 1}})}, "'psf_calibration'"),
+        ({"aeqa": json.dumps({"training": [1]})}, "'training'"),
+        ({"format_version": "one"}, "'format_version'"),
+    ],
+)
+def test_damaged_metadata_is_a_model_file_error_naming_file_and_field(
+    model_file, tmp_path, overrides, field
+):
+    _, model, _ = model_file
+    path = _write_like_ours(tmp_path / "damaged.safetensors", model.state_dict(), **overrides)
+    for reader in (load_model, read_model_metadata):
+        with pytest.raises(ModelFileError, match=f"damaged.safetensors: .*{field}"):
+            reader(path)
+
+
+def test_damaged_metadata_through_the_evaluator_and_the_cli(model_file, tmp_path, capsys):
+    from astro_aeqa import AEQualityEvaluator
+    from astro_aeqa.cli import main
+
+    _, model, _ = model_file
+    path = _write_like_ours(
+        tmp_path / "cal.safetensors", model.state_dict(), aeqa=json.dumps({"calibration": 5})
+    )
+    with pytest.raises(ModelFileError, match="cal.safetensors: .*'calibration'"):
+        AEQualityEvaluator.load(path)
+    assert main(["info", str(path)]) == 2
+    assert "cal.safetensors" in capsys.readouterr().err
+
+
 def test_import_astro_aeqa_does_not_import_torch():
     code = "import sys, astro_aeqa; print('torch' in sys.modules, 'astro_aeqa.nn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
