@@ -67,7 +67,11 @@ def tile_origins(shape, tile_size, overlap):
 
     Tiles are ``tile_size x tile_size`` and step by ``tile_size - 2 * overlap``
     pixels; the last row and column of tiles are moved back to end on the
-    image edge, so every pixel is covered and no tile sticks out.
+    image edge, so every pixel is covered and no tile sticks out. The step
+    is never less than half a tile: an ``overlap`` above ``tile_size // 4``
+    is reduced to it, so that the number of tiles (and the work and memory
+    of stitching) stays proportional to the pixels, also on a thin strip
+    whose short side sets the tile size.
 
     Parameters
     ----------
@@ -77,7 +81,8 @@ def tile_origins(shape, tile_size, overlap):
         Side of a square tile, in pixels.
     overlap : int
         Pixels at each tile edge that are not trusted (the network's edge
-        effects). Neighbouring tiles overlap by at least ``2 * overlap``.
+        effects). Neighbouring tiles overlap by at least ``2 * overlap``
+        (``overlap`` at most ``tile_size // 4``, see above).
 
     Returns
     -------
@@ -98,13 +103,13 @@ def tile_origins(shape, tile_size, overlap):
     ny, nx = _check_shape(shape)
     tile_size = _check_size(tile_size, "tile_size")
     overlap = _check_size(overlap, "overlap", minimum=0)
-    step = tile_size - 2 * overlap
-    if step < 1:
+    if 2 * overlap >= tile_size:
         msg = (
             f"overlap={overlap} is too large for tile_size={tile_size}: "
             "2 * overlap must be smaller than tile_size"
         )
         raise ValueError(msg)
+    step = tile_size - 2 * min(overlap, tile_size // 4)
     if ny < tile_size or nx < tile_size:
         msg = (
             f"image of {ny}x{nx} pixels is smaller than one tile of "
@@ -158,15 +163,29 @@ def _ownership(starts, n, tile_size):
     pixels each tile owns: the pixels lying deepest inside it. Tile edges on
     the image border count as infinitely deep, so border tiles keep their
     border pixels.
+
+    Only the tiles that hold a pixel are compared for it: time and memory
+    are ``n`` times the most tiles over one pixel (2 or 3 with the steps of
+    `tile_origins`), never tiles x pixels.
     """
-    pix = np.arange(n)[None, :]
-    s = starts[:, None]
-    inside = (pix >= s) & (pix < s + tile_size)
+    starts = np.asarray(starts, dtype=np.intp)
+    pix = np.arange(n, dtype=np.intp)
+    first = np.searchsorted(starts + tile_size, pix, side="right")  # first tile ending after
+    last = np.searchsorted(starts, pix, side="right") - 1  # last tile starting at or before
+    width = int(max(1, (last - first).max() + 1)) if n else 1
     big = np.iinfo(np.intp).max // 2
-    left = np.where(s > 0, pix - s, big)
-    right = np.where(s + tile_size < n, s + tile_size - 1 - pix, big)
-    depth = np.where(inside, np.minimum(left, right), -1)
-    owner = np.argmax(depth, axis=0)  # ties: the first tile
+    best = np.full(n, -1, dtype=np.intp)
+    owner = np.zeros(n, dtype=np.intp)
+    for k in range(width):  # candidates in increasing order: ties go to the first tile
+        t = first + k
+        ok = t <= last
+        s = starts[np.minimum(t, len(starts) - 1)]
+        left = np.where(s > 0, pix - s, big)
+        right = np.where(s + tile_size < n, s + tile_size - 1 - pix, big)
+        depth = np.where(ok, np.minimum(left, right), -1)
+        better = depth > best
+        best = np.where(better, depth, best)
+        owner = np.where(better, t, owner)
     lo = np.searchsorted(owner, np.arange(len(starts)), side="left")
     hi = np.searchsorted(owner, np.arange(len(starts)), side="right")
     return lo, hi

@@ -9,6 +9,7 @@ from astro_aeqa.tiling import (
     aggregate_patches,
     extract_tiles,
     iter_tile_batches,
+    owned_regions,
     patch_grid_shape,
     patches_to_pixels,
     stitch_tiles,
@@ -215,3 +216,63 @@ def test_fast_patch_quantiles_match_numpy_nanquantile(statistic, q):
         expected = np.nanquantile(blocks, q, axis=-1)
     assert np.isnan(scores[0, 0]) and np.isnan(expected[0, 0])
     np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-7)
+
+
+def _brute_ownership(starts, n, tile_size):
+    """The tiles x pixels ownership of before issue 17: the reference."""
+    pix = np.arange(n)[None, :]
+    s = np.asarray(starts)[:, None]
+    inside = (pix >= s) & (pix < s + tile_size)
+    big = np.iinfo(np.intp).max // 2
+    left = np.where(s > 0, pix - s, big)
+    right = np.where(s + tile_size < n, s + tile_size - 1 - pix, big)
+    owner = np.argmax(np.where(inside, np.minimum(left, right), -1), axis=0)
+    k = np.arange(len(starts))
+    return np.searchsorted(owner, k, side="left"), np.searchsorted(owner, k, side="right")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_linear_ownership_equals_the_tiles_by_pixels_reference(seed):
+    from astro_aeqa.tiling import _ownership
+
+    rng = np.random.default_rng(seed)
+    tile = int(rng.integers(2, 40))
+    n = int(rng.integers(tile, 400))
+    step = int(rng.integers(1, tile + 1))
+    starts = list(range(0, n - tile + 1, step))
+    if starts[-1] != n - tile:
+        starts.append(n - tile)
+    starts = np.asarray(starts)
+    for got, want in zip(
+        _ownership(starts, n, tile), _brute_ownership(starts, n, tile), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_thin_strip_tiles_step_half_a_tile_and_ownership_is_linear():
+    """Issue 17: 64x20000 gave 9969 tiles (step 2) and tiles x pixels arrays (6.7 GB)."""
+    import tracemalloc
+
+    shape, tile = (64, 200_000), 64
+    origins = tile_origins(shape, tile, 31)  # the evaluator's overlap on a 64-px side
+    steps = np.diff(np.unique(origins[:, 1]))
+    assert steps.min() >= tile // 2 - 1 and len(origins) < 2 * shape[1] / tile + 2
+    tracemalloc.start()
+    try:
+        regions = owned_regions(origins, shape, tile)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * shape[1]  # bytes: a few arrays of the long side, not tiles x pixels
+    area = (regions[:, 1] - regions[:, 0]) * (regions[:, 3] - regions[:, 2])
+    assert area.sum() == shape[0] * shape[1]
+    image = np.random.default_rng(0).standard_normal((64, 3000)).astype(np.float32)
+    origins = tile_origins(image.shape, tile, 31)
+    tiles = extract_tiles(image, origins, tile)
+    np.testing.assert_array_equal(stitch_tiles(tiles, origins, image.shape), image)
+
+
+def test_overlap_above_a_quarter_tile_is_reduced():
+    assert np.array_equal(tile_origins((8, 40), 8, 3), tile_origins((8, 40), 8, 2))
+    with pytest.raises(ValueError, match="2 \\* overlap must be smaller"):
+        tile_origins((8, 40), 8, 4)
