@@ -1,0 +1,858 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+Linear features of a frame: satellite, aircraft and meteor trails (private).
+
+`find_trails` looks for straight, thin features in an image given in units
+of the sky noise, and `trail_mask` turns what it finds into a pixel mask
+that follows each trail's measured width and stops at its end points.
+
+The method, in the spirit of acstools' ``findsat_mrt`` (a Radon transform of
+a star-cleaned image) and of a matched filter:
+
+1. The image is binned to at most ``search_size`` pixels a side. The binned
+   S/N is re-normalised by a local background and noise measured in blocks
+   of about 128 pixels, so a wrong noise, correlated noise (reprojection) or
+   a vignetting gradient do not fake or hide a line.
+2. Sources in the binned S/N are segmented. Round or compact bright ones
+   (stars, with their halo and the cross of their diffraction spikes) are
+   removed; long elongated ones (bright trails, meteors) are candidates.
+3. A Hough accumulator (a discrete Radon transform of the clipped, cleaned
+   binned S/N, summed with `numpy.bincount`) is normalised angle by angle by
+   its own robust scatter, so clumps of faint stars set the threshold
+   rather than fake lines; its peaks are candidates too.
+4. Every candidate is refined at full resolution along a band around the
+   line: the across-line profile gives the offset and the width (FWHM), its
+   drift along the line the angle, and a maximum-sum run of the matched
+   filter along the line the end points. A candidate is kept when both the
+   mean and the median along its extent are significant (a line through a
+   few stars has a large mean but no median), and when it is neither a
+   diffraction spike (short, reaching out from a bright star) nor a bleed
+   column (along a detector axis, from a bright star).
+
+Memory is linear in the pixels and the search does not depend on the frame
+size beyond the binning; a 4096x4096 frame takes about a second on one core.
+
+This module sits in the preprocessing layer: numpy, scipy and astropy only.
+"""
+
+import logging
+import warnings
+
+import numpy as np
+from astropy.table import QTable
+from scipy import ndimage, optimize
+
+__all__ = ["find_trails", "trail_mask", "TRAIL_COLUMNS"]
+
+log = logging.getLogger(__name__)
+
+TRAIL_COLUMNS = (
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "theta",
+    "rho",
+    "fwhm",
+    "peak",
+    "snr",
+    "length",
+    "method",
+)
+
+_EIGHT = np.ones((3, 3), bool)
+_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+
+def _empty_table():
+    t = QTable()
+    for name in TRAIL_COLUMNS:
+        t[name] = np.zeros(0, dtype="U8" if name == "method" else float)
+    return t
+
+
+def _block_view(a, b):
+    ny, nx = a.shape[0] // b, a.shape[1] // b
+    return a[: ny * b, : nx * b].reshape(ny, b, nx, b)
+
+
+def _bin(snr, valid, b):
+    """Binned S/N (the sum over valid pixels over its square root) and valid fraction."""
+    if b == 1:
+        return snr.astype(np.float32, copy=True), valid.astype(np.float32)
+    total = _block_view(snr, b).sum(axis=(1, 3), dtype=np.float64)
+    count = _block_view(valid, b).sum(axis=(1, 3), dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = total / np.sqrt(count)
+    frac = count / b**2
+    z[frac < 0.5] = 0.0
+    return z.astype(np.float32), frac.astype(np.float32)
+
+
+def _local_stats(z, good, block):
+    """Background and noise of ``z`` per block, interpolated back to ``z``'s grid."""
+    ny, nx = z.shape
+    nby, nbx = max(1, ny // block), max(1, nx // block)
+    by, bx = ny // nby, nx // nbx
+    cut = np.where(good, z, np.nan)[: nby * by, : nbx * bx]
+    blocks = cut.reshape(nby, by, nbx, bx).transpose(0, 2, 1, 3).reshape(nby, nbx, -1)
+    n_good = np.isfinite(blocks).sum(axis=2)
+    ok = n_good >= 0.25 * by * bx
+    with np.errstate(all="ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(blocks, axis=2)
+            mad = np.nanmedian(np.abs(blocks - med[..., None]), axis=2) * 1.4826
+    if not ok.any():
+        return None
+    # blocks with too few sky pixels take the median of the others
+    med = np.where(ok, med, np.nanmedian(med[ok]))
+    mad = np.where(ok & (mad > 0), mad, np.nanmedian(mad[ok]))
+    return med, mad, (by, bx)
+
+
+def _upsample(grid, cell, shape):
+    """Bilinear interpolation of a per-block grid (block centres) to ``shape``."""
+    ny, nx = shape
+    yy = (np.arange(ny) + 0.5) / cell[0] - 0.5
+    xx = (np.arange(nx) + 0.5) / cell[1] - 0.5
+    return _interp_grid(grid, yy[:, None], xx[None, :])
+
+
+def _interp_grid(grid, yy, xx):
+    yy = np.clip(yy, 0, grid.shape[0] - 1)
+    xx = np.clip(xx, 0, grid.shape[1] - 1)
+    y0 = np.minimum(np.floor(yy).astype(int), grid.shape[0] - 2) if grid.shape[0] > 1 else 0 * yy
+    x0 = np.minimum(np.floor(xx).astype(int), grid.shape[1] - 2) if grid.shape[1] > 1 else 0 * xx
+    y0 = np.asarray(y0, int)
+    x0 = np.asarray(x0, int)
+    fy = yy - y0 if grid.shape[0] > 1 else 0 * yy
+    fx = xx - x0 if grid.shape[1] > 1 else 0 * xx
+    y1 = np.minimum(y0 + 1, grid.shape[0] - 1)
+    x1 = np.minimum(x0 + 1, grid.shape[1] - 1)
+    return (
+        grid[y0, x0] * (1 - fy) * (1 - fx)
+        + grid[y0, x1] * (1 - fy) * fx
+        + grid[y1, x0] * fy * (1 - fx)
+        + grid[y1, x1] * fy * fx
+    )
+
+
+def _segments(z, threshold):
+    """Label ``z > threshold`` and return per-segment moments."""
+    labels, n = ndimage.label(z > threshold, structure=_EIGHT)
+    if n == 0:
+        return labels, None
+    lab = labels.ravel()
+    sel = lab > 0
+    idx = lab[sel]
+    yy, xx = np.divmod(np.flatnonzero(sel), z.shape[1])
+    zv = z.ravel()[sel]
+    m = n + 1
+    area = np.bincount(idx, minlength=m).astype(float)
+    sx = np.bincount(idx, xx, m)
+    sy = np.bincount(idx, yy, m)
+    sxx = np.bincount(idx, xx * xx.astype(float), m)
+    syy = np.bincount(idx, yy * yy.astype(float), m)
+    sxy = np.bincount(idx, xx * yy.astype(float), m)
+    peak = np.zeros(m)
+    np.maximum.at(peak, idx, zv)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cx, cy = sx / area, sy / area
+        vxx = sxx / area - cx**2 + 1 / 12
+        vyy = syy / area - cy**2 + 1 / 12
+        vxy = sxy / area - cx * cy
+        tr, det = vxx + vyy, vxx * vyy - vxy**2
+        disc = np.sqrt(np.maximum(tr**2 / 4 - det, 0))
+        major = np.sqrt(np.maximum(tr / 2 + disc, 0))
+        minor = np.sqrt(np.maximum(tr / 2 - disc, 1 / 12))
+        angle = 0.5 * np.arctan2(2 * vxy, vxx - vyy)  # of the major axis, from +x
+    seg = {
+        "area": area,
+        "x": cx,
+        "y": cy,
+        "major": major,
+        "minor": minor,
+        "angle": angle,
+        "peak": peak,
+    }
+    return labels, seg
+
+
+def _hough(xs, ys, ws, cos_t, sin_t, n_rho, rho_off, chunk=64):
+    """Accumulate weights ``ws`` at pixel ``(xs, ys)`` into (theta, rho) bins of 1 pixel."""
+    n_t = cos_t.size
+    acc = np.zeros((n_t, n_rho), np.float64)
+    if xs.size == 0:
+        return acc
+    xs = xs.astype(np.float32)
+    ys = ys.astype(np.float32)
+    ws = ws.astype(np.float64)
+    for i in range(0, n_t, chunk):
+        c = cos_t[i : i + chunk, None].astype(np.float32)
+        s = sin_t[i : i + chunk, None].astype(np.float32)
+        rho = xs[None, :] * c
+        rho += ys[None, :] * s
+        rho += np.float32(rho_off + 0.5)
+        idx = rho.astype(np.int32)
+        np.clip(idx, 0, n_rho - 1, out=idx)
+        idx += (np.arange(c.shape[0], dtype=np.int32) * n_rho)[:, None]
+        acc[i : i + chunk] = np.bincount(
+            idx.ravel(), np.broadcast_to(ws, idx.shape).ravel(), c.shape[0] * n_rho
+        ).reshape(c.shape[0], n_rho)
+    return acc
+
+
+def _kadane(v):
+    """Indices ``(i, j)`` of the run ``v[i:j]`` with the largest sum."""
+    c = np.concatenate(([0.0], np.cumsum(v)))
+    running_min_idx = np.zeros(c.size, int)
+    # index of the minimum of c[:k+1]
+    mins = np.minimum.accumulate(c)
+    is_new = np.r_[True, c[1:] < mins[:-1]]
+    running_min_idx = np.maximum.accumulate(np.where(is_new, np.arange(c.size), 0))
+    gain = c - mins
+    j = int(np.argmax(gain))
+    return int(running_min_idx[j]), j
+
+
+class _Frame:
+    """The full-resolution S/N with its local background and noise."""
+
+    def __init__(self, snr, valid, bg, noise, cell):
+        self.snr = snr
+        self.valid = valid
+        self.bg = bg  # per-pixel background grid (block centres)
+        self.noise = noise  # per-pixel noise grid
+        self.cell = cell
+        self.shape = snr.shape
+
+    def sample(self, xs, ys):
+        """Normalised S/N at (xs, ys) (bilinear); NaN outside or on invalid pixels."""
+        ny, nx = self.shape
+        inside = (xs >= 0) & (xs <= nx - 1) & (ys >= 0) & (ys <= ny - 1)
+        coords = np.array([np.clip(ys, 0, ny - 1), np.clip(xs, 0, nx - 1)])
+        v = ndimage.map_coordinates(self.snr, coords, order=1, mode="nearest")
+        ok = ndimage.map_coordinates(self.valid, coords, order=0, mode="nearest")
+        gy = (ys + 0.5) / self.cell[0] - 0.5
+        gx = (xs + 0.5) / self.cell[1] - 0.5
+        v = (v - _interp_grid(self.bg, gy, gx)) / _interp_grid(self.noise, gy, gx)
+        v[~(inside & ok.astype(bool))] = np.nan
+        return v
+
+
+def _chord(shape, theta, rho, margin=0.0):
+    """Along-line coordinates ``(t0, t1)`` where the line is inside the frame."""
+    ny, nx = shape
+    # line: x cos + y sin = rho; direction (-sin, cos); foot point rho*(cos, sin)
+    c, s = np.cos(theta), np.sin(theta)
+    px, py = rho * c, rho * s
+    dx, dy = -s, c
+    lo, hi = -np.inf, np.inf
+    for p, d, top in ((px, dx, nx - 1), (py, dy, ny - 1)):
+        if abs(d) < 1e-12:
+            if p < -margin or p > top + margin:
+                return None
+            continue
+        a, b = (-margin - p) / d, (top + margin - p) / d
+        lo, hi = max(lo, min(a, b)), min(hi, max(a, b))
+    if hi - lo < 2:
+        return None
+    return lo, hi
+
+
+def _profile_fit(d, prof):
+    """Centre, sigma and amplitude of a peak in an across-line profile."""
+    good = np.isfinite(prof)
+    if good.sum() < 5:
+        return None
+    d, prof = d[good], prof[good]
+    base = np.median(prof[np.abs(d) > 0.6 * np.abs(d).max()]) if d.size > 8 else 0.0
+    p = prof - base
+    # smooth a little before picking the peak, so noise does not pick it
+    ps = ndimage.uniform_filter1d(p, 3, mode="nearest")
+    k = int(np.argmax(ps))
+    amp = ps[k]
+    if amp <= 0:
+        return None
+    # half-maximum crossings around the peak
+    half = amp / 2
+    lo = k
+    while lo > 0 and ps[lo - 1] > half:
+        lo -= 1
+    hi = k
+    while hi < ps.size - 1 and ps[hi + 1] > half:
+        hi += 1
+    step = d[1] - d[0]
+    fwhm0 = max((hi - lo + 1) * step, step)
+    centre0 = d[k]
+    # a Gaussian fit near the peak: centre, width and amplitude
+    near = np.abs(d - centre0) <= max(2.5 * fwhm0, 3.0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optimize.OptimizeWarning)
+            popt, _ = optimize.curve_fit(
+                _gauss,
+                d[near],
+                p[near],
+                p0=(amp, centre0, fwhm0 / _FWHM_PER_SIGMA),
+                maxfev=200,
+            )
+        a, centre, sigma = float(popt[0]), float(popt[1]), abs(float(popt[2]))
+        if not (a > 0 and abs(centre - centre0) < fwhm0 + 1 and 0.2 < sigma < 3 * fwhm0 + 2):
+            raise RuntimeError
+    except (RuntimeError, ValueError):
+        a, centre, sigma = float(amp), float(centre0), fwhm0 / _FWHM_PER_SIGMA
+    return centre, sigma, a, float(base)
+
+
+def _gauss(x, a, mu, sigma):
+    return a * np.exp(-0.5 * ((x - mu) / sigma) ** 2)
+
+
+class _Finder:
+    def __init__(self, frame, *, min_snr, min_length, max_width, clip, spike_factor, bleed_angle):
+        self.f = frame
+        self.min_snr = min_snr
+        self.min_length = min_length
+        self.max_width = max_width
+        self.clip = clip
+        self.spike_factor = spike_factor
+        self.bleed_angle = bleed_angle
+        self.stars = np.zeros((0, 4))  # x, y, radius, peak (full-resolution pixels)
+
+    def refine(self, theta, rho, width_guess, half_band):
+        """Refine a line; return a dict or None."""
+        f = self.f
+        for _ in range(3):
+            chord = _chord(f.shape, theta, rho)
+            if chord is None:
+                return None
+            t0, t1 = chord
+            res = self._measure(theta, rho, t0, t1, width_guess, half_band)
+            if res is None:
+                return None
+            theta, rho, t0, t1, sigma = res["theta"], res["rho"], res["t0"], res["t1"], res["sigma"]
+            width_guess = sigma * _FWHM_PER_SIGMA
+            half_band = max(4.0, 4 * width_guess)
+        chord = _chord(f.shape, theta, rho)
+        if chord is None:
+            return None
+        return self._measure(theta, rho, *chord, width_guess, half_band, final=True)
+
+    def _measure(self, theta, rho, t0, t1, width_guess, half_band, final=False):
+        f = self.f
+        c, s = np.cos(theta), np.sin(theta)
+        ts = np.arange(np.ceil(t0), np.floor(t1) + 1.0)
+        if ts.size < 3:
+            return None
+        step = 0.5 if half_band < 12 else 1.0
+        ds = np.arange(-half_band, half_band + step / 2, step)
+        # sample points: foot (rho c, rho s) + t (-s, c) + d (c, s)
+        xs = (rho + ds)[None, :] * c - ts[:, None] * s
+        ys = (rho + ds)[None, :] * s + ts[:, None] * c
+        v = f.sample(xs.ravel(), ys.ravel()).reshape(ts.size, ds.size)
+        vc = np.clip(v, -self.clip * 3, self.clip * 3)  # keep stars from ruling the profile
+        # matched filter along the line with the current width
+        sigma = max(width_guess / _FWHM_PER_SIGMA, 0.5)
+        g = np.exp(-0.5 * (ds / sigma) ** 2)
+        g_norm = g / np.sqrt(np.sum(g**2) * step)  # unit noise for independent pixels
+        fin = np.isfinite(vc)
+        m = np.where(fin, vc, 0.0) @ g_norm * step
+        covered = fin @ (g**2) / np.sum(g**2) > 0.5
+        m[~covered] = 0.0
+        if covered.sum() < 3:
+            return None
+        # extent: the run with the largest excess over half the trail level
+        sm = ndimage.uniform_filter1d(m, 25, mode="constant")
+        k0 = max(np.max(sm[covered]) / 2, 0.3)
+        i = j = 0
+        for _ in range(4):
+            i, j = _kadane(np.where(covered, m - k0, -k0))
+            if j - i < 3:
+                return None
+            seg = m[i:j][covered[i:j]]
+            level = float(np.mean(seg)) if seg.size else 0.0
+            new = max(level / 2, 0.3)
+            if abs(new - k0) < 0.02 * k0:
+                break
+            k0 = new
+        sel = slice(i, j)
+        # across profile over the extent: the median is robust to stars on the line
+        with np.errstate(all="ignore"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                prof = np.nanmedian(v[sel], axis=0)
+        fit = _profile_fit(ds, prof)
+        if fit is None:
+            return None
+        d0, sig, amp, _base = fit
+        new_rho = rho + d0
+        new_theta = theta
+        # angle from the drift of the centre along the extent
+        n_chunks = int(np.clip((j - i) // 40, 2, 8))
+        edges = np.linspace(i, j, n_chunks + 1).astype(int)
+        cen, wts, tc = [], [], []
+        win = np.abs(ds - d0) <= max(3 * sig, 1.5)
+        for a, b in zip(edges[:-1], edges[1:], strict=True):
+            if b - a < 2:
+                continue
+            with np.errstate(all="ignore"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    p = np.nanmean(vc[a:b][:, win], axis=0)
+            if not np.all(np.isfinite(p)):
+                continue
+            p = p - np.median(prof[~win]) if (~win).any() else p
+            pw = np.clip(p, 0, None)
+            if pw.sum() <= 0:
+                continue
+            cen.append(np.sum(pw * ds[win]) / pw.sum())
+            wts.append(pw.sum())
+            tc.append(0.5 * (ts[a] + ts[b - 1]))
+        cen, wts, tc = np.array(cen), np.array(wts), np.array(tc)
+        ok = np.isfinite(cen) & np.isfinite(wts) & (wts > 0)
+        if ok.sum() >= 2:
+            slope, icpt = np.polyfit(tc[ok], cen[ok], 1, w=np.sqrt(wts[ok]))
+            # small rotation: d(t) = icpt + slope t  ->  theta -= slope
+            if abs(slope) < 0.05:
+                new_theta = theta - np.arctan(slope)
+                new_rho = rho + icpt
+        tt0, tt1 = float(ts[i]), float(ts[j - 1])
+        out = {
+            "theta": float(new_theta) % (2 * np.pi),
+            "rho": float(new_rho),
+            "t0": tt0,
+            "t1": tt1,
+            "sigma": float(max(sig, 0.4)),
+            "amp": amp,
+        }
+        if new_theta != theta or new_rho != rho:
+            # re-express the end points on the refined line (small change)
+            pass
+        if final:
+            seg = m[sel][covered[sel]]
+            n = max(seg.size, 1)
+            out["snr"] = float(np.sum(seg) / np.sqrt(n))
+            out["median_snr"] = float(np.median(seg) * np.sqrt(n)) if seg.size else 0.0
+            # the endpoints in pixels
+            out["x0"], out["y0"] = rho * c - tt0 * s, rho * s + tt0 * c
+            out["x1"], out["y1"] = rho * c - tt1 * s, rho * s + tt1 * c
+            out["theta_used"], out["rho_used"] = theta, rho
+        return out
+
+    def judge(self, res):
+        """Why a refined candidate is not a trail (a string), or None if it is."""
+        length = res["t1"] - res["t0"] + 1
+        fwhm = res["sigma"] * _FWHM_PER_SIGMA
+        if length < self.min_length:
+            return "short"
+        if res["snr"] < self.min_snr:
+            return "faint"
+        if res["median_snr"] < 0.5 * self.min_snr:
+            return "clumpy"
+        if fwhm > self.max_width:
+            return "wide"
+        if self.stars.size:
+            theta, rho = res["theta_used"], res["rho_used"]
+            c, s = np.cos(theta), np.sin(theta)
+            sx, sy, sr = self.stars[:, 0], self.stars[:, 1], self.stars[:, 2]
+            d = sx * c + sy * s - rho
+            t = -sx * s + sy * c
+            near = (np.abs(d) <= 2 * fwhm + sr + 2) & (t >= res["t0"] - sr - 5) & (
+                t <= res["t1"] + sr + 5
+            )
+            if near.any():
+                reach = np.maximum(np.abs(t - res["t0"]), np.abs(t - res["t1"]))
+                if np.any(near & (reach <= self.spike_factor * np.maximum(sr, 3.0))):
+                    return "spike"
+                line_angle = (theta + np.pi / 2) % (np.pi / 2)
+                off_axis = min(line_angle, np.pi / 2 - line_angle)
+                if off_axis <= np.deg2rad(self.bleed_angle):
+                    return "bleed"
+        return None
+
+
+def find_trails(
+    image,
+    valid=None,
+    *,
+    noise=None,
+    min_snr=8.0,
+    min_length=30.0,
+    max_width=30.0,
+    search_size=512,
+    clip=4.0,
+    star_peak=15.0,
+    spike_factor=6.0,
+    bleed_angle=1.5,
+    n_max=10,
+):
+    """
+    Find straight linear features (satellite, aircraft and meteor trails).
+
+    Parameters
+    ----------
+    image : 2-D `~numpy.ndarray`
+        The frame in units of the sky noise with the background removed,
+        for example ``(data - sky) / sigma``. A residual background
+        gradient and a noise that is wrong by a constant factor are
+        measured and removed again, block by block.
+    valid : 2-D bool `~numpy.ndarray`, optional
+        True where a pixel can be used. NaN and inf pixels are always
+        invalid.
+    noise : float or 2-D `~numpy.ndarray`, optional
+        If given, ``image`` is divided by it first.
+    min_snr : float, optional
+        The matched-filter S/N a trail must reach over its extent (and half
+        of it with the median along the trail).
+    min_length : float, optional
+        The shortest trail reported, in pixels.
+    max_width : float, optional
+        The widest trail reported (FWHM across the line, pixels).
+    search_size : int, optional
+        The search runs on the image binned to at most this many pixels a
+        side; the lines are then refined at full resolution.
+    clip : float, optional
+        Binned S/N values are clipped to ``[-clip, clip]`` in the search,
+        so that no single source dominates a line.
+    star_peak : float, optional
+        Compact sources whose binned S/N peaks above this are stars: they
+        are removed before the search, and a line that reaches less than
+        ``spike_factor`` star radii from one is a diffraction spike.
+    spike_factor : float, optional
+        See ``star_peak``.
+    bleed_angle : float, optional
+        A line within this many degrees of a detector axis that touches a
+        bright star is a bleed column (saturation) and is not reported.
+    n_max : int, optional
+        At most this many trails are reported.
+
+    Returns
+    -------
+    trails : `~astropy.table.QTable`
+        One row per trail, brightest first: end points ``x0, y0, x1, y1``
+        (0-based pixels), ``theta`` (position angle of the line, degrees
+        from +x towards +y, in [0, 180)), ``rho`` (signed distance of the
+        line from pixel (0, 0), pixels, along the normal at ``theta + 90``
+        degrees), ``fwhm`` (across the line, pixels), ``peak`` (S/N per
+        pixel at the centre of the line), ``snr`` (matched-filter S/N over
+        the extent), ``length`` (pixels) and ``method`` (``'segment'`` for a
+        bright feature found by its shape, ``'hough'`` for one found by the
+        line transform).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa._trails import find_trails, trail_mask
+    >>> rng = np.random.default_rng(0)
+    >>> img = rng.normal(size=(256, 256)).astype(np.float32)
+    >>> yy, xx = np.mgrid[:256, :256]
+    >>> img += 3 * np.exp(-0.5 * ((yy - 0.5 * xx - 60) / 1.5) ** 2)
+    >>> trails = find_trails(img)
+    >>> len(trails), round(float(trails['theta'][0]))
+    (1, 27)
+    >>> trail_mask(img.shape, trails).sum() > 0
+    np.True_
+    """
+    image = np.asarray(image)
+    if image.ndim != 2:
+        msg = f"image must be 2-D, got shape {image.shape}"
+        raise ValueError(msg)
+    shape = image.shape
+    good = np.isfinite(image)
+    if valid is not None:
+        valid = np.asarray(valid, bool)
+        if valid.shape != shape:
+            msg = f"valid has shape {valid.shape}, image {shape}: they must match"
+            raise ValueError(msg)
+        good &= valid
+    snr = np.where(good, image, 0).astype(np.float32, copy=False)
+    if noise is not None:
+        with np.errstate(all="ignore"):
+            snr = np.where(good, snr / np.asarray(noise, np.float32), 0).astype(np.float32)
+        good &= np.isfinite(snr)
+        snr[~good] = 0
+    if good.sum() < 64 or min(shape) < 8:
+        return _empty_table()
+
+    b = max(1, int(np.ceil(max(shape) / search_size)))
+    z, frac = _bin(snr, good, b)
+    zgood = frac >= 0.5
+    block = max(8, int(round(128 / b)))
+    stats = _local_stats(z, zgood, block)
+    if stats is None:
+        return _empty_table()
+    bgz, sdz, cellz = stats
+    z = (z - _upsample(bgz, cellz, z.shape)) / _upsample(sdz, cellz, z.shape)
+    z[~zgood] = 0
+    z = z.astype(np.float32)
+
+    # full-resolution background and noise: per pixel, from a subsample
+    pstats = _local_stats(snr[::2, ::2], good[::2, ::2], max(8, 64))
+    if pstats is None:
+        return _empty_table()
+    pbg, psd, pcell = pstats
+    frame = _Frame(snr, good, pbg, psd, (2 * pcell[0], 2 * pcell[1]))
+
+    finder = _Finder(
+        frame,
+        min_snr=min_snr,
+        min_length=min_length,
+        max_width=max_width,
+        clip=clip,
+        spike_factor=spike_factor,
+        bleed_angle=bleed_angle,
+    )
+
+    # segments: stars (compact, bright) out; elongated ones are candidates
+    labels, seg = _segments(ndimage.uniform_filter(z, 2) if b == 1 else z, 4.0)
+    candidates = []
+    weights = np.clip(z, -clip, clip)
+    if seg is not None:
+        length_b = np.sqrt(12.0) * seg["major"]
+        elong = seg["major"] / seg["minor"]
+        is_line = (elong >= 3.0) & (length_b * b >= min_length) & (seg["area"] >= 3)
+        is_star = ~is_line & (seg["peak"] >= star_peak)
+        is_line[0] = is_star[0] = False
+        star_ids = np.flatnonzero(is_star)
+        if star_ids.size:
+            star_pix = ndimage.binary_dilation(np.isin(labels, star_ids), _EIGHT, iterations=2)
+            weights[star_pix] = 0
+            radius = np.sqrt(seg["area"][star_ids] / np.pi) * b
+            finder.stars = np.column_stack(
+                [
+                    seg["x"][star_ids] * b + (b - 1) / 2,
+                    seg["y"][star_ids] * b + (b - 1) / 2,
+                    radius,
+                    seg["peak"][star_ids],
+                ]
+            )
+        for k in np.flatnonzero(is_line)[np.argsort(-seg["area"][is_line])]:
+            a = seg["angle"][k]  # major axis from +x; the normal is at a + 90 deg
+            theta = a + np.pi / 2
+            cx, cy = seg["x"][k] * b + (b - 1) / 2, seg["y"][k] * b + (b - 1) / 2
+            rho = cx * np.cos(theta) + cy * np.sin(theta)
+            candidates.append((theta, rho, max(2 * seg["minor"][k] * b, 2.0), "segment"))
+    weights[~zgood] = 0
+
+    trails = []
+
+    def accept(res, method):
+        trails.append((res, method))
+
+    def process(theta, rho, width, method):
+        half_band = max(6.0, 3 * width, 2.0 * b)
+        res = finder.refine(theta, rho, width, half_band)
+        if res is None:
+            return None, "lost"
+        why = finder.judge(res)
+        # the same trail found twice
+        for other, _ in trails:
+            if _same_line(res, other):
+                return res, "duplicate"
+        if why is None:
+            accept(res, method)
+        return res, why
+
+    for theta, rho, width, method in candidates:
+        if len(trails) >= n_max:
+            break
+        res, why = process(theta, rho, width, method)
+        log.debug("segment candidate: %s", why or "trail")
+
+    # the line transform on the binned, star-cleaned, clipped S/N
+    nyb, nxb = z.shape
+    diag = np.hypot(nyb, nxb)
+    n_theta = int(np.ceil(np.pi * diag / 2))
+    thetas = np.linspace(0, np.pi, n_theta, endpoint=False)
+    cos_t, sin_t = np.cos(thetas), np.sin(thetas)
+    xc, yc = (nxb - 1) / 2, (nyb - 1) / 2
+    n_rho = int(np.ceil(diag)) + 3
+    rho_off = n_rho / 2
+    keep = weights > 1.0
+    for res, _ in trails:  # bright trails found by shape are out of the search
+        keep &= ~_binned_band(res, z.shape, b)
+    yk, xk = np.nonzero(keep)
+    wk = weights[keep]
+    acc = _hough(xk - xc, yk - yc, wk, cos_t, sin_t, n_rho, rho_off)
+    # counts of valid binned pixels per line, on a coarser grid and every other angle
+    counts = _line_counts(zgood, cos_t, sin_t, n_rho, rho_off, xc, yc)
+    vals = np.where(zgood, np.where(weights > 1.0, weights, 0.0), 0.0)[zgood]
+    mu, var = float(vals.mean()), float(vals.var())
+    tried = 0
+    while len(trails) < n_max and tried < 3 * n_max + 5:
+        sig = _significance(acc, counts, mu, var)
+        k = int(np.argmax(sig))
+        it, ir = divmod(k, n_rho)
+        if not np.isfinite(sig[it, ir]) or sig[it, ir] < 0.6 * min_snr:
+            break
+        tried += 1
+        theta = thetas[it]
+        rho_b = ir - rho_off
+        # binned line x_b cos + y_b sin = rho_b (centred) -> full resolution
+        px_b, py_b = xc + rho_b * cos_t[it], yc + rho_b * sin_t[it]
+        px, py = px_b * b + (b - 1) / 2, py_b * b + (b - 1) / 2
+        rho = px * cos_t[it] + py * sin_t[it]
+        res, why = process(theta, rho, max(1.5 * b, 2.0), "hough")
+        log.debug("hough candidate %.1f sigma: %s", sig[it, ir], why or "trail")
+        # take what was looked at out of the accumulator, so the next peak is new
+        if res is not None and why in (None, "duplicate", "spike", "bleed"):
+            band = _binned_band(res, z.shape, b) & keep
+        else:
+            fake = {
+                "theta_used": theta,
+                "rho_used": rho,
+                "t0": -np.inf,
+                "t1": np.inf,
+                "sigma": max(1.5 * b, 2.0) / _FWHM_PER_SIGMA,
+            }
+            band = _binned_band(fake, z.shape, b) & keep
+        yk, xk = np.nonzero(band)
+        acc -= _hough(xk - xc, yk - yc, weights[band], cos_t, sin_t, n_rho, rho_off)
+        keep &= ~band
+
+    return _to_table(trails)
+
+
+def _same_line(a, b):
+    dth = abs(((a["theta_used"] - b["theta_used"]) + np.pi / 2) % np.pi - np.pi / 2)
+    if dth > np.deg2rad(3):
+        return False
+    # distance of a's middle from b's line, and overlap along it
+    c, s = np.cos(b["theta_used"]), np.sin(b["theta_used"])
+    mx, my = 0.5 * (a["x0"] + a["x1"]), 0.5 * (a["y0"] + a["y1"])
+    d = abs(mx * c + my * s - b["rho_used"])
+    t = -mx * s + my * c
+    width = 3 * (a["sigma"] + b["sigma"]) * _FWHM_PER_SIGMA + 3
+    return d <= width and b["t0"] - 10 <= t <= b["t1"] + 10
+
+
+def _binned_band(res, zshape, b):
+    """Binned pixels within the band of a (refined or tried) line."""
+    nyb, nxb = zshape
+    yy = (np.arange(nyb) * b + (b - 1) / 2)[:, None]
+    xx = (np.arange(nxb) * b + (b - 1) / 2)[None, :]
+    c, s = np.cos(res["theta_used"]), np.sin(res["theta_used"])
+    d = np.abs(xx * c + yy * s - res["rho_used"])
+    t = -xx * s + yy * c
+    half = 3 * res["sigma"] * _FWHM_PER_SIGMA / 2 + 1.5 * b
+    return (d <= half) & (t >= res["t0"] - 2 * b) & (t <= res["t1"] + 2 * b)
+
+
+def _line_counts(zgood, cos_t, sin_t, n_rho, rho_off, xc, yc):
+    """Number of valid binned pixels on each line (theta, rho)."""
+    f = 4
+    ny, nx = zgood.shape
+    if ny < 2 * f or nx < 2 * f:
+        f = 1
+    cy, cx = ny // f, nx // f
+    frac = zgood[: cy * f, : cx * f].reshape(cy, f, cx, f).mean(axis=(1, 3))
+    rows = zgood[cy * f :, :].sum() + zgood[: cy * f, cx * f :].sum()
+    yy, xx = np.nonzero(frac > 0)
+    w = frac[yy, xx] * f**2  # pixels, spread over f rho bins below
+    x = xx * f + (f - 1) / 2 - xc
+    y = yy * f + (f - 1) / 2 - yc
+    sub = np.arange(0, cos_t.size, 2)
+    acc = _hough(x, y, w, cos_t[sub], sin_t[sub], n_rho, rho_off)
+    if f > 1:
+        acc = ndimage.uniform_filter1d(acc, f, axis=1, mode="constant")
+    full = np.empty((cos_t.size, n_rho))
+    full[sub] = acc
+    odd = np.arange(1, cos_t.size, 2)
+    nxt = np.minimum(odd + 1, sub[-1])
+    full[odd] = 0.5 * (acc[(odd - 1) // 2] + full[nxt])
+    del rows
+    return full
+
+
+def _significance(acc, counts, mu, var):
+    """Hough sums in units of their noise, normalised angle by angle."""
+    n = np.maximum(counts, 1.0)
+    with np.errstate(all="ignore"):
+        sig = (acc - mu * counts) / np.sqrt(var * n)
+    sig[counts < 8] = 0
+    # wide or straddling trails: a 3-bin sum across rho as well
+    sig3 = ndimage.uniform_filter1d(sig, 3, axis=1, mode="constant") * np.sqrt(3)
+    sig = np.maximum(sig, sig3)
+    # each angle's own scatter sets its unit: clumps of faint stars are not lines
+    med = np.median(sig, axis=1, keepdims=True)
+    mad = np.median(np.abs(sig - med), axis=1, keepdims=True) * 1.4826
+    return (sig - med) / np.maximum(mad, 1.0)
+
+
+def _to_table(trails):
+    t = _empty_table()
+    if not trails:
+        return t
+    rows = sorted(trails, key=lambda r: -r[0]["snr"])
+    cols = {name: [] for name in TRAIL_COLUMNS}
+    for res, method in rows:
+        theta_n = res["theta_used"]
+        pa = np.rad2deg(theta_n + np.pi / 2) % 180.0
+        # rho along the normal at pa + 90 degrees: flip sign with the normal
+        normal = np.deg2rad(pa + 90.0)
+        mx, my = 0.5 * (res["x0"] + res["x1"]), 0.5 * (res["y0"] + res["y1"])
+        cols["x0"].append(res["x0"])
+        cols["y0"].append(res["y0"])
+        cols["x1"].append(res["x1"])
+        cols["y1"].append(res["y1"])
+        cols["theta"].append(pa)
+        cols["rho"].append(mx * np.cos(normal) + my * np.sin(normal))
+        cols["fwhm"].append(res["sigma"] * _FWHM_PER_SIGMA)
+        cols["peak"].append(res["amp"])
+        cols["snr"].append(res["snr"])
+        cols["length"].append(np.hypot(res["x1"] - res["x0"], res["y1"] - res["y0"]) + 1)
+        cols["method"].append(method)
+    return QTable(cols, names=TRAIL_COLUMNS)
+
+
+def trail_mask(shape, trails, *, width_factor=1.5, pad=1.5, min_half_width=1.5, out=None):
+    """
+    Pixel mask of trails, following each one's width and end points.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nx)`` of the frame.
+    trails : `~astropy.table.QTable`
+        As returned by `find_trails` (columns ``x0, y0, x1, y1, fwhm``).
+    width_factor : float, optional
+        The mask reaches ``width_factor * fwhm + pad`` pixels on each side
+        of the line (1.5 FWHM is where a Gaussian profile falls to 0.2 % of
+        its peak).
+    pad : float, optional
+        Pixels added to the half-width and beyond each end point, for the
+        error on the position of a faint trail.
+    min_half_width : float, optional
+        The smallest half-width before ``pad``, in pixels.
+    out : 2-D bool `~numpy.ndarray`, optional
+        A mask to OR the trails into.
+
+    Returns
+    -------
+    mask : 2-D bool `~numpy.ndarray`
+        True on the trails.
+    """
+    ny, nx = shape
+    mask = np.zeros(shape, bool) if out is None else out
+    for row in trails:
+        x0, y0, x1, y1 = (float(row[k]) for k in ("x0", "y0", "x1", "y1"))
+        half = max(width_factor * float(row["fwhm"]), min_half_width) + pad
+        length = np.hypot(x1 - x0, y1 - y0)
+        if length == 0:
+            ux, uy = 1.0, 0.0
+        else:
+            ux, uy = (x1 - x0) / length, (y1 - y0) / length
+        xa, xb = min(x0, x1) - half - pad, max(x0, x1) + half + pad
+        ya, yb = min(y0, y1) - half - pad, max(y0, y1) + half + pad
+        xs = slice(max(int(np.floor(xa)), 0), min(int(np.ceil(xb)) + 1, nx))
+        ys = slice(max(int(np.floor(ya)), 0), min(int(np.ceil(yb)) + 1, ny))
+        if xs.start >= xs.stop or ys.start >= ys.stop:
+            continue
+        yy = np.arange(ys.start, ys.stop, dtype=np.float32)[:, None] - np.float32(y0)
+        xx = np.arange(xs.start, xs.stop, dtype=np.float32)[None, :] - np.float32(x0)
+        t = xx * np.float32(ux) + yy * np.float32(uy)
+        d = np.abs(yy * np.float32(ux) - xx * np.float32(uy))
+        mask[ys, xs] |= (d <= half) & (t >= -pad) & (t <= length + pad)
+    return mask
