@@ -10,6 +10,7 @@ import logging
 import math
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,13 @@ import torch
 from astropy.io import fits
 from astropy.nddata import CCDData, NDData
 from astropy.table import QTable
+from astropy.utils.exceptions import AstropyUserWarning
 
 from . import io as aeqa_io
+from .calibration import CameraReference, exposure_time
 from .config import conf
 from .exceptions import InputDataError, ModelFileError
+from .footprint import detect_footprint
 from .masking import (
     build_flag_plane,
     clean_patch_mask,
@@ -43,6 +47,7 @@ from .nn import (
     train_autoencoder,
 )
 from .preprocessing import (
+    _ASINH_SOFTENING,
     NORMALIZATIONS,
     minmax_tiles,
     normalize_frame,
@@ -50,7 +55,13 @@ from .preprocessing import (
     subtract_tile_median,
 )
 from .stars import auto_patch_size, bright_star_mask, find_stars, measure_fwhm, psf_shape_map
-from .tiling import aggregate_patches, extract_tiles, owned_regions, patch_any, tile_origins
+from .tiling import (
+    aggregate_patches,
+    extract_tiles,
+    owned_regions,
+    patch_any,
+    tile_origins,
+)
 from .utils import file_sha256, thread_pool
 from .utils import progress_bar as _progress_bar
 
@@ -112,12 +123,23 @@ class QualityResult:
     fpr : float or None
         The false-mask rate the threshold was calibrated for, if any.
     threshold_method : str
-        ``'explicit'``, ``'fpr'`` or ``'robust'`` (the frame's median +
-        k MAD, used when the model has no calibration).
+        ``'explicit'``, ``'fpr'``, ``'robust'`` (the frame's median +
+        5 MAD, used when the model has no calibration) or ``'self'`` (the
+        same, used with a warning when the model has no reference of the
+        camera and more than half of the frame scores above its calibrated
+        threshold).
     score_map : `~astropy.nddata.NDData`
         ``patch_scores`` with the image WCS sliced to the patch grid.
     valid : 2-D bool `~numpy.ndarray`
-        Pixels that were used (finite, unmasked, unsaturated).
+        Pixels that were used (finite, unmasked, unsaturated, inside the footprint).
+    footprint : 2-D bool `~numpy.ndarray` or None
+        The illuminated footprint (`astro_aeqa.footprint.detect_footprint`,
+        or the camera reference's); None when it is the whole frame. Patches
+        outside it have NaN scores and are never masked.
+    camera_reference : bool
+        Whether the patches were scored against a camera reference (from
+        `AEQualityEvaluator.calibrate` or ``fit``) rather than against the
+        frame's own sky.
     patch_size : int
         Patch size in pixels.
     """
@@ -184,6 +206,7 @@ class QualityResult:
             input_masked=self._input_mask,
             edge=edge,
             star_kept=getattr(self, "_star_kept", None),
+            outside_footprint=None if self.footprint is None else ~self.footprint,
         )
 
     def plot(self, image=None, *, figsize=(12, 4.2)):
@@ -428,6 +451,7 @@ class AEQualityEvaluator:
         self.model_ = build_model(config)
         self.model_.to(self.device)
         self.reference_scores_ = None  # sorted clean reference patch scores
+        self.camera_ = None  # CameraReference: the clean sky of the camera
         self.training_ = {}
         self.is_fitted = False
         self.model_sha = None
@@ -595,44 +619,148 @@ class AEQualityEvaluator:
 
     def calibrate(self, frames, *, hdu=None, progress_bar=True):
         """
-        Calibrate the scores on clean frames that were not used in training.
+        Calibrate the scores on clean frames of the camera that were not used in training.
 
-        The scores of their patches become the reference distribution: a
-        relative score of 1 is a typical clean patch, p-values and
-        ``fpr`` thresholds come from it (split-conformal calibration). The
-        reference PSF FWHM (star-aware scoring, ``psf_term``) is measured
-        on them too, and the PSF term is put on the scale of the MAE.
+        This learns the camera reference (`~astro_aeqa.calibration.CameraReference`):
+        the clean sky level per unit exposure and its noise, and, for frames
+        of one shape, the clean sky and the illuminated footprint patch by
+        patch, so that a new frame's patches are judged against this
+        camera's clean sky rather than against the rest of their own frame.
+        The scores of the frames' patches become the reference
+        distribution: a relative score of 1 is a typical clean patch,
+        p-values and ``fpr`` thresholds come from it (split-conformal
+        calibration). The reference PSF FWHM (star-aware scoring,
+        ``psf_term``) is measured on them too, and the PSF term is put on
+        the scale of the MAE. From few frames (fewer patches than four
+        times what ``fpr`` needs), patches are also sampled on grids moved
+        by half a patch, so two frames calibrate the default ``fpr``.
 
         Returns
         -------
         self : `AEQualityEvaluator`
         """
         frames = list(_iter_references(frames, None))
-        self._measure_reference_fwhm([self._prepare(frame, hdu=hdu) for frame in frames[:5]])
+        if not frames:
+            msg = "frames is empty: give at least one clean frame of the camera to calibrate on"
+            raise InputDataError(msg)
+        self.camera_ = None  # the footprints and skies of these frames alone
+        first = [self._prepare(frame, hdu=hdu) for frame in frames[:5]]
+        self._measure_reference_fwhm(first)
+        n_patches = len(frames) * int(np.count_nonzero(np.isfinite(self._patch_counts(first[0]))))
+        need = math.ceil(1.0 / self.fpr - 1.0)
+        half = self.patch_size // 2
+        shifts = [(0, 0)]
+        if n_patches < 4 * need and half > 0:
+            shifts += [(half, 0), (0, half), (half, half)]
+        records = []
+        for index, frame in enumerate(frames):  # one at a time: a calibration set can be large
+            prepared = first[index] if index < len(first) else self._prepare(frame, hdu=hdu)
+            if index < len(first):
+                first[index] = None  # free it once used
+            parts = self._score_parts(prepared, progress_bar=progress_bar)
+            records += [self._calibration_record(prepared, parts, shift) for shift in shifts]
+        self._calibrate_records(records)
+        return self
+
+    def _patch_counts(self, prepared):
+        """Valid pixels per patch (NaN where none): which patches a frame can calibrate."""
+        counts, _ = aggregate_patches(
+            prepared["valid"].astype(np.float32), self.patch_size, statistic="mean"
+        )
+        return np.where(counts > 0, counts, np.nan)
+
+    def _calibration_record(self, prepared, parts, shift=(0, 0), inside=None):
+        """What calibration keeps of a scored clean frame: patch-level parts, on a grid moved by ``shift``."""
+        info = {
+            "stats": prepared["stats"],
+            "shape": prepared["x"].shape,
+            "exptime": prepared["exptime"],
+        }
+        camera = None
+        if shift != (0, 0):
+            parts = self._shifted_parts(prepared, parts, shift)
+        else:
+            parts = {k: v for k, v in parts.items() if k not in ("residual", "star_pixels")}
+            if parts["sky"] is not None:
+                footprint = prepared["footprint"]
+                coverage = (
+                    np.ones(parts["sky"].shape)
+                    if footprint is None
+                    else aggregate_patches(
+                        footprint.astype(np.float32), self.patch_size, statistic="mean"
+                    )[0]
+                )
+                camera = {
+                    "level": prepared["stats"].level,
+                    "noise": prepared["stats"].noise,
+                    "exptime": prepared["exptime"],
+                    "patch_sky": _patch_sky_level(parts["sky"], prepared["stats"]),
+                    "coverage": coverage,
+                    "shape": prepared["x"].shape,
+                }
+        return {"parts": parts, "info": info, "shift": shift, "inside": inside, "camera": camera}
+
+    def _shifted_parts(self, prepared, parts, shift):
+        """The patch-level parts of a frame on a patch grid moved by ``shift`` (same residual)."""
+        dy, dx = shift
+        moved = {"x": prepared["x"][dy:, dx:], "valid": prepared["valid"][dy:, dx:]}
+        residual = parts["residual"][dy:, dx:].copy()
+        star_pixels = None if parts["star_pixels"] is None else parts["star_pixels"][dy:, dx:]
+        mae, sky, raw_mae, raw_sky, n_valid = self._score_band(
+            moved, residual, 0, residual.shape[0], star_pixels
+        )
+        psf = None
+        if parts["psf"] is not None:
+            found = parts["stars"]
+            keep = (np.asarray(found["x"]) >= dx) & (np.asarray(found["y"]) >= dy)
+            found = found[keep]
+            found["x"] = np.asarray(found["x"]) - dx
+            found["y"] = np.asarray(found["y"]) - dy
+            psf = psf_shape_map(
+                found, residual.shape, self.patch_size, self.reference_fwhm_, min_snr=_STAR_MIN_SNR
+            )
+        return {
+            "mae": mae,
+            "sky": sky,
+            "raw_mae": raw_mae,
+            "raw_sky": raw_sky,
+            "psf": psf,
+            "n_valid": n_valid,
+        }
+
+    def _calibrate_records(self, records):
+        """Learn the camera reference, then the PSF-term scale and the reference scores."""
+        cameras = [r["camera"] for r in records if r["camera"] is not None]
+        self.camera_ = CameraReference.from_frames(cameras, self.patch_size) if cameras else None
         parts = []
-        for frame in frames:  # one at a time: a calibration set can be large
-            prepared = self._prepare(frame, hdu=hdu)
-            mae, psf, _, _ = self._score_parts(prepared, progress_bar=progress_bar)
+        for record in records:
+            mae, _ = self._mae_scores(record["parts"], record["info"], shift=record["shift"])
+            psf = record["parts"]["psf"]
+            inside = record["inside"]
+            if inside is not None:
+                mae, psf = mae[inside], None if psf is None else psf[inside]
             parts.append((mae, psf))
         self._calibrate_parts(parts)
-        return self
 
     def _calibrate_on_held_out(self, frames, val_patches, *, progress_bar):
         # Patches that lie entirely inside a held-out training tile were never
-        # seen in training: their scores calibrate the thresholds.
+        # seen in training: their scores calibrate the thresholds. The camera
+        # reference is learnt from the whole of these frames (the sky is not
+        # what the network learns).
         held_out = {}
         for index, y0, x0 in val_patches:
             held_out.setdefault(index, []).append((y0, x0))
-        parts = []
+        self.camera_ = None
+        records = []
         p, t = self.patch_size, self.crop_size
         for index, origins in held_out.items():
-            mae, psf, _, _ = self._score_parts(frames[index], progress_bar=progress_bar)
-            inside = np.zeros(mae.shape, bool)
+            parts = self._score_parts(frames[index], progress_bar=progress_bar)
+            inside = np.zeros(parts["mae"].shape, bool)
             for y0, x0 in origins:
                 iy0, ix0 = -(-y0 // p), -(-x0 // p)
                 inside[iy0 : (y0 + t) // p, ix0 : (x0 + t) // p] = True
-            parts.append((mae[inside], None if psf is None else psf[inside]))
-        self._calibrate_parts(parts)
+            records.append(self._calibration_record(frames[index], parts, inside=inside))
+        self._calibrate_records(records)
 
     def _calibrate_parts(self, parts):
         """Set the PSF-term scale, then the reference scores, from clean patches' parts."""
@@ -731,6 +859,9 @@ class AEQualityEvaluator:
             if not finite.any():
                 msg = "every pixel of the image is NaN or inf: there is nothing to evaluate"
                 raise InputDataError(msg)
+            footprint = self._footprint(data, finite)
+            if footprint is not None:
+                valid &= footprint
             stats = sky_statistics(data, valid)
             _wait(
                 [
@@ -752,8 +883,25 @@ class AEQualityEvaluator:
             "finite": finite,
             "saturated": saturated,
             "input_mask": input_mask,
+            "footprint": footprint,
             "stats": stats,
+            "exptime": exposure_time(ccd.meta),
         }
+
+    def _footprint(self, data, finite):
+        """The illuminated footprint (None: the whole frame).
+
+        Where the camera reference has a footprint for frames of this shape,
+        its patches wholly inside or outside hold; only patches on its edge
+        are measured on the frame, so a cloud cannot move the footprint.
+        """
+        footprint = detect_footprint(data, finite)
+        camera = self.camera_
+        if camera is not None and camera.maps_apply(data.shape, self.patch_size):
+            p, (ny, nx) = self.patch_size, data.shape
+            coverage = np.repeat(np.repeat(camera.coverage, p, 0), p, 1)[:ny, :nx]
+            footprint = np.where(coverage >= 1, True, np.where(coverage <= 0, False, footprint))
+        return None if footprint.all() else footprint
 
     def _check_patch_fits(self, shape):
         ny, nx = shape
@@ -844,15 +992,44 @@ class AEQualityEvaluator:
             residual[y1:y2, x1:x2] = tile[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0]
 
     def _score_prepared(self, prepared, *, progress_bar=False):
-        mae, psf, n_valid, residual = self._score_parts(
+        parts = self._score_parts(
             prepared, with_psf=self.psf_calibration_ is not None, progress_bar=progress_bar
         )
-        if "raw_scores" in prepared:
-            prepared["raw_scores"] = self._combine(prepared["raw_scores"], psf)
-        return self._combine(mae, psf), n_valid, residual
+        mae, raw = self._mae_scores(parts, _frame_info(prepared))
+        if raw is not None:
+            prepared["raw_scores"] = self._combine(raw, parts["psf"])
+        return self._combine(mae, parts["psf"]), parts["n_valid"], parts["residual"]
+
+    def _mae_scores(self, parts, info, *, shift=(0, 0)):
+        """Per patch: the MAE score with its sky term, and the same before star-aware scoring (or None)."""
+        mae = parts["mae"] + self._sky_term(parts["sky"], info, shift=shift)
+        raw = None
+        if self.star_aware:
+            raw = parts["raw_mae"] + self._sky_term(parts["raw_sky"], info, shift=shift)
+        return mae, raw
+
+    def _sky_term(self, sky, info, *, shift=(0, 0)):
+        """The sky term: the patch sky against the camera's clean sky, or against the frame's."""
+        if sky is None:
+            return 0.0
+        if self.camera_ is None:
+            return np.abs(sky)
+        deviation = self.camera_.sky_deviation(
+            _patch_sky_level(sky, info["stats"]),
+            info["shape"],
+            self.patch_size,
+            info["exptime"],
+            shift=shift,
+        )
+        return np.abs(deviation)
 
     def _score_parts(self, prepared, *, with_psf=True, progress_bar=False):
-        """Per patch: the MAE score (sky term and star-aware included), the PSF term or None.
+        """Per patch: the parts of the score (a dict).
+
+        ``mae`` (star-aware) and ``raw_mae`` (not) are the aggregated
+        residual, ``sky`` and ``raw_sky`` the median of the normalised patch
+        (None without the sky term), ``psf`` the PSF term or None, with
+        ``n_valid``, the ``residual`` and the ``stars`` found (or None).
 
         The frame is scored as independent tasks on one thread per core:
         the network on a row of tiles at a time (one torch thread each,
@@ -899,12 +1076,22 @@ class AEQualityEvaluator:
                     )
                     start = stop
             bands = _wait(bands)
-            psf = None if stars is None else stars.result()[0]
+            psf, star_pixels, found = (None, None, None) if stars is None else stars.result()
         bar.close()
-        scores, raw, n_valid = (np.concatenate(part) for part in zip(*bands, strict=True))
-        if self.star_aware:
-            prepared["raw_scores"] = raw
-        return scores, psf, n_valid, residual[:ny, :nx]
+        mae, sky, raw_mae, raw_sky, n_valid = (
+            None if part[0] is None else np.concatenate(part) for part in zip(*bands, strict=True)
+        )
+        return {
+            "mae": mae,
+            "sky": sky,
+            "raw_mae": raw_mae,
+            "raw_sky": raw_sky,
+            "psf": psf,
+            "n_valid": n_valid,
+            "residual": residual[:ny, :nx],
+            "star_pixels": star_pixels,
+            "stars": found,
+        }
 
     def _star_parts(self, prepared, *, with_psf):
         """The PSF term per patch (or None) and the bright-star pixels (or None)."""
@@ -925,32 +1112,33 @@ class AEQualityEvaluator:
             stars, _ = bright_star_mask(
                 prepared["ccd"].data, fwhm=self.reference_fwhm_, found=found, min_snr=_STAR_MIN_SNR
             )
-        return psf, stars
+        return psf, stars, found
 
     def _score_band(self, prepared, residual, start, stop, stars):
-        """Scores, scores before star-aware scoring and valid counts of the patch rows in ``start:stop``."""
+        """The patch rows in ``start:stop``: MAE, sky median (or None), both before
+        star-aware scoring, and the valid counts."""
         nx = prepared["x"].shape[1]
         band = residual[start:stop, :nx]
         valid = prepared["valid"][start:stop]
         x = prepared["x"][start:stop]
         band[~valid] = np.nan
-        scores, n_valid = self._aggregate(band, valid)
-        sky = np.abs(self._patch_sky(x, valid)) if self.sky_term else 0.0
-        raw = scores + sky
+        mae, n_valid = self._aggregate(band, valid)
+        sky = self._patch_sky(x, valid) if self.sky_term else None
         if not self.star_aware:
-            return raw, raw, n_valid
+            return mae, sky, mae, sky, n_valid
         # Only patches that hold star pixels change; a patch that is all
         # bright star keeps its own score. A star's wings also lift its
         # patch's median, hence the sky term is taken without them too.
-        star_pixels = stars.result()[1][start:stop]
+        star_pixels = (stars.result()[1] if hasattr(stars, "result") else stars)[start:stop]
         starless = valid & ~star_pixels
         touched = patch_any(star_pixels, self.patch_size)
         kept, _ = self._aggregate(band, starless, patches=touched)
-        scores = np.where(np.isfinite(kept), kept, scores)
+        kept_mae = np.where(np.isfinite(kept), kept, mae)
+        kept_sky = sky
         if self.sky_term:
-            kept_sky = np.abs(self._patch_sky(x, starless, patches=touched))
-            sky = np.where(np.isfinite(kept_sky), kept_sky, sky)
-        return scores + sky, raw, n_valid
+            starless_sky = self._patch_sky(x, starless, patches=touched)
+            kept_sky = np.where(np.isfinite(starless_sky), starless_sky, sky)
+        return kept_mae, kept_sky, mae, sky, n_valid
 
     def _combine(self, mae, psf):
         """The patch score: the MAE, or the PSF term on the MAE's clean scale if larger."""
@@ -1020,6 +1208,9 @@ class AEQualityEvaluator:
         )
         shape = residual.shape
         pixel_mask = patch_mask_to_pixel_mask(patch_mask, self.patch_size, shape)
+        footprint = prepared["footprint"]
+        if footprint is not None:
+            pixel_mask &= footprint
         star_kept = np.zeros(shape, bool)
         if "raw_scores" in prepared:
             with np.errstate(invalid="ignore"):
@@ -1058,6 +1249,8 @@ class AEQualityEvaluator:
             _saturated=prepared["saturated"],
             _input_mask=prepared["input_mask"],
             _star_kept=star_kept,
+            footprint=footprint,
+            camera_reference=self.camera_ is not None,
         )
 
     def _threshold(self, patch_scores, *, threshold, fpr):
@@ -1071,9 +1264,25 @@ class AEQualityEvaluator:
                 raise ValueError(msg)
             return threshold, None, "explicit"
         fpr = self.fpr if fpr is None else _check_fpr(fpr)
-        if self.reference_scores_ is not None:
-            return conformal_threshold(self.reference_scores_, fpr), fpr, "fpr"
-        return robust_threshold(patch_scores), None, "robust"
+        if self.reference_scores_ is None:
+            return robust_threshold(patch_scores), None, "robust"
+        calibrated = conformal_threshold(self.reference_scores_, fpr)
+        if self.camera_ is None and _fraction_above(patch_scores, calibrated) > 0.5:
+            # Zero-shot, most of the frame lies outside the model's reference:
+            # a camera the model never saw looks like that too, so the frame's
+            # own clean majority is the reference.
+            own = max(robust_threshold(patch_scores), calibrated)
+            warnings.warn(
+                f"more than half of the frame's patches score above the model's reference "
+                f"(threshold {calibrated:.4g} at fpr={fpr}), and the model has no reference of "
+                "this camera: the frame is masked against its own clean majority instead "
+                f"(median + 5 MAD, threshold {own:.4g}). Call calibrate() on two or more clean "
+                "frames of this camera for masks that say where.",
+                AstropyUserWarning,
+                stacklevel=4,
+            )
+            return own, None, "self"
+        return calibrated, fpr, "fpr"
 
     def mask(self, ccd, *, threshold=None, fpr=None, hdu=None):
         """
@@ -1105,7 +1314,7 @@ class AEQualityEvaluator:
         out = CCDData(
             ccd.data,
             unit=ccd.unit,
-            mask=combine_masks(ccd.mask, result.mask),
+            mask=combine_masks(ccd.mask, result.mask | ~result._finite),  # NaN/inf are bad pixels
             uncertainty=ccd.uncertainty,
             wcs=ccd.wcs,
             meta=ccd.meta.copy(),
@@ -1183,6 +1392,7 @@ class AEQualityEvaluator:
             "reference_fwhm": self.reference_fwhm_,
             "fpr": self.fpr,
             "morphology": list(self.morphology),
+            "camera": None if self.camera_ is None else self.camera_.to_dict(),
             "calibration": None
             if self.reference_scores_ is None
             else {
@@ -1271,6 +1481,8 @@ class AEQualityEvaluator:
         ev.training_ = meta.get("training", {})
         ev.reference_fwhm_ = meta.get("reference_fwhm")
         ev.psf_calibration_ = meta.get("psf_calibration")
+        if meta.get("camera") is not None:
+            ev.camera_ = CameraReference.from_dict(meta["camera"], source=str(path))
         ev.is_fitted = True
         ev.model_sha = file_sha256(path)[:16]
         return ev
@@ -1390,6 +1602,29 @@ class _CompileAlone:
             out = self.compiled(x)
             self.done.add(key)
         return out
+
+
+def _fraction_above(scores, threshold):
+    """Fraction of the finite scores above ``threshold``."""
+    finite = scores[np.isfinite(scores)]
+    return float(np.mean(finite > threshold)) if finite.size else 0.0
+
+
+def _frame_info(prepared):
+    """What the sky term needs of a prepared frame."""
+    return {
+        "stats": prepared["stats"],
+        "shape": prepared["x"].shape,
+        "exptime": prepared["exptime"],
+    }
+
+
+def _patch_sky_level(sky, stats):
+    """Patch sky medians of the noise-normalised frame back in data units.
+
+    The median commutes with the normalisation's monotonic asinh stretch.
+    """
+    return stats.level + _ASINH_SOFTENING * stats.noise * np.sinh(sky)
 
 
 def _row_bands(n_rows, n_bands):

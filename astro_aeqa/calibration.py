@@ -1,0 +1,286 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+The camera reference: what clean sky of one camera looks like, in absolute terms.
+
+A patch judged only against the rest of its own frame cannot be placed: on
+a frame that a cloud covers to 95 %, the clear 5 % is what stands out. The
+camera reference, learnt by `~astro_aeqa.AEQualityEvaluator.calibrate` (and
+``fit``) from clean frames, holds the clean sky level per unit exposure,
+its noise, how much it varies from clean frame to clean frame, and, for a
+camera whose frames keep one shape (all-sky cameras, fixed fields), the
+clean sky and the illuminated footprint patch by patch. A new frame's
+patches are then scored against that, so a cloud is masked where it is.
+"""
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .exceptions import ModelFileError
+
+__all__ = ["CameraReference"]
+
+# Least fractional change of the clean sky level that the sky term counts:
+# clean frames of one camera differ by a few per cent (airglow, zodiacal
+# light, twilight), which two reference frames cannot measure.
+_MIN_SKY_TOLERANCE = 0.05
+# Exposure-time keywords, in the order they are looked up.
+_EXPTIME_KEYS = ("EXPTIME", "EXPOSURE", "EXP_TIME", "ITIME")
+
+
+def exposure_time(meta):
+    """Exposure time in seconds from a header, or None."""
+    for key in _EXPTIME_KEYS:
+        value = meta.get(key) if meta is not None else None
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value) and value > 0:
+            return value
+    return None
+
+
+@dataclass(frozen=True)
+class CameraReference:
+    """
+    Clean sky of one camera, learnt from clean frames.
+
+    Attributes
+    ----------
+    sky_level : float
+        Median clean sky level (data units) at ``exptime``.
+    noise : float
+        Median clean sky noise (data units) at ``exptime``.
+    exptime : float or None
+        Median exposure time of the reference frames (seconds), None when
+        their headers give none; levels are then compared as they are.
+    sky_tolerance : float
+        Fractional change of the sky level that clean frames show (at
+        least 5 %).
+    n_frames : int
+        Number of clean frames it was learnt from.
+    shape : tuple of int or None
+        Frame shape of the per-patch maps (None: no maps).
+    sky_map : 2-D `~numpy.ndarray` or None
+        Per patch, the clean sky level relative to ``sky_level`` (NaN
+        outside the footprint).
+    coverage : 2-D `~numpy.ndarray` or None
+        Per patch, the fraction of its pixels inside the footprint of the
+        reference frames.
+    patch_size : int or None
+        Patch side of the maps.
+    """
+
+    sky_level: float
+    noise: float
+    exptime: float | None
+    sky_tolerance: float
+    n_frames: int
+    shape: tuple | None = None
+    sky_map: np.ndarray | None = None
+    coverage: np.ndarray | None = None
+    patch_size: int | None = None
+
+    @classmethod
+    def from_frames(cls, frames, patch_size):
+        """
+        Learn the reference from clean frames.
+
+        Parameters
+        ----------
+        frames : list of dict
+            Per frame: ``level`` and ``noise`` (the frame's sky statistics,
+            data units), ``exptime`` (s or None), ``patch_sky`` (2-D patch
+            sky levels in data units, NaN where none) and ``coverage``
+            (2-D fraction of each patch inside the footprint).
+        patch_size : int
+            Patch side in pixels.
+        """
+        if not frames:
+            msg = "a camera reference needs at least one clean frame"
+            raise ValueError(msg)
+        times = [f["exptime"] for f in frames]
+        exptime = float(np.median(times)) if all(t is not None for t in times) else None
+
+        def scale(frame):  # to the reference exposure
+            return 1.0 if exptime is None else exptime / frame["exptime"]
+
+        levels = np.array([f["level"] * scale(f) for f in frames])
+        noises = np.array([f["noise"] * math.sqrt(scale(f)) for f in frames])
+        sky_level = float(np.median(levels))
+        shapes = {f["patch_sky"].shape for f in frames}
+        same_shape = len(shapes) == 1 and len({f["shape"] for f in frames}) == 1
+        sky_map = coverage = shape = None
+        relative = [f["patch_sky"] * scale(f) / sky_level for f in frames]
+        if same_shape:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # patches outside every footprint
+                sky_map = np.nanmedian(np.stack(relative), axis=0)
+            coverage = np.mean([f["coverage"] for f in frames], axis=0)
+            sky_map[coverage == 0] = np.nan
+            shape = tuple(frames[0]["shape"])
+            relative = [r / sky_map for r in relative]
+        # how far clean patches stray from what the reference expects
+        deviations = np.concatenate([np.ravel(r) - 1.0 for r in relative])
+        deviations = deviations[np.isfinite(deviations)]
+        spread = 1.4826 * float(np.median(np.abs(deviations))) if deviations.size else 0.0
+        return cls(
+            sky_level=sky_level,
+            noise=float(np.median(noises)),
+            exptime=exptime,
+            sky_tolerance=max(_MIN_SKY_TOLERANCE, 3.0 * spread),
+            n_frames=len(frames),
+            shape=shape,
+            sky_map=sky_map,
+            coverage=coverage,
+            patch_size=int(patch_size),
+        )
+
+    def maps_apply(self, shape, patch_size):
+        """Whether the per-patch maps describe frames of this shape and patch size."""
+        return (
+            self.sky_map is not None
+            and self.shape is not None
+            and tuple(shape) == tuple(self.shape)
+            and patch_size == self.patch_size
+        )
+
+    def expected_sky(self, shape, patch_size, exptime, *, shift=(0, 0)):
+        """
+        Clean sky level and noise expected in each patch of a frame.
+
+        ``shift`` is the origin of a patch grid moved by half a patch in y
+        and/or x (``(0 or p // 2, 0 or p // 2)``), as calibration uses to
+        sample more patches of few frames; the map is then averaged between
+        neighbouring patches.
+
+        Returns
+        -------
+        level : float or 2-D `~numpy.ndarray`
+            Per-patch map when the maps apply, else one number.
+        noise : float
+        """
+        scale = 1.0
+        if self.exptime is not None and exptime is not None:
+            scale = exptime / self.exptime
+        level = self.sky_level * scale
+        if self.maps_apply(shape, patch_size):
+            level = level * _half_shifted(self.sky_map, shift)
+        return level, self.noise * math.sqrt(scale)
+
+    def sky_deviation(self, patch_sky, shape, patch_size, exptime, *, shift=(0, 0)):
+        """
+        Each patch's sky against the camera's clean sky: ``asinh`` of the
+        offset over three times the tolerated scatter (the same scale as the
+        frame-relative sky term).
+        """
+        level, noise = self.expected_sky(shape, patch_size, exptime, shift=shift)
+        if np.ndim(level):
+            level = level[: patch_sky.shape[0], : patch_sky.shape[1]]
+        tolerance = np.hypot(noise, self.sky_tolerance * np.abs(level))
+        return np.arcsinh((patch_sky - level) / (3.0 * tolerance))
+
+    def to_dict(self):
+        """A JSON-ready dict (for the model file)."""
+
+        def grid(a):
+            return (
+                None
+                if a is None
+                else [[None if not np.isfinite(v) else float(v) for v in row] for row in a]
+            )
+
+        return {
+            "sky_level": self.sky_level,
+            "noise": self.noise,
+            "exptime": self.exptime,
+            "sky_tolerance": self.sky_tolerance,
+            "n_frames": self.n_frames,
+            "shape": None if self.shape is None else list(self.shape),
+            "sky_map": grid(self.sky_map),
+            "coverage": grid(self.coverage),
+            "patch_size": self.patch_size,
+        }
+
+    @classmethod
+    def from_dict(cls, d, *, source="the model file"):
+        """Rebuild from `to_dict`'s output, checking every field; `ModelFileError` if damaged."""
+
+        def bad(field, why):
+            msg = f"{source}: camera reference field {field!r} {why}; recalibrate with calibrate()"
+            return ModelFileError(msg)
+
+        if not isinstance(d, dict):
+            raise bad("camera", f"must be a mapping, got {type(d).__name__}")
+
+        def number(field, *, positive=True, optional=False):
+            value = d.get(field)
+            if value is None and optional:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise bad(field, f"must be a number, got {value!r}")
+            value = float(value)
+            if not math.isfinite(value) or (positive and value <= 0):
+                raise bad(
+                    field,
+                    f"must be a finite{' positive' if positive else ''} number, got {value!r}",
+                )
+            return value
+
+        shape = d.get("shape")
+        patch_size = d.get("patch_size")
+        maps = {}
+        if shape is not None:
+            if not (
+                isinstance(shape, list)
+                and len(shape) == 2
+                and all(isinstance(n, int) and n > 0 for n in shape)
+            ):
+                raise bad("shape", f"must be two positive integers, got {shape!r}")
+            if not isinstance(patch_size, int) or patch_size < 1:
+                raise bad("patch_size", f"must be a positive integer, got {patch_size!r}")
+            grid_shape = (-(-shape[0] // patch_size), -(-shape[1] // patch_size))
+            for field in ("sky_map", "coverage"):
+                try:
+                    values = np.array(
+                        [[np.nan if v is None else v for v in row] for row in d.get(field)],
+                        dtype=float,
+                    )
+                except (TypeError, ValueError) as exc:
+                    raise bad(field, f"must be a grid of numbers ({exc})") from None
+                if values.shape != grid_shape:
+                    raise bad(
+                        field, f"must have the patch grid shape {grid_shape}, got {values.shape}"
+                    )
+                maps[field] = values
+        n_frames = d.get("n_frames")
+        if not isinstance(n_frames, int) or isinstance(n_frames, bool) or n_frames < 1:
+            raise bad("n_frames", f"must be a positive integer, got {n_frames!r}")
+        return cls(
+            sky_level=number("sky_level", positive=False),
+            noise=number("noise"),
+            exptime=number("exptime", optional=True),
+            sky_tolerance=number("sky_tolerance"),
+            n_frames=n_frames,
+            shape=None if shape is None else tuple(shape),
+            sky_map=maps.get("sky_map"),
+            coverage=maps.get("coverage"),
+            patch_size=patch_size if isinstance(patch_size, int) else None,
+        )
+
+
+def _half_shifted(grid, shift):
+    """A patch map on a grid moved by half a patch: the mean of the two (or four) patches it straddles."""
+    for axis, offset in enumerate(shift):
+        if offset:
+            edge = np.take(grid, [-1], axis=axis)
+            extended = np.concatenate([grid, edge], axis=axis)
+            n = grid.shape[axis]
+            grid = 0.5 * (
+                np.take(extended, range(n), axis=axis)
+                + np.take(extended, range(1, n + 1), axis=axis)
+            )
+    return grid
