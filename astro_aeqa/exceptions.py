@@ -8,6 +8,7 @@ __all__ = [
     "InputDataError",
     "ModelFileError",
     "CatalogError",
+    "OutputPathError",
     "AEQAWarning",
 ]
 
@@ -26,6 +27,10 @@ class ModelFileError(AEQAError, ValueError):
 
 class CatalogError(AEQAError, ValueError):
     """A reference catalogue is missing, unreachable or lacks a column."""
+
+
+class OutputPathError(AEQAError, ValueError):
+    """An output file would replace one of the inputs (the same file, also through a link)."""
 
 
 class AEQAWarning(AstropyUserWarning):

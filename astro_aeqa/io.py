@@ -23,6 +23,7 @@ This is the only module that knows FITS extension and keyword names.
 import copy
 import logging
 import math
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from astropy.nddata import (
 )
 from astropy.wcs import WCS, FITSFixedWarning, Sip
 
-from .exceptions import AEQAWarning, InputDataError
+from .exceptions import AEQAWarning, InputDataError, OutputPathError
 from .flags import flag_header_cards
 from .tiling import patch_grid_shape
 from .utils import write_hdulist_atomic
@@ -55,6 +56,8 @@ __all__ = [
     "aeqa_header_cards",
     "write_aeqa_fits",
     "read_aeqa_fits",
+    "check_output_path",
+    "header_safe_meta",
     "AEQAProducts",
     "MASK_EXTNAME",
     "UNCERT_EXTNAME",
@@ -272,6 +275,12 @@ def _as_2d(data, name, where):
     if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
         msg = f"{where} of {name} holds non-numeric data (dtype {data.dtype})"
         raise InputDataError(msg)
+    if np.issubdtype(data.dtype, np.complexfloating):
+        msg = (
+            f"{where} of {name} holds complex data (dtype {data.dtype}); an image of real "
+            "pixel values is needed: pass its real part or its modulus (np.abs)"
+        )
+        raise InputDataError(msg)
     return data
 
 
@@ -473,6 +482,7 @@ def read_image(image, *, hdu=None, unit=None):
                 msg = f"{name}: mask shape {mask.shape} differs from data shape {data.shape}"
                 raise InputDataError(msg)
         meta = copy.deepcopy(image.meta) if image.meta is not None else {}
+        meta = header_safe_meta(meta, name=name)
         return CCDData(
             _to_float32(data),
             unit=unit or image.unit or u.adu,
@@ -722,6 +732,207 @@ def score_map_wcs(wcs, patch_size, shape):
 # --------------------------------------------------------------------------- writing
 
 
+def _card_problem(key, value):
+    """None if ``(key, value)`` makes a valid FITS card, else the reason."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VerifyWarning)  # e.g. HIERARCH for long keys
+            card = fits.Card(key, value)
+            card.verify("exception")
+            card.image  # noqa: B018 - formats the card, raises on what cannot be written
+    except (ValueError, TypeError, VerifyWarning, fits.VerifyError) as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
+def _scalar(value):
+    return isinstance(value, str | bytes | int | float | complex | bool | np.generic)
+
+
+def header_safe_meta(meta, *, name="the input"):
+    """
+    Return a copy of ``meta`` whose scalar values can all be written as FITS cards.
+
+    A FITS header cannot hold NaN or infinite numbers, nor strings with
+    characters other than printable ASCII. Such values are written as
+    strings instead (``'nan'``, ``'inf'``; other characters escaped, e.g.
+    ``'\\xe9'``), and a keyword that is not a valid FITS keyword is dropped;
+    each change is reported in one `~astro_aeqa.exceptions.AEQAWarning`.
+    Values that are not scalars (lists, dicts) are left as they are. An
+    `~astropy.io.fits.Header` is returned unchanged (it holds only valid
+    cards).
+
+    Parameters
+    ----------
+    meta : dict-like or `~astropy.io.fits.Header`
+        Image metadata, for example ``ccd.meta``.
+    name : str, optional
+        The input, for the warning.
+
+    Returns
+    -------
+    meta : dict-like
+        A new mapping of the same type (the input is not changed).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from astro_aeqa.io import header_safe_meta
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     header_safe_meta({"EXPTIME": 15.0, "AIRMASS": float("nan")})
+    {'EXPTIME': 15.0, 'AIRMASS': 'nan'}
+    """
+    if meta is None or isinstance(meta, fits.Header):
+        return meta
+    try:
+        items = list(meta.items())
+    except (AttributeError, TypeError):
+        return meta
+    changes, out = [], {}
+    for key, value in items:
+        if not _scalar(value) or _card_problem(key, value) is None:
+            out[key] = value
+            continue
+        if isinstance(value, np.generic):
+            value = value.item()
+        fixed = value
+        if isinstance(value, float | complex) and not np.isfinite(value):
+            fixed = str(value)
+        elif isinstance(value, bytes):
+            fixed = value.decode("ascii", "backslashreplace")
+        if isinstance(fixed, str):
+            fixed = fixed.encode("unicode_escape").decode("ascii")
+        if _card_problem(key, fixed) is None:
+            out[key] = fixed
+            changes.append(f"{key}={value!r} written as {fixed!r}")
+        else:
+            changes.append(f"{key!r} dropped ({_card_problem(key, value)})")
+    if not changes:
+        return meta
+    shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
+    msg = f"{name}: metadata that a FITS header cannot hold: {shown}"
+    warnings.warn(msg, AEQAWarning)
+    try:
+        new = type(meta)()
+        new.update(out)
+    except Exception:  # noqa: BLE001 - an unusual mapping type: a plain dict will do
+        new = out
+    return new
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist: compare the resolved names
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_output_path(output, *, inputs=()):
+    """
+    Refuse an output file that is one of the inputs.
+
+    The same file is found through symbolic links, hard links and
+    different spellings of the path (`os.path.samefile`), so writing with
+    ``overwrite=True`` can never replace the frame being read (with all its
+    other extensions).
+
+    Parameters
+    ----------
+    output : str or `~pathlib.Path`
+        The file to be written.
+    inputs : iterable
+        The inputs; those that are not file names (arrays, HDUs, CCDData)
+        are ignored.
+
+    Returns
+    -------
+    output : `~pathlib.Path`
+
+    Raises
+    ------
+    astro_aeqa.exceptions.OutputPathError
+        If ``output`` is one of the input files.
+
+    Examples
+    --------
+    >>> from astro_aeqa.io import check_output_path
+    >>> check_output_path("frame_aeqa.fits", inputs=["frame.fits"]).name
+    'frame_aeqa.fits'
+    """
+    output = Path(output)
+    if isinstance(inputs, str | Path):
+        inputs = [inputs]
+    for source in inputs:
+        if isinstance(source, str | Path) and _same_file(output, source):
+            same = "" if str(Path(source)) == str(output) else f" (the same file as {source})"
+            msg = (
+                f"{output}: the output would replace the input file{same}; "
+                "write to another file name or directory"
+            )
+            raise OutputPathError(msg)
+    return output
+
+
+def _source_header(source, hdu):
+    """The header of the HDU of ``source`` that was read (INHERIT merged); None if unknown."""
+    try:
+        if isinstance(source, str | Path):
+            with fits.open(source) as hdul:  # headers only: no data are read
+                return _selected_header(hdul, hdu, str(source))
+        if isinstance(source, fits.HDUList):
+            return _selected_header(source, hdu, "the HDUList input")
+        if _is_image_hdu(source):
+            return source.header.copy()
+    except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
+        log.debug("cannot read the source header of %s: %s", _describe(source), exc)
+    return None
+
+
+def _selected_header(hdul, hdu, name):
+    index = _select_hdu(hdul, hdu, name)
+    header = hdul[index].header.copy()
+    if index > 0 and header.get("INHERIT", False):
+        merged = _clean_meta(hdul[0].header)
+        merged.extend(header, update=True)
+        header = merged
+    return header
+
+
+_NOT_RESTORED = frozenset(("EXTNAME", "EXTVER", "INHERIT", "BLANK", "", "HISTORY", "COMMENT"))
+
+
+def _restore_source_cards(header, source_header, wcs):
+    """
+    Put back the cards of the input header that writing through the WCS object
+    rewrote or dropped (CD matrices, CROTA, EPOCH, DATE-OBS as written, plate
+    solutions...), when the output's WCS is still the input's.
+    """
+    source_wcs = _wcs_from_header(source_header, "the input") if wcs is not None else None
+    if wcs is not None:
+        if source_wcs is None or not _same_wcs(wcs, source_wcs):
+            return header  # the WCS was changed: the cards written from it stand
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            generated = set(wcs.to_header(relax=True).keys())
+        for key in generated:
+            header.remove(key, ignore_missing=True, remove_all=True)
+    for card in source_header.cards:
+        key = card.keyword
+        if key in _NOT_RESTORED or _STRUCTURAL.match(key) or key in header:
+            continue
+        header.append(card, end=True)
+    return header
+
+
+def _same_wcs(a, b):
+    try:
+        same = a.wcs.compare(b.wcs, tolerance=1e-10)
+    except (TypeError, ValueError):
+        return False
+    return same and (a.sip is None) == (b.sip is None)
+
+
 def _card_value(value, comment):
     """Header-safe value: None and non-finite numbers become FITS undefined."""
     if value is None:
@@ -796,6 +1007,34 @@ def aeqa_header_cards(
     return cards
 
 
+def _with_header_meta(ccd):
+    """``ccd`` (its arrays not copied) with a meta that is a valid FITS header."""
+    meta = ccd.meta
+    if isinstance(meta, fits.Header):
+        return ccd
+    header = fits.Header()
+    dropped = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)  # HIERARCH cards for long keys
+        for key, value in header_safe_meta(meta, name="ccd.meta").items():
+            if _scalar(value) and _card_problem(key, value) is None:
+                value = value.item() if isinstance(value, np.generic) else value
+                header.append(fits.Card(key, value))
+            else:
+                dropped.append(str(key))
+    if dropped:
+        log.info("ccd.meta entries not written to the FITS header: %s", ", ".join(dropped))
+    return CCDData(
+        ccd.data,
+        unit=ccd.unit,
+        mask=ccd.mask,
+        uncertainty=ccd.uncertainty,
+        wcs=ccd.wcs,
+        meta=header,
+        copy=False,
+    )
+
+
 def _as_score_nddata(score_map):
     if isinstance(score_map, NDData):
         return np.asarray(score_map.data), score_map.wcs
@@ -803,7 +1042,16 @@ def _as_score_nddata(score_map):
 
 
 def write_aeqa_fits(
-    path, ccd, *, score_map, flags, overwrite=False, original_data=None, header_cards=None
+    path,
+    ccd,
+    *,
+    score_map,
+    flags,
+    overwrite=False,
+    original_data=None,
+    header_cards=None,
+    source=None,
+    source_hdu=None,
 ):
     """
     Write the AEQA products of one image to a FITS file, atomically.
@@ -830,6 +1078,16 @@ def write_aeqa_fits(
     header_cards : list of tuple, optional
         Extra ``(keyword, value, comment)`` cards for the primary header
         (e.g. from `aeqa_header_cards`); they override ``ccd.meta``.
+    source : str, `~pathlib.Path`, HDU or `~astropy.io.fits.HDUList`, optional
+        The input ``ccd`` was read from. ``path`` must not be that file
+        (`check_output_path`), and the output header keeps the input
+        header's cards as written: while ``ccd.wcs`` is still the input's
+        WCS, the WCS cards (CD matrices, CROTA, EPOCH, DATE-OBS, plate
+        solutions...) are the input's own instead of those astropy
+        regenerates from the WCS object (PC/CDELT), and cards that
+        `read_image` moved out of ``meta`` come back.
+    source_hdu : int, str or tuple, optional
+        The HDU of ``source`` that was read (as ``hdu`` of `read_image`).
 
     Returns
     -------
@@ -839,10 +1097,20 @@ def write_aeqa_fits(
     ------
     FileExistsError
         If ``path`` exists and ``overwrite`` is False. Nothing is written.
+    astro_aeqa.exceptions.OutputPathError
+        If ``path`` is the ``source`` file (also through a link).
     ValueError
         If a plane does not have the image shape.
+
+    Notes
+    -----
+    Values of ``ccd.meta`` that a FITS header cannot hold (NaN, infinity,
+    non-ASCII text) are written as strings, with a warning (see
+    `header_safe_meta`); non-scalar values are left out.
     """
     path = Path(path)
+    if source is not None:
+        check_output_path(path, inputs=[source])
     if path.exists() and not overwrite:
         msg = f"{path}: file exists; pass overwrite=True (or --overwrite) to replace it"
         raise FileExistsError(msg)
@@ -859,6 +1127,7 @@ def write_aeqa_fits(
         msg = f"score_map must be 2-D (the patch grid), got shape {score_data.shape}"
         raise ValueError(msg)
 
+    ccd = _with_header_meta(ccd)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         hdul = ccd.to_hdu(hdu_mask=MASK_EXTNAME, hdu_uncertainty=UNCERT_EXTNAME, wcs_relax=True)
@@ -871,6 +1140,9 @@ def write_aeqa_fits(
         for key in list(primary_header.keys()):
             if _DSS_KEY.match(key):
                 primary_header.remove(key, ignore_missing=True, remove_all=True)
+    source_header = None if source is None else _source_header(source, source_hdu)
+    if source_header is not None:
+        primary_header = _restore_source_cards(primary_header, source_header, ccd.wcs)
     for key in list(primary_header.keys()):
         if key.startswith("AEQA"):
             value, comment = _card_value(primary_header[key], primary_header.comments[key])

@@ -1,6 +1,7 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """Tests of astro_aeqa.io: the input parser and the AEQA FITS products."""
 
+import bz2
 import copy
 import warnings
 from pathlib import Path
@@ -26,11 +27,37 @@ from astro_aeqa.io import (
 )
 from astro_aeqa.masking import build_flag_plane
 
-REAL = REAL_DATA
-MEF = REAL / "lco_sinistro_mef_raw_test_frame.fits"
-RAW = REAL / "ccdproc_a8280271.fits"
-M67 = REAL / "M6707HH.fits"
-needs_real = pytest.mark.skipif(not RAW.exists(), reason="real test data not available")
+RAW = REAL_DATA / "ccdproc_a8280271.fits.bz2"  # a real raw frame (tests/data/README.rst)
+M67_HEADER = REAL_DATA / "M6707HH_header.txt"  # a real DSS plate header
+DECAM = next((REAL_DATA / "legacypipe_cutouts" / "testcase8" / "images").rglob("*.fits"))
+
+
+@pytest.fixture(scope="module")
+def M67(tmp_path_factory):
+    """The DSS plate header of M67 around synthetic int16 pixels."""
+    header = fits.Header.fromtextfile(M67_HEADER)
+    rng = np.random.default_rng(67)
+    data = rng.integers(3000, 9000, (header["NAXIS2"], header["NAXIS1"])).astype(np.int16)
+    path = tmp_path_factory.mktemp("m67") / "M6707HH.fits"
+    fits.PrimaryHDU(data=data, header=header).writeto(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def MEF(tmp_path_factory):
+    """A raw multi-extension frame like an LCO Sinistro one: 4 amplifiers, uint16 via BZERO."""
+    rng = np.random.default_rng(4)
+    primary = fits.PrimaryHDU()
+    primary.header["INSTRUME"] = ("fa03", "synthetic 4-amplifier camera")
+    hdus = [primary]
+    for ver in range(1, 5):
+        data = rng.integers(0, 65535, (22, 24)).astype(np.uint16)
+        hdu = fits.ImageHDU(data=data, name="SCI", ver=ver)
+        hdu.header["CCDSEC"] = f"[1:24,1:22] amp {ver}"
+        hdus.append(hdu)
+    path = tmp_path_factory.mktemp("mef") / "mef_raw_test_frame.fits"
+    fits.HDUList(hdus).writeto(path)
+    return path
 
 
 def tan_wcs(shape=(96, 128), scale=1.0 / 3600):
@@ -188,7 +215,6 @@ def test_read_blank_pixels_become_nan_and_masked(tmp_path):
     assert np.isnan(out.data[1, 2]) and out.mask[1, 2] and out.mask.sum() == 1
 
 
-@needs_real
 def test_read_raw_uint16_values_preserved():
     out = read_image(RAW)
     raw = fits.getdata(RAW)
@@ -199,15 +225,14 @@ def test_read_raw_uint16_values_preserved():
     assert "BZERO" not in out.meta and "NAXIS1" not in out.meta
 
 
-@needs_real
-def test_read_mef_select_and_ambiguous():
+def test_read_mef_select_and_ambiguous(MEF):
     with pytest.raises(InputDataError) as info:
         read_image(MEF)
     msg = str(info.value)
     assert str(MEF) in msg and "hdu=" in msg and "--hdu" in msg
     for i in (1, 2, 3, 4):
         assert f"{i}: SCI" in msg
-    assert "(522, 544)" in msg
+    assert "(22, 24)" in msg
     with fits.open(MEF) as hdul:
         expected = hdul[3].data.astype(np.float32)
         out = read_image(hdul, hdu=3)
@@ -226,8 +251,7 @@ def test_read_mef_select_and_ambiguous():
         read_image(MEF, hdu=0)
 
 
-@needs_real
-def test_read_real_wcs():
+def test_read_real_wcs(M67):
     out = read_image(M67)
     assert out.wcs is not None and out.wcs.has_celestial
     assert not any(k.startswith("AMDX") for k in out.meta)
@@ -249,10 +273,9 @@ def test_read_random_bytes(tmp_path):
         read_image(path)
 
 
-@needs_real
 @pytest.mark.parametrize("fraction", [0.5, 0.001])
 def test_read_truncated_file(tmp_path, fraction):
-    blob = RAW.read_bytes()
+    blob = bz2.decompress(RAW.read_bytes())
     path = tmp_path / "truncated.fits"
     path.write_bytes(blob[: int(len(blob) * fraction)])
     with pytest.raises(InputDataError, match=r"truncated\.fits is not a readable FITS file"):
@@ -329,8 +352,7 @@ def test_score_map_wcs_tan_and_sip():
         score_map_wcs("not a wcs", 16, shape)
 
 
-@needs_real
-def test_score_map_wcs_real_plate():
+def test_score_map_wcs_real_plate(M67):
     w = read_image(M67).wcs  # a DSS plate solution (a TPD distortion in wcslib)
     s = score_map_wcs(w, 64, (1059, 1059))
     assert s.array_shape == (17, 17)
@@ -487,8 +509,7 @@ def test_read_aeqa_fits_rejects_plain_files(tmp_path, image):
         read_aeqa_fits(path)
 
 
-@needs_real
-def test_raw_file_written_back_unchanged(tmp_path):
+def test_raw_file_written_back_unchanged(tmp_path, MEF):
     ccd = read_image(RAW)
     raw = read_original_data(RAW)
     assert raw.dtype == np.uint16
@@ -508,3 +529,117 @@ def test_raw_file_written_back_unchanged(tmp_path):
     assert read_original_data(MEF, hdu=("SCI", 2)).dtype == np.uint16
     with pytest.raises(InputDataError, match="hdu="):
         read_original_data(MEF)
+
+
+# ----------------------------------------------------------------- issue 17
+
+
+def _flags_and_scores(ccd):
+    return np.zeros((2, 2), np.float32), np.zeros(ccd.shape, np.uint16)
+
+
+def test_output_that_is_the_input_is_refused(tmp_path, MEF):
+    """Issue 17: write_masked(path, path, hdu=2, overwrite=True) lost three amplifiers."""
+    from astro_aeqa.exceptions import OutputPathError
+    from astro_aeqa.io import check_output_path
+
+    frame = tmp_path / "frame.fits"
+    frame.write_bytes(MEF.read_bytes())
+    (tmp_path / "link.fits").symlink_to(frame)
+    os_link = tmp_path / "hard.fits"
+    os_link.hardlink_to(frame)
+    (tmp_path / "sub").mkdir()
+    for output in (frame, tmp_path / "link.fits", os_link, tmp_path / "sub" / ".." / "frame.fits"):
+        with pytest.raises(OutputPathError, match="would replace the input file"):
+            check_output_path(output, inputs=[frame])
+    assert check_output_path(tmp_path / "new.fits", inputs=[frame, np.zeros(3)]).name == "new.fits"
+    ccd = read_image(frame, hdu=2)
+    score, flags = _flags_and_scores(ccd)
+    before = frame.read_bytes()
+    with pytest.raises(OutputPathError, match="link.fits: the output would replace"):
+        write_aeqa_fits(
+            tmp_path / "link.fits", ccd, score_map=score, flags=flags, overwrite=True, source=frame
+        )
+    assert frame.read_bytes() == before
+    with fits.open(frame) as hdul:
+        assert len(hdul) == 5
+
+
+def test_non_finite_meta_is_written_with_a_warning(tmp_path):
+    """Issue 17: NaN in ccd.meta gave astropy's bare 'Floating point nan values...'."""
+    meta = {"AIRMASS": np.nan, "SKY": np.float32("inf"), "OBSERVER": "Zoë", "GOOD": 1.5}
+    ccd = CCDData(np.ones((8, 8), np.float32), unit="adu", meta=meta)
+    with pytest.warns(AEQAWarning, match="AIRMASS=nan written as 'nan'"):
+        out = read_image(ccd)
+    assert out.meta["AIRMASS"] == "nan" and out.meta["OBSERVER"] == "Zo\\xeb"
+    assert ccd.meta["AIRMASS"] is meta["AIRMASS"]  # the input is untouched
+    score, flags = _flags_and_scores(ccd)
+    with pytest.warns(AEQAWarning, match="SKY"):
+        path = write_aeqa_fits(tmp_path / "nan.fits", ccd, score_map=score, flags=flags)
+    header = fits.getheader(path)
+    assert header["AIRMASS"] == "nan" and header["SKY"] == "inf" and header["GOOD"] == 1.5
+
+
+def test_evaluator_mask_with_non_finite_meta(tiny_evaluator, reference_frames):
+    from astro_aeqa import aeqa_mask
+
+    ccd = reference_frames[0].copy()
+    ccd.meta = {"AIRMASS": float("nan"), "EXPTIME": 15.0}
+    with pytest.warns(AEQAWarning, match="AIRMASS"):
+        out = aeqa_mask(ccd, tiny_evaluator)
+    assert out.meta["AIRMASS"] == "nan" and "AEQASCOR" in out.meta
+    assert np.isnan(ccd.meta["AIRMASS"])
+
+
+def test_complex_data_are_refused():
+    data = np.ones((8, 8), np.complex64)
+    with pytest.raises(InputDataError, match="complex data.*np.abs"):
+        read_image(data)
+    with pytest.raises(InputDataError, match="complex"):
+        read_image(NDData(data))
+    with pytest.raises(InputDataError, match="complex"):
+        read_image((data, WCS(naxis=2)))
+
+
+def _lost_or_changed(source_header, written):
+    skip = {"HISTORY", "COMMENT", "", "EXTNAME", "EXTVER", "INHERIT", "XTENSION", "PCOUNT"}
+    skip |= {"GCOUNT", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "SIMPLE", "BZERO"}
+    skip |= {"BSCALE", "CHECKSUM", "DATASUM"}
+    return {
+        key: (source_header[key], written.get(key))
+        for key in source_header
+        if key not in skip and written.get(key) != source_header[key]
+    }
+
+
+def test_output_header_is_the_input_header_plus_aeqa_cards(tmp_path, M67):
+    """CD matrices, EPOCH, CROTA, DATE-OBS and plate solutions are written as they were read."""
+    for source, hdu in ((M67, None), (DECAM, None)):
+        ccd = read_image(source, hdu=hdu)
+        ccd.meta["AEQASCOR"] = (0.5, "AEQA image score (mean patch score)")
+        score, flags = _flags_and_scores(ccd)
+        path = write_aeqa_fits(
+            tmp_path / f"{source.stem}_aeqa.fits",
+            ccd,
+            score_map=score,
+            flags=flags,
+            original_data=read_original_data(source),
+            source=source,
+        )
+        with fits.open(source) as hdul:
+            index = 0 if hdul[0].data is not None else 1
+            src = hdul[0].header.copy() if index == 0 else hdul[0].header.copy()
+            if index:
+                src.extend(hdul[index].header, update=True)
+        written = fits.getheader(path)
+        assert _lost_or_changed(src, written) == {}
+        assert written["AEQASCOR"] == 0.5
+        back = read_image(path)
+        x, y = np.array([10.0, 200.0]), np.array([30.0, 250.0])
+        np.testing.assert_allclose(
+            back.wcs.pixel_to_world_values(x, y), ccd.wcs.pixel_to_world_values(x, y), atol=1e-9
+        )
+    assert "CD1_1" in written and "PC1_1" not in written
+    # without source= the WCS is written from the WCS object (what astropy does)
+    path = write_aeqa_fits(tmp_path / "plain.fits", ccd, score_map=score, flags=flags)
+    assert "PC1_1" in fits.getheader(path)
