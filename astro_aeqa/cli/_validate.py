@@ -28,9 +28,10 @@ def register(subparsers):
     parser.add_argument(
         "--catalog",
         required=True,
+        nargs="+",
         metavar="FILE|gaia",
-        help="reference catalogue file (ECSV/CSV/FITS/VOTable, Gaia column names) "
-        "or 'gaia' to query Gaia DR3",
+        help="reference catalogue file(s) (ECSV/CSV/FITS/VOTable with Gaia or VizieR column "
+        "names; several files are stacked, e.g. Gaia chunks) or 'gaia' to query Gaia DR3",
     )
     parser.add_argument(
         "--output-dir", default=".", metavar="DIR", help="where to write (default .)"
@@ -44,15 +45,41 @@ def register(subparsers):
     )
     parser.add_argument(
         "--positions",
-        choices=["detect", "catalog"],
-        default="detect",
-        help="detect stars, or forced photometry at catalogue positions",
+        choices=["catalog", "detect"],
+        default="catalog",
+        help="forced photometry at the catalogue positions (default), or detect stars and "
+        "match them within --match-radius",
+    )
+    parser.add_argument(
+        "--aperture",
+        type=float,
+        default=None,
+        metavar="R",
+        help="aperture radius in pixels (default 1.5 FWHM)",
+    )
+    parser.add_argument(
+        "--annulus",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("RIN", "ROUT"),
+        help="background annulus radii in pixels (default 3 and 5 FWHM)",
+    )
+    parser.add_argument(
+        "--match-radius",
+        type=float,
+        default=None,
+        metavar="ARCSEC",
+        help="cross-match radius in arcsec with --positions detect (default: 1 arcsec or one "
+        "pixel, the larger)",
     )
     parser.add_argument(
         "--snr-min", type=float, default=20.0, help="S/N of zero-point stars (default 20)"
     )
     parser.add_argument(
-        "--min-matches", type=int, default=10, help="fewest zero-point stars (default 10)"
+        "--min-matches",
+        default="auto",
+        help="fewest zero-point stars (default auto: half the unflagged stars, 3 to 10)",
     )
     parser.add_argument(
         "--g-range",
@@ -60,19 +87,37 @@ def register(subparsers):
         nargs=2,
         default=None,
         metavar=("MIN", "MAX"),
-        help="catalogue G magnitude range",
+        help="G magnitude range of the stars measured (blends are checked against the whole "
+        "catalogue)",
+    )
+    parser.add_argument(
+        "--ruwe-max",
+        type=float,
+        default=1.4,
+        help="stars with a larger RUWE are not measured (default 1.4; when the column exists)",
+    )
+    parser.add_argument(
+        "--curve",
+        choices=["auto", "offset", "linear", "poly2", "poly3", "spline"],
+        default="auto",
+        help="characteristic curve of the calibration (default auto: chosen by "
+        "cross-validation; an offset for a CCD, a curve for a photographic plate)",
     )
     parser.add_argument(
         "--fit-slope",
         action="store_true",
-        help="also fit a slope of catalogue against instrumental magnitude "
-        "(non-linear detectors such as photographic plates)",
+        help="same as --curve linear",
+    )
+    parser.add_argument(
+        "--color-term",
+        action="store_true",
+        help="fit a BP-RP colour term (the catalogue needs bp_rp or BP-RP)",
     )
     parser.add_argument(
         "--max-scatter",
         type=float,
         default=0.3,
-        help="largest zero-point scatter accepted, mag (default 0.3)",
+        help="largest robust zero-point scatter accepted, mag (default 0.3)",
     )
     parser.add_argument(
         "--patch-size",
@@ -120,6 +165,8 @@ def _read(path, hdu):
 
 
 def run(args):
+    from astropy import units as u
+
     from ..validation import (
         background_rms_score_map,
         error_vs_score,
@@ -135,9 +182,17 @@ def run(args):
     out_dir.mkdir(parents=True, exist_ok=True)
     hdu = _hdu(args.hdu)
     g_range = tuple(args.g_range) if args.g_range else None
+    min_matches = args.min_matches
+    if min_matches != "auto":
+        try:
+            min_matches = int(min_matches)
+        except ValueError:
+            msg = f"--min-matches must be an integer or 'auto', got {min_matches!r}"
+            raise AEQAError(msg) from None
     catalog = None
-    if args.catalog.lower() != "gaia":
-        catalog = load_catalog(args.catalog, g_range=g_range)
+    use_gaia = len(args.catalog) == 1 and args.catalog[0].lower() == "gaia"
+    if not use_gaia:
+        catalog = load_catalog(args.catalog)  # whole: blends are checked against every row
     tables, written, n_failed = [], [], 0
     for path in progress_bar(args.files, enabled=args.progress_bar, desc="validate"):
         try:
@@ -156,10 +211,15 @@ def run(args):
                 score_map=score_map,
                 positions=args.positions,
                 fwhm=args.fwhm,
+                radius=args.aperture,
+                annulus=tuple(args.annulus) if args.annulus else None,
+                match_radius=None if args.match_radius is None else args.match_radius * u.arcsec,
                 snr_min=args.snr_min,
-                min_matches=args.min_matches,
+                min_matches=min_matches,
                 g_range=g_range,
-                fit_slope=args.fit_slope,
+                ruwe_max=args.ruwe_max,
+                curve="linear" if args.fit_slope else args.curve,
+                color_term=args.color_term,
                 max_scatter=args.max_scatter,
                 name=str(path),
             )
@@ -170,6 +230,16 @@ def run(args):
             n_failed += 1
             continue
         tables.append(stars)
+        m = stars.meta
+        log.info(
+            "%s: %s calibration, robust scatter %.3f mag on %d stars; %d stars, %d blended",
+            path,
+            m["curve"],
+            m["zp_scatter"],
+            m["n_zp"],
+            m["n_matches"],
+            m["n_blended"],
+        )
         target = out_dir / f"{Path(path).name.split('.')[0]}_stars.ecsv"
         written.append(write_table_atomic(stars, target, overwrite=args.overwrite))
     if not tables:

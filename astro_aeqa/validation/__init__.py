@@ -10,17 +10,20 @@ they judge any mask, not only ours. This subpackage never imports the
 evaluator or torch; astroquery is imported only when Gaia is queried.
 """
 
-from .calibration import ZeroPointFit, crossmatch, fit_zero_point
+from .calibration import CURVES, ZeroPointFit, crossmatch, fit_zero_point
 from .catalogs import (
+    COLUMN_ALIASES,
     GAIA_COLUMNS,
     REQUIRED_COLUMNS,
     footprint,
     load_catalog,
     propagate_epoch,
     query_gaia,
+    reference_stars,
+    sky_tiles,
 )
 from .measure import measure_frame, patch_scores_at
-from .photometry import aperture_photometry_table, detect_stars
+from .photometry import aperture_photometry_table, detect_stars, effective_gain, saturation_level
 from .proxy import background_rms_score_map, score_map_from_array
 from .studies import (
     error_vs_score,
@@ -33,15 +36,21 @@ from .studies import (
 __all__ = [
     "detect_stars",
     "aperture_photometry_table",
+    "effective_gain",
+    "saturation_level",
     "load_catalog",
     "query_gaia",
     "propagate_epoch",
     "footprint",
     "REQUIRED_COLUMNS",
     "GAIA_COLUMNS",
+    "COLUMN_ALIASES",
+    "reference_stars",
+    "sky_tiles",
     "crossmatch",
     "fit_zero_point",
     "ZeroPointFit",
+    "CURVES",
     "measure_frame",
     "patch_scores_at",
     "background_rms_score_map",

@@ -30,11 +30,21 @@ def frame_epoch(ccd):
         if value in (None, ""):
             continue
         try:
-            return Time(float(value), format="mjd") if key == "MJD-OBS" else Time(value)
+            return Time(float(value), format="mjd") if key == "MJD-OBS" else _parse_date(value)
         except ValueError:
             continue
     log.warning("no usable DATE-OBS or MJD-OBS: catalogue positions stay at their own epoch")
     return None
+
+
+def _parse_date(value):
+    """Parse a DATE-OBS: ISO, or the pre-2000 FITS form 'dd/mm/yy' (19yy)."""
+    text = str(value).strip()
+    parts = text.split("/")
+    if len(parts) == 3 and all(p.strip().isdigit() for p in parts):
+        day, month, year = (int(p) for p in parts)
+        return Time(f"{1900 + year if year < 100 else year:04d}-{month:02d}-{day:02d}")
+    return Time(text)
 
 
 def as_ccd(image, *, hdu=None, name="image"):

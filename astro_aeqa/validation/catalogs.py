@@ -30,6 +30,10 @@ __all__ = [
     "query_gaia",
     "propagate_epoch",
     "footprint",
+    "COLUMN_ALIASES",
+    "reference_stars",
+    "sky_tiles",
+    "warn_epoch_gap",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,7 +54,29 @@ GAIA_COLUMNS = (
     "phot_rp_mean_mag",
     "bp_rp",
     "ruwe",
+    "phot_variable_flag",
 )
+
+#: Other names of the Gaia columns (lower case): VizieR (I/355/gaiadr3, I/345/gaia2)
+#: and common exports. ``RA_ICRS`` and ``DE_ICRS`` are at the Gaia epoch (``Epoch``).
+COLUMN_ALIASES = {
+    "ra_icrs": "ra",
+    "de_icrs": "dec",
+    "dej2000": "dec",
+    "raj2000": "ra",
+    "gmag": "phot_g_mean_mag",
+    "bpmag": "phot_bp_mean_mag",
+    "rpmag": "phot_rp_mean_mag",
+    "bp-rp": "bp_rp",
+    "pmde": "pmdec",
+    "source": "source_id",
+    "epoch": "ref_epoch",
+    "varflag": "phot_variable_flag",
+}
+
+#: Largest gap (years) between a frame and a catalogue without proper motions
+#: that passes without a warning.
+MAX_EPOCH_GAP = 10.0
 
 _FORMATS = {
     ".ecsv": "ascii.ecsv",
@@ -83,12 +109,16 @@ def _standardise(table, source, *, required=REQUIRED_COLUMNS):
     for old, new in rename.items():
         if new not in table.colnames:
             table.rename_column(old, new)
+    for old, new in COLUMN_ALIASES.items():
+        if old in table.colnames and new not in table.colnames:
+            table.rename_column(old, new)
     missing = [c for c in required if c not in table.colnames]
     if missing:
         msg = (
             f"catalogue {source} lacks the column(s) {', '.join(missing)}; a reference catalogue "
-            f"needs {', '.join(required)} (Gaia names; optional: pmra, pmdec, ref_epoch, bp_rp, "
-            f"ruwe, source_id). It has: {', '.join(table.colnames[:20])}"
+            f"needs {', '.join(required)} (Gaia names, or VizieR's RA_ICRS, DE_ICRS, Gmag; "
+            "optional: pmra, pmdec, ref_epoch, bp_rp, ruwe, phot_variable_flag, source_id). "
+            f"It has: {', '.join(table.colnames[:20])}"
         )
         raise CatalogError(msg)
     for col, unit in (
@@ -123,20 +153,102 @@ def _standardise(table, source, *, required=REQUIRED_COLUMNS):
     return table
 
 
-def _cuts(table, *, g_range=None, ruwe_max=None):
-    keep = np.ones(len(table), bool)
-    g = table["phot_g_mean_mag"].to_value(u.mag)
-    keep &= np.isfinite(g)
+def _variable(table):
+    if "phot_variable_flag" not in table.colnames:
+        return np.zeros(len(table), bool)
+    flag = np.ma.filled(np.ma.asarray(table["phot_variable_flag"]), "")
+    flag = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in np.ravel(flag)])
+    return np.char.upper(np.char.strip(flag)) == "VARIABLE"
+
+
+def reference_stars(catalog, *, g_range=None, ruwe_max=None, reject_variables=True):
+    """
+    Return a boolean array: the catalogue rows fit to be reference (zero-point) stars.
+
+    A reference star has a finite G inside ``g_range``, a RUWE at most
+    ``ruwe_max`` (a poor astrometric fit often means an unresolved binary;
+    rows without RUWE are kept), and is not flagged ``VARIABLE`` in
+    ``phot_variable_flag`` (as the paper rejects variables). The other rows
+    stay in the catalogue: they are the neighbours that blend a star.
+
+    Parameters
+    ----------
+    catalog : `~astropy.table.Table`
+        With ``phot_g_mean_mag``; ``ruwe`` and ``phot_variable_flag`` are used when present.
+    g_range : tuple or None, optional
+        ``(min, max)`` G; None (or a None bound) for no limit.
+    ruwe_max : float or None, optional
+        Largest RUWE; None for no cut.
+    reject_variables : bool, optional
+        Reject rows flagged ``VARIABLE``.
+
+    Returns
+    -------
+    keep : numpy.ndarray of bool
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from astro_aeqa.validation import reference_stars
+    >>> t = Table({"phot_g_mean_mag": [12.0, 14.0, 15.0, 16.0], "ruwe": [1.0, 2.0, 1.0, 1.0],
+    ...            "phot_variable_flag": ["NOT_AVAILABLE", "", "VARIABLE", "NOT_AVAILABLE"]})
+    >>> reference_stars(t, g_range=(13, None), ruwe_max=1.4).tolist()
+    [False, False, False, True]
+    """
+    g = np.asarray(u.Quantity(catalog["phot_g_mean_mag"], u.mag).value, float)
+    keep = np.isfinite(g)
     if g_range is not None:
         lo, hi = g_range
         if lo is not None:
             keep &= g >= lo
         if hi is not None:
             keep &= g <= hi
-    if ruwe_max is not None and "ruwe" in table.colnames:
-        ruwe = np.asarray(np.ma.filled(np.ma.asarray(table["ruwe"], dtype=float), np.nan))
+    if ruwe_max is not None and "ruwe" in catalog.colnames:
+        ruwe = np.asarray(np.ma.filled(np.ma.asarray(catalog["ruwe"], dtype=float), np.nan))
         keep &= ~(ruwe > ruwe_max)  # missing RUWE is kept
-    return table[keep]
+    if reject_variables:
+        keep &= ~_variable(catalog)
+    return keep
+
+
+def _cuts(table, *, g_range=None, ruwe_max=None, reject_variables=False):
+    return table[
+        reference_stars(
+            table, g_range=g_range, ruwe_max=ruwe_max, reject_variables=reject_variables
+        )
+    ]
+
+
+def has_proper_motions(catalog):
+    """True when ``catalog`` has ``pmra`` and ``pmdec`` with at least one finite value."""
+    if "pmra" not in catalog.colnames or "pmdec" not in catalog.colnames:
+        return False
+    pm = np.asarray(u.Quantity(catalog["pmra"], u.mas / u.yr).value, float)
+    return bool(np.isfinite(pm).any())
+
+
+def warn_epoch_gap(catalog, epoch, *, source="catalogue", max_gap=MAX_EPOCH_GAP):
+    """Warn when ``catalog`` has no proper motions and ``epoch`` is more than ``max_gap`` years away."""
+    year = _epoch_year(epoch)
+    if year is None or has_proper_motions(catalog):
+        return False
+    ref = GAIA_DR3_EPOCH
+    if "ref_epoch" in catalog.colnames:
+        refs = np.asarray(np.ma.filled(np.ma.asarray(catalog["ref_epoch"], dtype=float), np.nan))
+        if np.isfinite(refs).any():
+            ref = float(np.nanmedian(refs))
+    gap = abs(year - ref)
+    if gap <= max_gap:
+        return False
+    warnings.warn(
+        f"{source} has no proper motions (pmra, pmdec), and its positions (epoch {ref:.1f}) are "
+        f"{gap:.0f} years from the frame (epoch {year:.1f}): stars that moved more than the match "
+        "radius or the aperture are lost or mismeasured; use a catalogue with pmra and pmdec "
+        "(Gaia gaia_source, or the VizieR pmRA/pmDE columns)",
+        AEQAWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 def _epoch_year(epoch):
@@ -202,23 +314,70 @@ def propagate_epoch(catalog, epoch):
     return out
 
 
-def load_catalog(catalog, *, g_range=None, ruwe_max=None, epoch=None, required=REQUIRED_COLUMNS):
+def _read_one(catalog, required):
+    if isinstance(catalog, Table):
+        return _standardise(catalog, "table", required=required), "table"
+    path = Path(os.fspath(catalog)).expanduser()
+    source = str(path)
+    if not path.is_file():
+        msg = (
+            f"catalogue file {path} does not exist; give an ECSV, CSV, FITS or VOTable file "
+            "with Gaia column names (ra, dec, phot_g_mean_mag), or 'gaia' to query the archive"
+        )
+        raise CatalogError(msg)
+    fmt = _format_of(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unit parsing chatter of VOTable/FITS readers
+            table = Table.read(path, format=fmt) if fmt else Table.read(path)
+    except Exception as exc:  # astropy raises many kinds here
+        msg = (
+            f"cannot read catalogue file {path} ({exc}); use a file ending in .ecsv, .csv, "
+            ".fits or .vot/.xml with Gaia column names"
+        )
+        raise CatalogError(msg) from exc
+    return _standardise(table, source, required=required), source
+
+
+def load_catalog(
+    catalog,
+    *,
+    g_range=None,
+    ruwe_max=None,
+    reject_variables=False,
+    epoch=None,
+    required=REQUIRED_COLUMNS,
+):
     """
-    Read a reference catalogue with Gaia column names.
+    Read a reference catalogue with Gaia (or VizieR) column names, from one or several files.
+
+    Give `measure_frame` the whole catalogue: it checks blends against every
+    row and chooses the reference stars itself (``g_range``, RUWE,
+    variables). Cutting the catalogue here hides the neighbours that blend
+    a star.
 
     Parameters
     ----------
-    catalog : str, `~pathlib.Path` or `~astropy.table.Table`
+    catalog : str, `~pathlib.Path`, `~astropy.table.Table` or a list of them
         An ECSV, CSV, FITS or VOTable file, or a table (for example the
-        truth catalogue ``sim.catalog`` of `astro_aeqa.simulation`). It must
-        have ``ra``, ``dec`` (deg) and ``phot_g_mean_mag``; ``pmra``,
-        ``pmdec``, ``ref_epoch``, ``bp_rp`` and ``ruwe`` are used when present.
+        truth catalogue ``sim.catalog`` of `astro_aeqa.simulation`), or a
+        list of them (for example the Gaia "chunk" files of a field), which
+        are stacked, each source once by ``source_id``. A catalogue needs
+        ``ra``, ``dec`` (deg) and ``phot_g_mean_mag``, in Gaia names or
+        VizieR's (``RA_ICRS``, ``DE_ICRS``, ``Gmag``, ``BP-RP``, ``pmRA``,
+        ``pmDE``, ``RUWE``, ``VarFlag``; see `COLUMN_ALIASES`); ``pmra``,
+        ``pmdec``, ``ref_epoch``, ``bp_rp``, ``ruwe`` and
+        ``phot_variable_flag`` are used when present.
     g_range : tuple or None, optional
-        ``(faintest_bright, faint)`` G limits, ``(min, max)``; None keeps all.
+        ``(min, max)`` G limits; None keeps all.
     ruwe_max : float or None, optional
         Drop stars with ``ruwe`` above this value (when the column exists).
+    reject_variables : bool, optional
+        Drop stars flagged ``VARIABLE``.
     epoch : `~astropy.time.Time`, str, float or None, optional
-        Propagate positions to this epoch with `propagate_epoch`.
+        Propagate positions to this epoch with `propagate_epoch`; warns when
+        the catalogue has no proper motions and the epoch is more than
+        ``MAX_EPOCH_GAP`` years from the catalogue's.
 
     Returns
     -------
@@ -228,46 +387,41 @@ def load_catalog(catalog, *, g_range=None, ruwe_max=None, epoch=None, required=R
     Raises
     ------
     astro_aeqa.exceptions.CatalogError
-        If the file is missing or unreadable, or a required column is missing.
+        If a file is missing or unreadable, or a required column is missing.
 
     Examples
     --------
     >>> import astropy.units as u
     >>> from astropy.table import QTable
     >>> from astro_aeqa.validation import load_catalog
-    >>> cat = load_catalog(QTable({"RA": [1.0, 2.0], "DEC": [3.0, 4.0],
-    ...                            "phot_g_mean_mag": [12.0, 18.0]}), g_range=(None, 15))
+    >>> cat = load_catalog(QTable({"RA_ICRS": [1.0, 2.0], "DE_ICRS": [3.0, 4.0],
+    ...                            "Gmag": [12.0, 18.0]}), g_range=(None, 15))
     >>> len(cat), cat["ra"].unit
     (1, Unit("deg"))
     """
-    if isinstance(catalog, Table):
-        source = "table"
-        table = catalog
+    items = catalog if isinstance(catalog, (list, tuple)) else [catalog]
+    if not items:
+        msg = "catalog is an empty list; give one or more catalogue files or tables"
+        raise CatalogError(msg)
+    parts = [_read_one(item, required) for item in items]
+    sources = ", ".join(src for _, src in parts)
+    if len(parts) == 1:
+        table = parts[0][0]
     else:
-        path = Path(os.fspath(catalog)).expanduser()
-        source = str(path)
-        if not path.is_file():
-            msg = (
-                f"catalogue file {path} does not exist; give an ECSV, CSV, FITS or VOTable file "
-                "with Gaia column names (ra, dec, phot_g_mean_mag), or 'gaia' to query the archive"
-            )
-            raise CatalogError(msg)
-        fmt = _format_of(path)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # unit parsing chatter of VOTable/FITS readers
-                table = Table.read(path, format=fmt) if fmt else Table.read(path)
-        except Exception as exc:  # astropy raises many kinds here
-            msg = (
-                f"cannot read catalogue file {path} ({exc}); use a file ending in .ecsv, .csv, "
-                ".fits or .vot/.xml with Gaia column names"
-            )
-            raise CatalogError(msg) from exc
-    table = _standardise(table, source, required=required)
-    table = _cuts(table, g_range=g_range, ruwe_max=ruwe_max)
+        from astropy.table import vstack
+
+        tables = [t for t, _ in parts]
+        common = [c for c in tables[0].colnames if all(c in t.colnames for t in tables[1:])]
+        table = vstack([t[common] for t in tables], metadata_conflicts="silent")
+        if "source_id" in table.colnames:
+            _, first = np.unique(np.asarray(table["source_id"]), return_index=True)
+            table = table[np.sort(first)]
+    table = _cuts(table, g_range=g_range, ruwe_max=ruwe_max, reject_variables=reject_variables)
+    table.meta["source"] = sources
     if epoch is not None:
+        warn_epoch_gap(table, epoch, source=f"catalogue {sources}")
         table = propagate_epoch(table, epoch)
-    log.debug("catalogue %s: %d rows after cuts", source, len(table))
+    log.debug("catalogue %s: %d rows after cuts", sources, len(table))
     return table
 
 
@@ -311,52 +465,191 @@ def _cache_dir(cache_dir):
     return path
 
 
-def _adql(table, centre, radius, g_range, ruwe_max):
-    where = [
-        f"1 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', {centre.ra.deg:.8f}, "
-        f"{centre.dec.deg:.8f}, {radius.to_value(u.deg):.8f}))"
-    ]
-    if g_range is not None:
-        lo, hi = g_range
-        if lo is not None:
-            where.append(f"phot_g_mean_mag >= {float(lo):.4f}")
-        if hi is not None:
-            where.append(f"phot_g_mean_mag <= {float(hi):.4f}")
-    if ruwe_max is not None:
-        where.append(f"(ruwe IS NULL OR ruwe <= {float(ruwe_max):.4f})")
-    return f"SELECT {', '.join(GAIA_COLUMNS)} FROM {table} WHERE " + " AND ".join(where)
+#: Gaia ``source_id`` holds the level-12 nested HEALPix index times 2**35.
+_SOURCE_ID_LEVEL12 = 2**35
+
+
+def _tile_level(radius):
+    """HEALPix level whose cells are about half the footprint radius (3 to 10)."""
+    cell = 58.6 / max(radius.to_value(u.deg), 1e-3)  # 58.6 deg / 2**level: cell size
+    return int(np.clip(np.floor(np.log2(cell)) + 1, 3, 10))
+
+
+def _healpix():
+    try:
+        from astropy_healpix import HEALPix
+    except ImportError:
+        return None
+    return HEALPix
+
+
+def sky_tiles(centre, radius, *, level=None):
+    """
+    Return the sky tiles that cover a circle: the unit of the Gaia cache.
+
+    With astropy-healpix installed, the tiles are nested HEALPix cells of
+    ``level`` (``("hpx", level, index)``), which map onto ranges of Gaia
+    ``source_id``; without it, cells of a fixed grid in declination bands
+    of ``58.6 / 2**level`` degrees (``("grid", level, band, cell)``). Frames
+    dithered over one field share their tiles, so they share the cache.
+
+    Parameters
+    ----------
+    centre : `~astropy.coordinates.SkyCoord`
+    radius : `~astropy.units.Quantity`
+    level : int or None, optional
+        Default: cells about half the radius, from 3 to 10.
+
+    Returns
+    -------
+    tiles : list of tuple
+    """
+    level = _tile_level(radius) if level is None else int(level)
+    HEALPix = _healpix()
+    if HEALPix is not None:
+        from astropy.coordinates import ICRS
+
+        hp = HEALPix(nside=2**level, order="nested", frame=ICRS())
+        cells = hp.cone_search_skycoord(centre, radius)
+        return [("hpx", level, int(c)) for c in np.unique(cells)]
+    size = 58.6 / 2**level
+    tiles = []
+    dec0, r = centre.dec.deg, radius.to_value(u.deg)
+    for band in range(
+        int((max(dec0 - r, -90) + 90) // size), int((min(dec0 + r, 90) + 90) // size) + 1
+    ):
+        lo, hi = -90 + band * size, min(-90 + (band + 1) * size, 90)
+        n_ra = _grid_n_ra(lo, hi, size)
+        for cell in range(n_ra):
+            box = _grid_box(("grid", level, band, cell))
+            corners = SkyCoord(
+                [box[0], box[1], box[0], box[1], (box[0] + box[1]) / 2] * u.deg,
+                [box[2], box[2], box[3], box[3], (box[2] + box[3]) / 2] * u.deg,
+            )
+            reach = corners[:4].separation(corners[4]).max()
+            if centre.separation(corners[4]) <= radius + reach:
+                tiles.append(("grid", level, band, cell))
+    return tiles
+
+
+def _grid_n_ra(lo, hi, size):
+    widest = np.cos(np.deg2rad(min(abs(lo), abs(hi)) if lo * hi > 0 else 0.0))
+    return max(1, int(np.ceil(360.0 * widest / size)))
+
+
+def _grid_box(tile):
+    _, level, band, cell = tile
+    size = 58.6 / 2**level
+    lo, hi = -90 + band * size, min(-90 + (band + 1) * size, 90)
+    step = 360.0 / _grid_n_ra(lo, hi, size)
+    return cell * step, (cell + 1) * step, lo, hi
+
+
+def _tile_condition(tile):
+    """ADQL condition selecting the rows of one tile."""
+    if tile[0] == "hpx":
+        _, level, index = tile
+        per = _SOURCE_ID_LEVEL12 * 4 ** (12 - level)
+        return f"source_id BETWEEN {index * per} AND {(index + 1) * per - 1}"
+    ra0, ra1, dec0, dec1 = _grid_box(tile)
+    return f"(ra >= {ra0:.8f} AND ra < {ra1:.8f} AND dec >= {dec0:.8f} AND dec < {dec1:.8f})"
+
+
+def _tile_members(tile, table):
+    """Boolean array: the rows of ``table`` (raw archive result) in ``tile``."""
+    if tile[0] == "hpx":
+        _, level, index = tile
+        per = _SOURCE_ID_LEVEL12 * 4 ** (12 - level)
+        sid = np.asarray(table["source_id"], dtype=np.int64)
+        return sid // per == index
+    ra0, ra1, dec0, dec1 = _grid_box(tile)
+    ra = np.asarray(table["ra"], float)
+    dec = np.asarray(table["dec"], float)
+    return (ra >= ra0) & (ra < ra1) & (dec >= dec0) & (dec < dec1)
+
+
+def _adql(table, tiles, g_max):
+    where = "(" + " OR ".join(_tile_condition(t) for t in tiles) + ")"
+    if g_max is not None:
+        where += f" AND phot_g_mean_mag <= {float(g_max):.4f}"
+    return f"SELECT {', '.join(GAIA_COLUMNS)} FROM {table} WHERE {where}"
+
+
+def _tile_file(cache_dir, table, tile, g_max):
+    key = f"{table}|{'-'.join(map(str, tile))}|{g_max}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    name = "_".join(map(str, tile))
+    return cache_dir / f"gaia_{table.replace('.', '-')}_{name}_{digest}.ecsv"
+
+
+def _run_with_timeout(func, timeout, what):
+    """Run ``func()`` in a daemon thread; raise `TimeoutError` after ``timeout`` seconds."""
+    if timeout is None:
+        return func()
+    import threading
+
+    box = {}
+
+    def target():
+        try:
+            box["result"] = func()
+        except BaseException as exc:  # handed back to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="aeqa-gaia-query", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        msg = f"{what} did not answer within {timeout:g} s"
+        raise TimeoutError(msg)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def query_gaia(
     ccd,
     *,
     g_range=(None, None),
-    ruwe_max=1.4,
+    ruwe_max=None,
     epoch="auto",
     margin=0.5 * u.arcmin,
     table=None,
     client=None,
     cache=True,
     cache_dir=None,
+    timeout=120.0,
+    tile_level=None,
+    blend_margin=2.5,
     name="image",
 ):
     """
-    Query Gaia DR3 (``conf.gaia_table``) over the footprint of a frame.
+    Query Gaia DR3 (``conf.gaia_table``) over the footprint of a frame, cached by sky tile.
 
-    An asynchronous ADQL job asks only for ``GAIA_COLUMNS`` in a circle that
-    covers the frame, with the magnitude and RUWE cuts done by the server.
-    The query has no ``TOP`` and the client's ``ROW_LIMIT`` is set to -1,
-    so no row is silently dropped. The result is cached on disk under a
-    hash of the query, so a night of frames of one field queries once.
+    The footprint (a circle covering the frame) is covered by sky tiles
+    (`sky_tiles`: HEALPix cells, or a fixed grid without astropy-healpix).
+    Tiles already in the disk cache are read from it; the others are asked
+    for in one asynchronous ADQL job (``GAIA_COLUMNS`` only, including
+    ``phot_variable_flag`` and ``ruwe``) and written to the cache one file
+    per tile, so dithered frames of one field, and a night of them, query
+    once. The job has no ``TOP`` and asynchronous jobs have no row limit;
+    the client (``astroquery.gaia.Gaia`` by default) is not modified. The
+    query is abandoned after ``timeout`` seconds.
+
+    Only the faint end of ``g_range`` is applied by the server, made
+    ``blend_margin`` magnitudes fainter: stars outside ``g_range`` stay in
+    the catalogue as the neighbours that blend a star, and `measure_frame`
+    chooses the reference stars with its own ``g_range``.
 
     Parameters
     ----------
     ccd : `~astropy.nddata.CCDData`
         The frame; only its WCS, shape and ``DATE-OBS`` are used.
     g_range : tuple, optional
-        ``(min, max)`` G magnitude; None for no limit.
+        ``(min, max)`` G magnitude of the stars of interest; None for no limit.
     ruwe_max : float or None, optional
-        Keep stars with RUWE at most this (or no RUWE).
+        Drop rows with RUWE above this; default None keeps them (as
+        neighbours; `measure_frame` does not choose them as reference stars).
     epoch : "auto", `~astropy.time.Time`, str, float or None, optional
         Epoch to propagate the positions to; "auto" uses ``DATE-OBS`` when
         present; None keeps the Gaia epoch (2016.0).
@@ -372,27 +665,42 @@ def query_gaia(
         Read and write the on-disk cache.
     cache_dir : str or None, optional
         Cache directory; default ``conf.cache_dir`` or the astropy cache.
+    timeout : float or None, optional
+        Seconds to wait for the archive; None waits forever.
+    tile_level : int or None, optional
+        Level of the sky tiles (see `sky_tiles`).
+    blend_margin : float, optional
+        Magnitudes added to the faint limit of ``g_range`` on the server.
 
     Returns
     -------
     catalog : `~astropy.table.QTable`
-        As `load_catalog`.
+        As `load_catalog`, all the rows of the tiles that cover the footprint.
 
     Raises
     ------
     astro_aeqa.exceptions.CatalogError
-        If the archive cannot be reached or answers with an error.
+        If the archive cannot be reached, answers with an error or does not
+        answer within ``timeout``.
     """
     wcs = celestial_wcs(ccd, name=name)
     centre, radius = footprint(wcs, ccd.shape, margin=margin)
     table = table or conf.gaia_table
-    query = _adql(table, centre, radius, g_range, ruwe_max)
-    key = hashlib.sha256(query.encode()).hexdigest()[:24]
-    cache_file = _cache_dir(cache_dir) / f"gaia_{key}.ecsv" if cache else None
-    if cache_file is not None and cache_file.is_file():
-        log.info("Gaia catalogue from cache %s", cache_file)
-        result = Table.read(cache_file, format="ascii.ecsv")
-    else:
+    g_max = None
+    if g_range is not None and g_range[1] is not None:
+        g_max = float(g_range[1]) + float(blend_margin)
+    tiles = sky_tiles(centre, radius, level=tile_level)
+    folder = _cache_dir(cache_dir) if cache else None
+    parts, missing = [], []
+    for tile in tiles:
+        path = _tile_file(folder, table, tile, g_max) if folder is not None else None
+        if path is not None and path.is_file():
+            parts.append(Table.read(path, format="ascii.ecsv"))
+        else:
+            missing.append(tile)
+    log.info("Gaia: %d sky tiles, %d from the cache", len(tiles), len(tiles) - len(missing))
+    if missing:
+        query = _adql(table, missing, g_max)
         if client is None:
             try:
                 from astroquery.gaia import Gaia as client
@@ -402,41 +710,43 @@ def query_gaia(
                     "catalogue file with --catalog FILE / load_catalog(path)"
                 )
                 raise CatalogError(msg) from exc
-        if hasattr(client, "ROW_LIMIT"):
-            client.ROW_LIMIT = -1
         log.info(
-            "querying %s within %.3f deg of (%.5f, %.5f)",
+            "querying %s for %d sky tiles around (%.5f, %.5f)",
             table,
-            radius.to_value(u.deg),
+            len(missing),
             centre.ra.deg,
             centre.dec.deg,
         )
         try:
-            job = client.launch_job_async(query)
-            result = job.get_results()
-        except Exception as exc:  # requests/HTTP/socket errors all mean "unreachable"
+            result = _run_with_timeout(
+                lambda: client.launch_job_async(query).get_results(), timeout, "the Gaia archive"
+            )
+        except Exception as exc:  # requests/HTTP/socket/timeout errors all mean "unreachable"
             msg = (
                 f"could not query the Gaia archive for {name} ({type(exc).__name__}: {exc}); "
-                "check the network, or use a local reference catalogue: "
+                "check the network (or raise timeout=), or use a local reference catalogue: "
                 "aeqa validate FILE --catalog catalog.ecsv, or load_catalog(path) in Python "
                 "(ECSV/CSV/FITS/VOTable with ra, dec, phot_g_mean_mag)"
             )
             raise CatalogError(msg) from exc
         result = Table(result)
-        limit = getattr(client, "ROW_LIMIT", -1)
-        if limit is not None and limit > 0 and len(result) >= limit:
-            warnings.warn(
-                f"the Gaia query returned exactly ROW_LIMIT={limit} rows: the catalogue "
-                "may be truncated",
-                AEQAWarning,
-                stacklevel=2,
-            )
-        if cache_file is not None:
-            out = Table(result, copy=False)
-            out.meta["AEQAQRY"] = query
-            with atomic_write(cache_file, overwrite=True) as tmp:
-                out.write(tmp, format="ascii.ecsv", overwrite=True)
+        for tile in missing:
+            rows = result[_tile_members(tile, result)]
+            parts.append(rows)
+            if folder is not None:
+                out = Table(rows, copy=True)
+                out.meta["AEQATILE"] = "-".join(map(str, tile))
+                out.meta["AEQATAB"] = table
+                with atomic_write(_tile_file(folder, table, tile, g_max), overwrite=True) as tmp:
+                    out.write(tmp, format="ascii.ecsv", overwrite=True)
+    from astropy.table import vstack
+
+    nonempty = [p for p in parts if len(p)]
+    result = vstack(nonempty, metadata_conflicts="silent") if nonempty else parts[0]
     result = _standardise(result, f"Gaia ({table})")
+    if ruwe_max is not None:
+        result = _cuts(result, ruwe_max=ruwe_max)
+    result.meta["source"] = f"Gaia ({table})"
     if isinstance(epoch, str) and epoch == "auto":
         epoch = frame_epoch(ccd)
     if epoch is not None:
