@@ -643,3 +643,50 @@ def test_output_header_is_the_input_header_plus_aeqa_cards(tmp_path, M67):
     # without source= the WCS is written from the WCS object (what astropy does)
     path = write_aeqa_fits(tmp_path / "plain.fits", ccd, score_map=score, flags=flags)
     assert "PC1_1" in fits.getheader(path)
+
+
+def test_atomic_write_creates_the_final_name_exclusively(tmp_path):
+    """Issue 17: two runs writing one output both succeeded, one replacing the other."""
+    from astro_aeqa.utils import atomic_write
+
+    target = tmp_path / "out.fits"
+    with pytest.raises(FileExistsError, match="written meanwhile by another run"):
+        with atomic_write(target) as tmp:
+            tmp.write_text("mine")
+            target.write_text("the other run's")  # the other run finished first
+    assert target.read_text() == "the other run's"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.fits"]  # no temporary left
+    with atomic_write(target, overwrite=True) as tmp:
+        tmp.write_text("mine")
+    assert target.read_text() == "mine"
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path):
+    import os
+    import time
+
+    from astro_aeqa.utils import atomic_write
+
+    old = time.time() - 2 * 3600
+    stale = tmp_path / ".x_aeqa.fits.aeqa-k1ll3d_0.tmp"
+    fresh = tmp_path / ".y_aeqa.fits.aeqa-wr1t1ng.tmp"
+    foreign = tmp_path / ".notes.tmp"
+    for path in (stale, fresh, foreign):
+        path.write_text("partial")
+    for path in (stale, foreign):
+        os.utime(path, (old, old))
+    with atomic_write(tmp_path / "z.fits") as tmp:
+        assert tmp.name.startswith(".z.fits.aeqa-") and tmp.name.endswith(".tmp")
+        tmp.write_text("done")
+    assert not stale.exists() and fresh.exists() and foreign.exists()
+
+
+def test_check_writable_dir(tmp_path):
+    from astro_aeqa.utils import check_writable_dir
+
+    assert check_writable_dir(tmp_path / "a" / "b").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="file: exists and is a file"):
+        check_writable_dir(tmp_path / "file")
+    with pytest.raises(NotADirectoryError, match="is a file, not a directory"):
+        check_writable_dir(tmp_path / "file" / "sub")

@@ -1,7 +1,7 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """Small helpers shared by the subpackages (numpy and astropy only)."""
 
-from ._atomic import atomic_write, write_hdulist_atomic
+from ._atomic import atomic_write, check_writable_dir, clean_stale_temporaries, write_hdulist_atomic
 from ._files import file_sha256, save_figure_atomic, write_table_atomic
 from ._progress import progress_bar
 from ._threads import thread_pool
@@ -10,6 +10,8 @@ from ._validation import check_2d_float, check_fraction, check_positive_quantity
 __all__ = [
     "atomic_write",
     "write_hdulist_atomic",
+    "clean_stale_temporaries",
+    "check_writable_dir",
     "write_table_atomic",
     "save_figure_atomic",
     "file_sha256",
