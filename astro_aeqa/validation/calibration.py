@@ -106,7 +106,7 @@ CURVES = ("offset", "linear", "poly2", "poly3", "spline")
 _N_PARAMS = {"offset": 1, "linear": 2, "poly2": 3, "poly3": 4, "spline": 6}
 
 #: A curve with ``p`` parameters is tried on at least ``_STARS_PER_PARAM * p`` stars.
-_STARS_PER_PARAM = 8
+_STARS_PER_PARAM = 10
 
 
 @dataclass
@@ -289,7 +289,8 @@ def fit_zero_point(
     slope=False,
     curve=None,
     n_folds=5,
-    tolerance=0.05,
+    tolerance=0.1,
+    min_gain=0.01,
     seed=0,
 ):
     """
@@ -300,9 +301,10 @@ def fit_zero_point(
     characteristic curve bends the calibrated magnitude by tenths of a
     magnitude over the range of the stars. ``curve="auto"`` chooses among
     `CURVES` by ``n_folds``-fold cross-validation: the robust scatter of
-    the held-out residuals is computed for each curve that has at least 8
-    stars per parameter, and the simplest curve within ``tolerance``
-    (relative, plus 0.002 mag) of the best one wins, so a CCD keeps its
+    the held-out residuals is computed for each curve that has at least 10
+    stars per parameter, and the simplest curve whose scatter is within
+    ``tolerance`` (relative) plus ``min_gain`` (mag) of the best one wins:
+    a more complex curve must earn its parameters, so a CCD keeps its
     offset and a plate gets its curve.
 
     Parameters
@@ -326,9 +328,9 @@ def fit_zero_point(
         ``"offset"``, a pure offset as for a linear CCD.
     n_folds : int, optional
         Folds of the cross-validation of ``curve="auto"``.
-    tolerance : float, optional
-        Relative margin by which a more complex curve must beat a simpler
-        one in the cross-validation.
+    tolerance, min_gain : float, optional
+        Relative and absolute (mag) margins by which a more complex curve
+        must beat a simpler one in the cross-validation.
     seed : int, optional
         Seed of the fold assignment.
 
@@ -383,7 +385,7 @@ def fit_zero_point(
                 for c in candidates
             }
             best = min(cv.values())
-            curve = next(c for c in candidates if cv[c] <= best * (1 + tolerance) + 0.002)
+            curve = next(c for c in candidates if cv[c] <= best * (1 + tolerance) + min_gain)
         else:
             curve = "offset"
         log.debug("characteristic curve %s chosen by cross-validation: %s", curve, cv)

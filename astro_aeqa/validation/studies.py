@@ -4,8 +4,10 @@ The paper's validation studies (Jia et al. 2024, Figs. 7, 9, 10 and 11).
 
 Each function takes the per-star tables of `measure_frame` (one table per
 frame) and returns ``(QTable, matplotlib.figure.Figure)``. Saturated,
-blended and edge stars are left out: their errors say nothing about the
-background. matplotlib is
+blended and edge stars, and stars with NaN pixels in their aperture, are
+left out: their errors say nothing about the background. A star that
+clouds dim below its 1-sigma flux error stays in, with the magnitude of
+its 1-sigma flux (``flux_floored``): its error is a lower bound. matplotlib is
 imported inside the functions; the figures use the object-oriented API
 (no pyplot state), so they are safe in scripts and servers.
 """
@@ -86,12 +88,13 @@ def _stack(tables, snr_min, snr_of="star", key=None, snrs=None):
         )
         if snr_min is not None:
             keep &= snr >= snr_min
-        for col in ("blended", "edge"):  # errors that say nothing about the background
+        for col in ("blended", "edge", "nonfinite"):  # errors that say nothing about the sky
             if col in t.colnames:
                 keep &= ~np.asarray(t[col], bool)
+        sigma_col = next((c for c in ("mag_cal_err", "mag_inst_err") if c in t.colnames), None)
         sigma = (
-            np.asarray(u.Quantity(t["mag_inst_err"], u.mag).value)[keep]
-            if "mag_inst_err" in t.colnames
+            np.asarray(u.Quantity(t[sigma_col], u.mag).value)[keep]
+            if sigma_col is not None
             else np.full(keep.sum(), np.nan)
         )
         sub = QTable(
@@ -241,7 +244,9 @@ def error_vs_score(
     Photometric error against patch score: binned mean and median of ``|error|`` (Fig. 7).
 
     Each bin also gives ``|error| / sigma``, the error in units of the
-    star's photon (and read) noise ``mag_inst_err``, which is 0.67 for pure
+    star's expected error ``mag_cal_err`` (photon, sky and read noise
+    scaled by the slope of the calibration, with the zero-point error;
+    ``mag_inst_err`` in older tables), which is 0.67 for pure
     noise whatever the S/N. Standard errors come from a bootstrap over
     frames (over stars when there are fewer than 10 frames). Whether the
     median rises monotonically is decided by `monotonic_rise`.
@@ -614,7 +619,7 @@ def light_curve_study(
         ok = np.isfinite(np.asarray(u.Quantity(t["mag_cal"], u.mag).value)) & ~np.asarray(
             t["saturated"], bool
         )
-        for col in ("blended", "edge"):
+        for col in ("blended", "edge", "nonfinite"):
             if col in t.colnames:
                 ok &= ~np.asarray(t[col], bool)
         if snr_min is not None:
