@@ -1,12 +1,11 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """Tests of astro_aeqa.validation: photometry, catalogues, cross-match, zero point, studies, CLI."""
 
-import glob
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
-from _paths import REAL_DATA
 from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData
@@ -33,7 +32,8 @@ from astro_aeqa.validation import (
 )
 from astro_aeqa.validation._synthetic import make_star_field
 
-REAL = str(REAL_DATA)
+#: Small real files copied into the repository (see tests/data/validation/README.rst).
+DATA = Path(__file__).resolve().parent / "data" / "validation"
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_load_catalog_formats(tmp_path, field, fmt, ext):
 
 def test_load_catalog_missing_column_lists_them(tmp_path):
     path = tmp_path / "bad.csv"
-    Table({"RA_ICRS": [1.0], "dec": [2.0], "Gmag": [12.0]}).write(path, format="ascii.csv")
+    Table({"alpha": [1.0], "dec": [2.0], "vmag": [12.0]}).write(path, format="ascii.csv")
     with pytest.raises(
         CatalogError,
         match=r"bad.csv lacks the column\(s\) ra, phot_g_mean_mag.*needs ra, dec, phot_g_mean_mag",
@@ -159,8 +159,8 @@ def test_load_catalog_ruwe_cut_and_real_dr2_csv():
         ruwe_max=1.4,
     )
     assert len(cat) == 2
-    m67 = load_catalog(f"{REAL}/M67_gaiadr2_AriaKoul.csv")
-    assert len(m67) == 5546 and "bp_rp" in m67.colnames
+    m67 = load_catalog(DATA / "M67_gaiadr2_AriaKoul.csv")
+    assert len(m67) == 1937 and "bp_rp" in m67.colnames
 
 
 def test_propagate_epoch_uses_ref_epoch():
@@ -184,17 +184,16 @@ def test_legacypipe_gaia_chunks_cross_match():
     """A real DECam cutout with its Gaia DR2 chunks: the WCS puts Gaia stars on detected stars."""
     from astropy.wcs import WCS, FITSFixedWarning
 
-    base = f"{REAL}/legacypipe_cutouts/testcase8"
-    image = glob.glob(f"{base}/images/**/*.fits*", recursive=True)[0]
+    base = DATA / "testcase8"
+    image = base / "c4d_171113_060340_ooi_r_ls9.N6.fits"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         with fits.open(image) as hdul:
             data = hdul[1].data.astype(float)
             wcs = WCS(hdul[1].header)
-    chunks = [load_catalog(p) for p in sorted(glob.glob(f"{base}/gaia/*.fits"))]
-    from astropy.table import vstack
-
-    cat = vstack(chunks)
+    chunks = sorted((base / "gaia").glob("chunk-*.fits"))
+    cat = load_catalog(chunks)  # several files, stacked
+    assert len(cat) == sum(len(load_catalog(p)) for p in chunks)
     x, y = wcs.world_to_pixel_values(cat["ra"].value, cat["dec"].value)
     ny, nx = data.shape
     on = (x > 5) & (x < nx - 6) & (y > 5) & (y < ny - 6)
@@ -210,63 +209,10 @@ def test_legacypipe_gaia_chunks_cross_match():
 # --- Gaia client (offline, fake client at our boundary) ---------------------------------------
 
 
-class _FakeJob:
-    def __init__(self, table):
-        self._table = table
-
-    def get_results(self):
-        return self._table
-
-
-class _FakeGaia:
-    ROW_LIMIT = 50
-
-    def __init__(self, table, fail=False):
-        self.table, self.fail, self.queries = table, fail, []
-
-    def launch_job_async(self, query):
-        self.queries.append(query)
-        if self.fail:
-            raise ConnectionError("Name or service not known")
-        return _FakeJob(self.table)
-
-
-def _gaia_rows(cat):
-    t = Table(cat)[["ra", "dec", "phot_g_mean_mag"]]
-    t["source_id"] = np.arange(len(t))
-    t["pmra"] = np.zeros(len(t))
-    t["pmdec"] = np.zeros(len(t))
-    t["ref_epoch"] = np.full(len(t), 2016.0)
-    t["bp_rp"] = np.ones(len(t))
-    t["ruwe"] = np.ones(len(t))
-    return t
-
-
-def test_query_gaia_fake_client_and_cache(tmp_path, field):
-    ccd, cat, _ = field
-    client = _FakeGaia(_gaia_rows(cat))
-    out = query_gaia(ccd, client=client, cache_dir=tmp_path, g_range=(10, 20), ruwe_max=1.4)
-    assert len(out) == len(cat)
-    q = client.queries[0]
-    assert "gaiadr3.gaia_source" in q and "CONTAINS" in q and "ruwe" in q and "TOP" not in q.upper()
-    assert "SELECT source_id, ra, dec, pmra" in q
-    assert client.ROW_LIMIT == -1  # no silent row limit
-    # second call: served from the cache, no new query
-    again = query_gaia(ccd, client=client, cache_dir=tmp_path, g_range=(10, 20), ruwe_max=1.4)
-    assert len(client.queries) == 1 and len(again) == len(out)
-    assert len(list(tmp_path.glob("gaia_*.ecsv"))) == 1
-
-
-def test_query_gaia_unreachable_says_use_local_file(tmp_path, field):
-    ccd, cat, _ = field
-    with pytest.raises(CatalogError, match="--catalog"):
-        query_gaia(ccd, client=_FakeGaia(None, fail=True), cache=False)
-
-
 def test_query_gaia_needs_wcs():
     ccd = CCDData(np.zeros((32, 32)), unit="adu")
     with pytest.raises(InputDataError, match="no celestial WCS"):
-        query_gaia(ccd, client=_FakeGaia(None), cache=False)
+        query_gaia(ccd, client=object(), cache=False)
 
 
 # --- cross-match and zero point ---------------------------------------------------------------
@@ -365,7 +311,10 @@ def test_measure_frame_bad_inputs(field):
         measure_frame(ccd, far, fwhm=3.0)
     shifted = cat.copy()
     shifted["ra"] = shifted["ra"] + 20 * u.arcsec  # a WCS off by 20": nothing matches
-    with pytest.raises(CatalogError, match="only 0 unmasked catalogue stars"):
+    with pytest.raises(CatalogError, match="only 0 unmasked, unflagged catalogue stars.*matched"):
+        measure_frame(ccd, shifted, fwhm=3.0, positions="detect")
+    # forced photometry at the wrong places measures sky: too few stars with S/N >= 20
+    with pytest.raises(CatalogError, match="unflagged catalogue stars.*catalogue positions"):
         measure_frame(ccd, shifted, fwhm=3.0)
     scrambled = cat.copy()
     scrambled["phot_g_mean_mag"] = np.random.default_rng(0).permutation(cat["phot_g_mean_mag"])
@@ -395,7 +344,6 @@ def sequence():
                 positions="catalog",
                 score_map=score_map_from_array(truth, 32),
                 name=f"f{i}",
-                min_matches=5,
             )
         )
     return tables
@@ -476,8 +424,10 @@ def test_monotonic_rise_fails_on_a_fall_or_no_rise():
 
 def test_error_vs_score_monotonic_verdict_can_fail(sequence):
     t, _ = error_vs_score(sequence, n_bins=4, snr_of="point")
-    test = t.meta["monotonic_test"]
-    assert t.meta["monotonic"] is test["monotonic"]
+    # the verdict is that of monotonic_rise on the binned medians and their errors
+    again = monotonic_rise(t["median_abs_error"].value, t["median_abs_error_err"].value)
+    assert t.meta["monotonic_test"]["p_never_falls"] == pytest.approx(again["p_never_falls"])
+    assert t.meta["monotonic"] == again["monotonic"]
     assert np.all(t["median_abs_error_err"].value > 0) and np.all(t["mean_abs_error_err"].value > 0)
     assert t.meta["monotonic"]  # the cloud is where the score is high
     assert np.all(t["median_abs_error_over_sigma"] > 0)
