@@ -1204,7 +1204,7 @@ def read_aeqa_fits(path):
         if missing:
             msg = (
                 f"{name} has no {' and no '.join(missing)} extension: it was not written by "
-                "astro_aeqa (write it with astro_aeqa.io.write_aeqa_fits or `aeqa evaluate`)"
+                "astro_aeqa (write it with astro_aeqa.io.write_aeqa_fits or `aeqa mask`)"
             )
             raise InputDataError(msg)
         header = hdul[0].header.copy()

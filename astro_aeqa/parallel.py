@@ -34,8 +34,10 @@ SUMMARY_NAME = "scores.ecsv"
 #: Columns of the summary table, one row per file.
 SUMMARY_COLUMNS = ("file", "score", "masked_fraction", "threshold", "status", "error", "seconds")
 _SUMMARY_DTYPES = (str, float, float, float, str, str, float)
-#: File name endings of FITS files (the longest first, for `fits_stem`).
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz")
+#: File name endings of FITS files (astropy reads the compressed ones as they are).
+FITS_SUFFIXES = tuple(
+    base + packed for base in (".fits", ".fit", ".fts") for packed in ("", ".gz", ".bz2", ".fz")
+)
 _PLUGIN_PREFIX = "astro_aeqa-evaluator-"
 
 
@@ -51,6 +53,8 @@ def fits_stem(path):
     >>> from astro_aeqa.parallel import fits_stem
     >>> fits_stem("night/frame_001.fits.gz")
     'frame_001'
+    >>> fits_stem("IMG01320.fits.bz2")
+    'IMG01320'
     """
     name = Path(path).name
     lower = name.lower()
@@ -564,8 +568,70 @@ def summary_table(rows, *, meta=None):
     return table
 
 
-def write_summary(rows, out_dir, *, meta=None, overwrite=True):
-    """Write ``scores.ecsv`` in ``out_dir`` atomically; return the table and its path."""
+def _same_input(a, b):
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def read_summary_rows(path):
+    """
+    The rows of an existing ``scores.ecsv``, as dicts (for merging a rerun).
+
+    Raises
+    ------
+    ValueError
+        If the file is not a summary table written by astro_aeqa.
+    """
+    from astropy.table import Table
+
+    try:
+        table = Table.read(path, format="ascii.ecsv")
+        missing = [c for c in SUMMARY_COLUMNS if c not in table.colnames]
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        missing, table = [f"unreadable ({exc})"], None
+    if missing:
+        msg = (
+            f"{path}: not a summary table of astro_aeqa (missing {', '.join(map(str, missing))}); "
+            "move it away, or pass overwrite (--overwrite) to replace it"
+        )
+        raise ValueError(msg)
+    rows = []
+    for record in table:
+        row = {name: record[name] for name in SUMMARY_COLUMNS}
+        for name, kind in zip(SUMMARY_COLUMNS, _SUMMARY_DTYPES, strict=True):
+            value = row[name]
+            value = getattr(value, "value", value)
+            row[name] = (str() if kind is str else np.nan) if np.ma.is_masked(value) else kind(value)
+        rows.append(row)
+    return rows
+
+
+def _merged_rows(rows, path):
+    """The rows of ``path`` with those of the same files replaced by ``rows``; new ones last."""
+    old = read_summary_rows(path)
+    new = list(rows)
+    merged = []
+    for row in old:
+        match = next((r for r in new if _same_input(r["file"], row["file"])), None)
+        if match is None:
+            merged.append(row)
+        else:
+            merged.append(match)
+            new.remove(match)
+    return merged + new
+
+
+def write_summary(rows, out_dir, *, meta=None, overwrite=True, merge=False):
+    """
+    Write ``scores.ecsv`` in ``out_dir`` atomically; return the table and its path.
+
+    With ``merge``, the rows of an existing ``scores.ecsv`` for other files
+    are kept (a rerun on some files never drops the rows of the others) and
+    those of the same files are replaced.
+    """
+    path = Path(out_dir) / SUMMARY_NAME
+    if merge and path.exists():
+        rows = _merged_rows(rows, path)
+        overwrite = True
     table = summary_table(rows, meta=meta)
     path = write_table_atomic(table, Path(out_dir) / SUMMARY_NAME, overwrite=overwrite)
     return table, path
@@ -636,7 +702,8 @@ def score_files(
     overwrite : bool, optional
         Redo files whose outputs exist, and replace ``scores.ecsv``.
         Without it, scoring only (``write_masks=False``) refuses to replace
-        an existing ``scores.ecsv``.
+        an existing ``scores.ecsv``, and masking merges its rows into it
+        (the rows of other files are kept).
     progress_bar : bool, optional
         Show a progress bar over the finished files.
     hdu, threshold, fpr : optional
@@ -720,5 +787,7 @@ def score_files(
         "aeqa_version": __version__,
         "hdu": hdu,
     }
-    table, _ = write_summary(rows, out_dir, meta=meta, overwrite=True)
+    # a rerun of a masking run keeps the rows of the files it did not redo
+    merge = write_masks and not overwrite
+    table, _ = write_summary(rows, out_dir, meta=meta, overwrite=True, merge=merge)
     return table

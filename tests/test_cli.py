@@ -159,6 +159,8 @@ def test_traceback_flag_shows_the_traceback(tmp_path, model):
         aeqa("--traceback", "-q", "score", tmp_path / "nope.fits", "--model", model)
 
 
+# the shipped model has no reference of this simulated camera: a cloudy frame warns
+@pytest.mark.filterwarnings("ignore:.*more than half of the frame's patches")
 def test_score_uses_the_shipped_model_by_default(frames, tmp_path, capsys):
     out = tmp_path / "out"
     assert aeqa("-q", "score", frames / "cloud.fits", "--output-dir", out) == 0
@@ -499,3 +501,151 @@ def test_mask_same_stem_is_an_error(frames, model, tmp_path, capsys):
     )
     assert status == 2
     _assert_one_line_error(capsys.readouterr().err, "mask")
+
+
+# -- issue 17 ----------------------------------------------------------------
+
+
+def test_verbosity_options_after_the_subcommand(model, capsys):
+    assert aeqa("info", model, "-q") == 0
+    assert aeqa("info", model, "-v") == 0
+    with pytest.raises(SystemExit) as info:
+        aeqa("-q", "info", model, "-v")
+    assert info.value.code == 2
+
+
+def test_main_restores_the_package_logger():
+    import logging
+
+    logger = logging.getLogger("astro_aeqa")
+    before = (logger.propagate, list(logger.handlers), logger.level)
+    assert aeqa("-q", "info") == 0
+    assert (logger.propagate, list(logger.handlers), logger.level) == before
+
+
+def test_type_and_key_errors_are_bugs_not_user_errors(model):
+    for exc in (TypeError("bug"), KeyError("bug")):
+        with mock.patch("astro_aeqa.cli._info.run", side_effect=exc):
+            with pytest.raises(type(exc)):
+                aeqa("info", model)
+
+
+def test_info_into_a_closed_pipe_exits_quietly():
+    import subprocess
+    import sys
+
+    script = f"{sys.executable} -m astro_aeqa.cli info default | true; echo rc=${{PIPESTATUS[0]}}"
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert "rc=0" in done.stdout
+    assert "Broken pipe" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+def test_hdu_name_and_extver(frames, model, tmp_path, capsys):
+    from astro_aeqa.cli._inputs import parse_hdu
+
+    assert parse_hdu("SCI,2") == ("SCI", 2) and parse_hdu(" 3 ") == 3 and parse_hdu("SCI") == "SCI"
+    with pytest.raises(ValueError, match="EXTNAME,EXTVER"):
+        parse_hdu("SCI,two")
+    data = fits.getdata(frames / "refs" / "ref_1.fits")
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(data * 0, name="SCI", ver=1),
+            fits.ImageHDU(data, name="SCI", ver=2),
+        ]
+    ).writeto(tmp_path / "amps.fits")
+    out = tmp_path / "out"
+    args = ("-q", "mask", tmp_path / "amps.fits", "--model", model, "--output-dir", out, *_FPR)
+    assert aeqa(*args, "--hdu", "SCI,2") == 0
+    np.testing.assert_array_equal(CCDData.read(out / "amps_aeqa.fits").data, data)
+
+
+def test_directory_input_takes_compressed_fits_and_names_outputs(frames, model, tmp_path):
+    import bz2
+    import gzip
+
+    night = tmp_path / "night"
+    night.mkdir()
+    raw = (frames / "refs" / "ref_0.fits").read_bytes()
+    (night / "a.fits.bz2").write_bytes(bz2.compress(raw))
+    (night / "b.fits.gz").write_bytes(gzip.compress(raw))
+    (night / "c.fit").write_bytes(raw)
+    (night / "d.fts").write_bytes(raw)
+    (night / "notes.txt").write_text("not a frame")
+    assert [p.name for p in expand_inputs([str(night)])] == [
+        "a.fits.bz2",
+        "b.fits.gz",
+        "c.fit",
+        "d.fts",
+    ]
+    out = tmp_path / "out"
+    assert aeqa("-q", "mask", night, "--model", model, "--output-dir", out, *_FPR) == 0
+    assert sorted(p.name for p in out.glob("*_aeqa.fits")) == [
+        "a_aeqa.fits",
+        "b_aeqa.fits",
+        "c_aeqa.fits",
+        "d_aeqa.fits",
+    ]
+
+
+def test_mask_rerun_keeps_the_rows_of_other_files(frames, model, tmp_path):
+    """Issue 17: a rerun on one file rewrote scores.ecsv with one row."""
+    out = tmp_path / "out"
+    refs = sorted((frames / "refs").glob("*.fits"))
+    assert aeqa("-q", "mask", *refs, "--model", model, "--output-dir", out, *_FPR) == 0
+    first = Table.read(out / "scores.ecsv")
+    assert len(first) == 3
+    (out / "ref_1_aeqa.fits").unlink()
+    assert aeqa("-q", "mask", refs[1], "--model", model, "--output-dir", out, *_FPR) == 0
+    table = Table.read(out / "scores.ecsv")
+    assert [os.path.basename(f) for f in table["file"]] == [r.name for r in refs]
+    assert list(table["status"]) == ["ok", "ok", "ok"]
+    np.testing.assert_allclose(table["score"], first["score"], rtol=1e-6)
+    assert (
+        aeqa("-q", "mask", refs[0], "--model", model, "--output-dir", out, "--overwrite", *_FPR)
+        == 0
+    )
+    assert len(Table.read(out / "scores.ecsv")) == 1  # --overwrite: a new table
+    (out / "scores.ecsv").write_text("not a table")
+    assert aeqa("-q", "mask", refs[0], "--model", model, "--output-dir", out, *_FPR) == 2
+    assert (out / "scores.ecsv").read_text() == "not a table"
+
+
+def test_mask_refuses_an_output_that_is_the_input(frames, model, tmp_path, capsys):
+    night = tmp_path / "night"
+    night.mkdir()
+    frame = night / "x.fits"
+    shutil.copy(frames / "refs" / "ref_0.fits", frame)
+    before = frame.read_bytes()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x_aeqa.fits").symlink_to(frame)
+    args = ("mask", frame, "--model", model, "--output-dir", out, "--overwrite", *_FPR)
+    assert aeqa("-q", *args) == 2
+    assert "would replace the input file" in capsys.readouterr().err
+    assert frame.read_bytes() == before
+
+
+def test_output_dir_that_is_a_file_is_a_clear_error(frames, model, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file")
+    with mock.patch("astro_aeqa.cli._inputs.load_evaluator") as load:
+        status = aeqa("-q", "score", frames / "cloud.fits", "--output-dir", tmp_path / "taken")
+    assert status == 2 and not load.called  # found before the model is loaded
+    err = capsys.readouterr().err
+    assert "taken: exists and is a file" in err and "Errno" not in err
+    status = aeqa("-q", "train", frames / "refs", "--output", tmp_path / "taken" / "m.safetensors")
+    assert status == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
+
+
+def test_messages_name_only_existing_subcommands():
+    import pathlib
+    import re
+
+    import astro_aeqa
+
+    names = set(cli._SUBCOMMANDS)
+    root = pathlib.Path(astro_aeqa.__file__).parent
+    for path in root.rglob("*.py"):
+        for command in re.findall(r"`aeqa ([a-z]+)", path.read_text()):
+            assert command in names, f"{path.name} names `aeqa {command}`"

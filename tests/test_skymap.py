@@ -176,6 +176,18 @@ def test_cli_skymap(products, tmp_path, capsys):
     assert aeqa("-q", "skymap", folder, "--output", inside) == 0
     assert aeqa("-q", "skymap", folder, "--output", inside, "--overwrite") == 0
     assert fits.getheader(inside)["AEQANFRM"] == 2
+    # issue 17: an --output that is an input file named on the command line is refused
+    first = folder / products[0].name
+    before = first.read_bytes()
+    assert aeqa("-q", "skymap", *folder.glob("*_aeqa.fits"), "--output", first, "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert "would replace the input file" in err and "files_or_results" not in err
+    assert first.read_bytes() == before
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(inside, alone / "sky.fits")
+    assert aeqa("-q", "skymap", alone, "--output", alone / "sky.fits", "--overwrite") == 2
+    assert "the only input found is the --output map" in capsys.readouterr().err
 
 
 def test_without_reproject(products):

@@ -11,6 +11,7 @@ Errors a user can fix print one line on stderr and exit with status 2;
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from .. import __version__
@@ -22,8 +23,9 @@ _SUBCOMMANDS = ["simulate", "train", "score", "mask", "info", "validate", "skyma
 
 log = logging.getLogger("astro_aeqa")
 
-# Errors a user causes and can fix: one line, exit status 2.
-_USER_ERRORS = (AEQAError, OSError, ValueError, TypeError, KeyError)
+# Errors a user causes and can fix: one line, exit status 2. TypeError and
+# KeyError are not among them: from our code they are bugs, and show a traceback.
+_USER_ERRORS = (AEQAError, OSError, ValueError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,17 +53,55 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _SUBCOMMANDS:
         module = importlib.import_module(f"{__name__}._{name}")
-        module.register(subparsers)
+        sub = module.register(subparsers)
+        if sub is None:
+            sub = subparsers.choices[name]
+        _add_verbosity(sub)
     return parser
 
 
+def _add_verbosity(parser):
+    """``-v``/``-q`` also after the subcommand (``aeqa mask ... -q``)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log messages"
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="only errors; no progress bar",
+    )
+
+
 def _setup_logging(args):
+    """Send the package's log to stderr; return what to restore when main() returns."""
     level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    saved = (list(log.handlers), log.level, log.propagate)
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+    return saved
+
+
+def _restore_logging(saved):
+    handlers, level, propagate = saved
+    log.handlers[:] = handlers
+    log.setLevel(level)
+    log.propagate = propagate
+
+
+def _quiet_broken_pipe():
+    """stdout was closed by the reader (``aeqa info | head``): stop writing, quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured): nothing to do
+        pass
 
 
 def main(argv=None):
@@ -78,11 +118,18 @@ def main(argv=None):
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    _setup_logging(args)
+    if args.quiet and args.verbose:
+        parser.error("-q/--quiet and -v/--verbose cannot be used together")
+    saved = _setup_logging(args)
     args.progress_bar = not args.quiet
     logging.captureWarnings(True)  # warnings print as one log line, not Python's raw format
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return 0
     except _USER_ERRORS as exc:
         if args.traceback:
             raise
@@ -94,3 +141,4 @@ def main(argv=None):
         return 130
     finally:
         logging.captureWarnings(False)
+        _restore_logging(saved)

@@ -22,9 +22,11 @@ from ..parallel import (
     check_distinct_stems,
     fits_stem,
     load_evaluator,
+    read_summary_rows,
     summary_table,
     write_summary,
 )
+from ..utils import check_writable_dir
 
 __all__ = [
     "FITS_SUFFIXES",
@@ -54,13 +56,36 @@ _SUMMARY_ROWS_SHOWN = 20
 
 
 def parse_hdu(value):
-    """Return ``value`` as an int when it is an integer string, else unchanged."""
+    """
+    Parse ``--hdu``: an index, an EXTNAME, or ``EXTNAME,EXTVER``.
+
+    Examples
+    --------
+    >>> from astro_aeqa.cli._inputs import parse_hdu
+    >>> parse_hdu("2"), parse_hdu("SCI"), parse_hdu("SCI,2")
+    (2, 'SCI', ('SCI', 2))
+    """
     if value is None:
         return None
+    value = value.strip()
     try:
         return int(value)
     except ValueError:
-        return value
+        pass
+    if "," in value:
+        name, _, version = (part.strip() for part in value.partition(","))
+        try:
+            version = int(version)
+        except ValueError:
+            version = None
+        if not name or version is None:
+            msg = (
+                f"--hdu {value!r}: give an index (2), an EXTNAME (SCI) or an EXTNAME,EXTVER "
+                "pair (SCI,2)"
+            )
+            raise ValueError(msg) from None
+        return (name, version)
+    return value
 
 
 def _is_fits_name(path):
@@ -123,8 +148,9 @@ def expand_inputs(specs):
     Parameters
     ----------
     specs : list of str
-        Each is a file, a directory (its ``*.fits``, ``*.fit``, ``*.fts`` and
-        ``*.fits.gz`` files, sorted), a glob pattern (sorted matches), or
+        Each is a file, a directory (its ``*.fits``, ``*.fit`` and ``*.fts``
+        files, also compressed as ``.gz``, ``.bz2`` or ``.fz``, sorted), a
+        glob pattern (sorted matches), or
         ``@LIST``: a text file of such inputs, one per line, with ``#``
         comments; relative paths in it are relative to the list file's
         directory.
@@ -166,14 +192,16 @@ def add_input_options(parser):
         "files",
         nargs="+",
         metavar="FILE",
-        help="FITS files, directories (every *.fits, *.fit, *.fts, *.fits.gz inside), glob "
+        help="FITS files, directories (every *.fits, *.fit, *.fts inside, also .gz, .bz2 "
+        "and .fz compressed), glob "
         "patterns (quote them) or @LIST text files of paths (one per line, # comments)",
     )
     parser.add_argument(
         "--hdu",
         default=None,
-        help="HDU index or EXTNAME of the image in multi-extension files "
-        "(default: the primary HDU if it has data, else the only image extension)",
+        help="HDU of the image in multi-extension files: an index (2), an EXTNAME (SCI) or "
+        "EXTNAME,EXTVER (SCI,2) (default: the primary HDU if it has data, else the only "
+        "image extension)",
     )
 
 
@@ -265,6 +293,11 @@ def run_files(args, paths, *, out_dir, write_masks, plots=False):
         msg = f"--n-workers must be at least 1, got {args.n_workers}"
         raise ValueError(msg)
     on_dask = args.n_workers is not None or args.scheduler is not None
+    check_writable_dir(out_dir)  # before the model is loaded and any file is scored
+    summary = out_dir / SUMMARY_NAME
+    merge = write_masks and not args.overwrite and summary.exists()
+    if merge:
+        read_summary_rows(summary)  # an unreadable table stops the run before the work
     model = (
         args.model
         if on_dask
@@ -300,9 +333,9 @@ def run_files(args, paths, *, out_dir, write_masks, plots=False):
         "aeqa_version": __version__,
         "hdu": args.hdu,
     }
-    # The table summarises the outputs in the directory (skipped ones included), so a
-    # rerun of mask replaces it; score checks for it before it starts.
-    _, path = write_summary(rows, out_dir, meta=meta, overwrite=True)
+    # A rerun of mask merges its rows into the table (the rows of other files stay);
+    # score refuses an existing table before it starts, unless --overwrite.
+    _, path = write_summary(rows, out_dir, meta=meta, overwrite=True, merge=merge)
     print_summary(rows, path, quiet=args.quiet)
     n_failed = sum(row["status"] == "failed" for row in rows)
     if n_failed:

@@ -2,8 +2,10 @@
 """``aeqa mask``: write masked FITS files (the layout of `astro_aeqa.io`)."""
 
 import logging
+import os
 from pathlib import Path
 
+from ..io import check_output_path
 from ._inputs import (
     SUMMARY_NAME,
     add_input_options,
@@ -31,7 +33,9 @@ def register(subparsers):
             "with the WCS of the patch grid), AEQA_FLAGS (bit flags) and the AEQA* keywords. "
             "A file whose output exists is skipped unless --overwrite. "
             f"{SUMMARY_NAME} in the output directory lists every file (status ok, skipped or "
-            "failed); a failed file is named on stderr and the exit status is 1, the other "
+            "failed); the rows of an earlier run for other files are kept unless --overwrite. "
+            "An output that is one of the inputs (also through a link) is refused. "
+            "A failed file is named on stderr and the exit status is 1, the other "
             "files are still done. With --n-workers or --scheduler the files are done in "
             "parallel on Dask."
         ),
@@ -59,8 +63,29 @@ def _drop_own_outputs(paths, out_dir):
     return kept
 
 
+def _check_outputs_are_not_inputs(paths, out_dir):
+    """No ``<stem>_aeqa.fits`` may be one of the inputs (also through a link)."""
+    inodes = {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        inodes[(st.st_dev, st.st_ino)] = path
+    for path in paths:
+        target = out_dir / f"{fits_stem(path)}_aeqa.fits"
+        try:
+            st = os.stat(target)
+        except OSError:
+            continue  # not there yet: it cannot be an input
+        source = inodes.get((st.st_dev, st.st_ino))
+        if source is not None:
+            check_output_path(target, inputs=[source])
+
+
 def run(args):
     out_dir = Path(args.output_dir)
     paths = _drop_own_outputs(expand_inputs(args.files), out_dir)
     check_distinct_stems(paths)
+    _check_outputs_are_not_inputs(paths, out_dir)
     return run_files(args, paths, out_dir=out_dir, write_masks=True)

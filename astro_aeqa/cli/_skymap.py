@@ -2,10 +2,13 @@
 """``aeqa skymap``: the score maps of many masked frames on one celestial grid."""
 
 import logging
+import os
 from pathlib import Path
 
 from astropy import units as u
 
+from ..exceptions import InputDataError
+from ..io import check_output_path
 from ._inputs import expand_inputs
 
 __all__ = ["register", "run"]
@@ -50,6 +53,13 @@ def register(subparsers):
     return parser
 
 
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
 def run(args):
     from ..skymap import plot_sky_quality_map, sky_quality_map, write_sky_quality_map
 
@@ -58,8 +68,20 @@ def run(args):
         if path.exists() and not args.overwrite:
             msg = f"{path}: file exists; pass --overwrite to replace it"
             raise FileExistsError(msg)
-    # the map itself may sit among the inputs when a directory is given
-    paths = [p for p in expand_inputs(args.files) if p.resolve() != outputs[0].resolve()]
+    # a map named explicitly as an input would be replaced by its own result
+    for spec in args.files:
+        if not spec.startswith("@") and Path(spec).is_file():
+            for output in outputs:
+                check_output_path(output, inputs=[spec])
+    # an earlier map may sit among the inputs when a directory or a pattern is given
+    found = expand_inputs(args.files)
+    paths = [p for p in found if not any(_same_file(p, output) for output in outputs)]
+    if not paths:
+        msg = (
+            f"the only input found is the --output map {args.output} itself; "
+            "pass the outputs of `aeqa mask` (<stem>_aeqa.fits)"
+        )
+        raise InputDataError(msg)
     resolution = None if args.resolution is None else args.resolution * u.arcsec
     skymap = sky_quality_map(
         [str(p) for p in paths],

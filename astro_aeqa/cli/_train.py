@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import check_output_path
+from ..utils import check_writable_dir
 from ._inputs import expand_inputs, load_evaluator, parse_hdu
 
 __all__ = ["register", "run"]
@@ -185,7 +187,13 @@ def run(args):
     if args.resume and args.checkpoint is None:
         msg = "--resume needs --checkpoint FILE (the checkpoint to continue from)"
         raise ValueError(msg)
+    # a read-only or mistyped output directory is found before the training, not after
+    check_writable_dir(output.parent)
+    if args.checkpoint is not None:
+        check_writable_dir(Path(args.checkpoint).parent)
     paths = expand_inputs(args.references)
+    for reference in paths:
+        check_output_path(output, inputs=[reference])
     ev = _build_evaluator(args)
     init_info = None
     if args.init is not None:
