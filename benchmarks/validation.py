@@ -46,9 +46,8 @@ from astro_aeqa.validation import (
     score_map_from_array,
 )
 
+# shared/data/real beside the checkout (not shipped with the package)
 REAL = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "real")
-if not Path(REAL).is_dir():
-    REAL = "/work/shared/data/real"
 
 
 def mask_source_truth(sim, patch_size=64, threshold=0.1):
