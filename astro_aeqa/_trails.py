@@ -188,6 +188,8 @@ def _hough(xs, ys, ws, cos_t, sin_t, n_rho, rho_off, chunk=64):
     xs = xs.astype(np.float32)
     ys = ys.astype(np.float32)
     ws = ws.astype(np.float64)
+    if xs.size * n_t <= 2**22:
+        chunk = n_t  # a small set (a trail taken out): one pass
     for i in range(0, n_t, chunk):
         c = cos_t[i : i + chunk, None].astype(np.float32)
         s = sin_t[i : i + chunk, None].astype(np.float32)
@@ -226,18 +228,35 @@ class _Frame:
         self.noise = noise  # per-pixel noise grid
         self.cell = cell
         self.shape = snr.shape
+        self.star_bin = None  # binned footprints of stars, left out of the refinement
+        self.b = 1
 
     def sample(self, xs, ys):
-        """Normalised S/N at (xs, ys) (bilinear); NaN outside or on invalid pixels."""
+        """Normalised S/N on a grid of points (rows along the line, bilinear).
+
+        NaN outside the frame or on invalid pixels. The background and noise
+        vary slowly: they are taken at the middle of each row.
+        """
         ny, nx = self.shape
+        shape = xs.shape
+        xs, ys = xs.ravel(), ys.ravel()
         inside = (xs >= 0) & (xs <= nx - 1) & (ys >= 0) & (ys <= ny - 1)
         coords = np.array([np.clip(ys, 0, ny - 1), np.clip(xs, 0, nx - 1)])
         v = ndimage.map_coordinates(self.snr, coords, order=1, mode="nearest")
         ok = ndimage.map_coordinates(self.valid, coords, order=0, mode="nearest")
-        gy = (ys + 0.5) / self.cell[0] - 0.5
-        gx = (xs + 0.5) / self.cell[1] - 0.5
-        v = (v - _interp_grid(self.bg, gy, gx)) / _interp_grid(self.noise, gy, gx)
-        v[~(inside & ok.astype(bool))] = np.nan
+        bad = ~(inside & ok.astype(bool))
+        if self.star_bin is not None:
+            iy = np.clip(coords[0].astype(np.intp) // self.b, 0, self.star_bin.shape[0] - 1)
+            ix = np.clip(coords[1].astype(np.intp) // self.b, 0, self.star_bin.shape[1] - 1)
+            bad |= self.star_bin[iy, ix]
+        v[bad] = np.nan
+        v = v.reshape(shape)
+        mid = shape[1] // 2
+        xm, ym = xs.reshape(shape)[:, mid], ys.reshape(shape)[:, mid]
+        gy = (ym + 0.5) / self.cell[0] - 0.5
+        gx = (xm + 0.5) / self.cell[1] - 0.5
+        v -= _interp_grid(self.bg, gy, gx)[:, None]
+        v /= _interp_grid(self.noise, gy, gx)[:, None]
         return v
 
 
@@ -330,8 +349,8 @@ class _Finder:
                 return None
             t0, t1 = chord
             res = self._measure(theta, rho, t0, t1, width_guess, half_band)
-            if res is None:
-                return None
+            if res is None or res["snr"] < 0.5 * self.min_snr:
+                return None  # nothing there: do not spend more time on it
             theta, rho, t0, t1, sigma = res["theta"], res["rho"], res["t0"], res["t1"], res["sigma"]
             width_guess = sigma * _FWHM_PER_SIGMA
             half_band = max(4.0, 4 * width_guess)
@@ -351,7 +370,7 @@ class _Finder:
         # sample points: foot (rho c, rho s) + t (-s, c) + d (c, s)
         xs = (rho + ds)[None, :] * c - ts[:, None] * s
         ys = (rho + ds)[None, :] * s + ts[:, None] * c
-        v = f.sample(xs.ravel(), ys.ravel()).reshape(ts.size, ds.size)
+        v = f.sample(xs, ys)
         vc = np.clip(v, -self.clip * 3, self.clip * 3)  # keep stars from ruling the profile
         # matched filter along the line with the current width
         sigma = max(width_guess / _FWHM_PER_SIGMA, 0.5)
@@ -364,25 +383,29 @@ class _Finder:
         if covered.sum() < 3:
             return None
         # extent: the run with the largest excess over half the trail level
-        sm = ndimage.uniform_filter1d(m, 25, mode="constant")
+        # a running median: stars on the line are short and do not set the level
+        sm = ndimage.median_filter(np.where(covered, m, 0.0), 31, mode="constant")
         k0 = max(np.max(sm[covered]) / 2, 0.3)
+        cap = 8 * k0 + 2
         i = j = 0
-        for _ in range(4):
-            i, j = _kadane(np.where(covered, m - k0, -k0))
+        for _ in range(5):
+            i, j = _kadane(np.where(covered, np.minimum(m, cap) - k0, -k0))
             if j - i < 3:
                 return None
             seg = m[i:j][covered[i:j]]
-            level = float(np.mean(seg)) if seg.size else 0.0
+            level = float(np.median(seg)) if seg.size else 0.0
             new = max(level / 2, 0.3)
             if abs(new - k0) < 0.02 * k0:
                 break
-            k0 = new
+            k0, cap = new, 4 * level + 2
         sel = slice(i, j)
         # across profile over the extent: the median is robust to stars on the line
         with np.errstate(all="ignore"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                prof = np.nanmedian(v[sel], axis=0)
+                rows = v[sel]
+                # a few hundred rows measure the profile well enough
+                prof = np.nanmedian(rows[:: max(1, rows.shape[0] // 400)], axis=0)
         fit = _profile_fit(ds, prof)
         if fit is None:
             return None
@@ -430,11 +453,14 @@ class _Finder:
         if new_theta != theta or new_rho != rho:
             # re-express the end points on the refined line (small change)
             pass
+        seg = m[sel][covered[sel]]
+        n = max(seg.size, 1)
+        out["snr"] = float(np.sum(seg) / np.sqrt(n))
+        out["median_snr"] = float(np.median(seg) * np.sqrt(n)) if seg.size else 0.0
+        # the weakest quarter against the mean: a trail is even, star pairs are not
+        quarters = [q.mean() for q in np.array_split(seg, 4) if q.size]
+        out["evenness"] = float(min(quarters) / max(np.mean(seg), 1e-6)) if quarters else 0.0
         if final:
-            seg = m[sel][covered[sel]]
-            n = max(seg.size, 1)
-            out["snr"] = float(np.sum(seg) / np.sqrt(n))
-            out["median_snr"] = float(np.median(seg) * np.sqrt(n)) if seg.size else 0.0
             # the endpoints in pixels
             out["x0"], out["y0"] = rho * c - tt0 * s, rho * s + tt0 * c
             out["x1"], out["y1"] = rho * c - tt1 * s, rho * s + tt1 * c
@@ -449,10 +475,14 @@ class _Finder:
             return "short"
         if res["snr"] < self.min_snr:
             return "faint"
-        if res["median_snr"] < 0.5 * self.min_snr:
+        if res["median_snr"] < max(0.5 * self.min_snr, 0.6 * res["snr"]):
             return "clumpy"
         if fwhm > self.max_width:
             return "wide"
+        if length < 8 * fwhm:
+            return "blob"
+        if res["evenness"] < 0.5:
+            return "uneven"
         if self.stars.size:
             theta, rho = res["theta_used"], res["rho_used"]
             c, s = np.cos(theta), np.sin(theta)
@@ -483,9 +513,10 @@ def find_trails(
     max_width=30.0,
     search_size=512,
     clip=4.0,
-    star_peak=15.0,
+    star_peak=10.0,
     spike_factor=6.0,
     bleed_angle=1.5,
+    search_snr=6.0,
     n_max=10,
 ):
     """
@@ -525,6 +556,9 @@ def find_trails(
     bleed_angle : float, optional
         A line within this many degrees of a detector axis that touches a
         bright star is a bleed column (saturation) and is not reported.
+    search_snr : float, optional
+        Peaks of the line transform above this many of its own sigmas
+        (measured angle by angle) are refined as candidates.
     n_max : int, optional
         At most this many trails are reported.
 
@@ -619,6 +653,7 @@ def find_trails(
         if star_ids.size:
             star_pix = ndimage.binary_dilation(np.isin(labels, star_ids), _EIGHT, iterations=2)
             weights[star_pix] = 0
+            frame.star_bin, frame.b = star_pix, b
             radius = np.sqrt(seg["area"][star_ids] / np.pi) * b
             finder.stars = np.column_stack(
                 [
@@ -633,7 +668,8 @@ def find_trails(
             theta = a + np.pi / 2
             cx, cy = seg["x"][k] * b + (b - 1) / 2, seg["y"][k] * b + (b - 1) / 2
             rho = cx * np.cos(theta) + cy * np.sin(theta)
-            candidates.append((theta, rho, max(2 * seg["minor"][k] * b, 2.0), "segment"))
+            width = max(2 * seg["minor"][k] * b, 2.0)
+            candidates.append((theta, rho, width, "segment", cx, cy))
     weights[~zgood] = 0
 
     trails = []
@@ -655,9 +691,11 @@ def find_trails(
             accept(res, method)
         return res, why
 
-    for theta, rho, width, method in candidates:
+    for theta, rho, width, method, cx, cy in candidates[: 3 * n_max]:
         if len(trails) >= n_max:
             break
+        if any(_on_trail(np.array([cx]), np.array([cy]), other)[0] for other, _ in trails):
+            continue  # a piece of a trail already found
         res, why = process(theta, rho, width, method)
         log.debug("segment candidate: %s", why or "trail")
 
@@ -681,11 +719,12 @@ def find_trails(
     vals = np.where(zgood, np.where(weights > 1.0, weights, 0.0), 0.0)[zgood]
     mu, var = float(vals.mean()), float(vals.var())
     tried = 0
-    while len(trails) < n_max and tried < 3 * n_max + 5:
-        sig = _significance(acc, counts, mu, var)
+    row_scale = None
+    while len(trails) < n_max and tried < 2 * n_max + 5:
+        sig, row_scale = _significance(acc, counts, mu, var, row_scale)
         k = int(np.argmax(sig))
         it, ir = divmod(k, n_rho)
-        if not np.isfinite(sig[it, ir]) or sig[it, ir] < 0.6 * min_snr:
+        if not np.isfinite(sig[it, ir]) or sig[it, ir] < search_snr:
             break
         tried += 1
         theta = thetas[it]
@@ -695,19 +734,25 @@ def find_trails(
         px, py = px_b * b + (b - 1) / 2, py_b * b + (b - 1) / 2
         rho = px * cos_t[it] + py * sin_t[it]
         res, why = process(theta, rho, max(1.5 * b, 2.0), "hough")
-        log.debug("hough candidate %.1f sigma: %s", sig[it, ir], why or "trail")
-        # take what was looked at out of the accumulator, so the next peak is new
+        log.debug(
+            "hough candidate %.1f sigma: %s %s",
+            sig[it, ir],
+            why or "trail",
+            "" if res is None else {k: round(res[k], 2) for k in ("snr", "median_snr", "evenness", "amp")},
+        )
+        # take what was looked at out of the accumulator, so the next peak is new:
+        # the line tried, and the trail it led to
+        tried_line = {
+            "theta_used": theta,
+            "rho_used": rho,
+            "t0": -np.inf,
+            "t1": np.inf,
+            "sigma": max(1.5 * b, 2.0) / _FWHM_PER_SIGMA,
+        }
+        band = _binned_band(tried_line, z.shape, b)
         if res is not None and why in (None, "duplicate", "spike", "bleed"):
-            band = _binned_band(res, z.shape, b) & keep
-        else:
-            fake = {
-                "theta_used": theta,
-                "rho_used": rho,
-                "t0": -np.inf,
-                "t1": np.inf,
-                "sigma": max(1.5 * b, 2.0) / _FWHM_PER_SIGMA,
-            }
-            band = _binned_band(fake, z.shape, b) & keep
+            band |= _binned_band(res, z.shape, b)
+        band &= keep
         yk, xk = np.nonzero(band)
         acc -= _hough(xk - xc, yk - yc, weights[band], cos_t, sin_t, n_rho, rho_off)
         keep &= ~band
@@ -715,17 +760,21 @@ def find_trails(
     return _to_table(trails)
 
 
-def _same_line(a, b):
-    dth = abs(((a["theta_used"] - b["theta_used"]) + np.pi / 2) % np.pi - np.pi / 2)
-    if dth > np.deg2rad(3):
-        return False
-    # distance of a's middle from b's line, and overlap along it
+def _on_trail(xs, ys, b, extra=0.0):
+    """Which points ``(xs, ys)`` lie on the band of the refined line ``b``."""
     c, s = np.cos(b["theta_used"]), np.sin(b["theta_used"])
-    mx, my = 0.5 * (a["x0"] + a["x1"]), 0.5 * (a["y0"] + a["y1"])
-    d = abs(mx * c + my * s - b["rho_used"])
-    t = -mx * s + my * c
-    width = 3 * (a["sigma"] + b["sigma"]) * _FWHM_PER_SIGMA + 3
-    return d <= width and b["t0"] - 10 <= t <= b["t1"] + 10
+    d = np.abs(xs * c + ys * s - b["rho_used"])
+    t = -xs * s + ys * c
+    half = 1.5 * b["sigma"] * _FWHM_PER_SIGMA + 2 + extra
+    return (d <= half) & (t >= b["t0"] - 5) & (t <= b["t1"] + 5)
+
+
+def _same_line(a, b):
+    """Whether more than a third of trail ``a`` lies on trail ``b``."""
+    f = np.linspace(0, 1, 41)
+    xs = a["x0"] + f * (a["x1"] - a["x0"])
+    ys = a["y0"] + f * (a["y1"] - a["y0"])
+    return _on_trail(xs, ys, b, extra=1.5 * a["sigma"] * _FWHM_PER_SIGMA).mean() > 1 / 3
 
 
 def _binned_band(res, zshape, b):
@@ -766,8 +815,12 @@ def _line_counts(zgood, cos_t, sin_t, n_rho, rho_off, xc, yc):
     return full
 
 
-def _significance(acc, counts, mu, var):
-    """Hough sums in units of their noise, normalised angle by angle."""
+def _significance(acc, counts, mu, var, row_scale=None):
+    """Hough sums in units of their noise, normalised angle by angle.
+
+    ``row_scale`` (the median and scatter of each angle) is measured once and
+    reused after trails are taken out.
+    """
     n = np.maximum(counts, 1.0)
     with np.errstate(all="ignore"):
         sig = (acc - mu * counts) / np.sqrt(var * n)
@@ -776,9 +829,13 @@ def _significance(acc, counts, mu, var):
     sig3 = ndimage.uniform_filter1d(sig, 3, axis=1, mode="constant") * np.sqrt(3)
     sig = np.maximum(sig, sig3)
     # each angle's own scatter sets its unit: clumps of faint stars are not lines
-    med = np.median(sig, axis=1, keepdims=True)
-    mad = np.median(np.abs(sig - med), axis=1, keepdims=True) * 1.4826
-    return (sig - med) / np.maximum(mad, 1.0)
+    if row_scale is None:
+        med = np.median(sig, axis=1, keepdims=True)
+        mad = np.median(np.abs(sig - med), axis=1, keepdims=True) * 1.4826
+        row_scale = med, np.maximum(mad, 1.0)
+    sig -= row_scale[0]
+    sig /= row_scale[1]
+    return sig, row_scale
 
 
 def _to_table(trails):

@@ -1,0 +1,177 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""Linear features: find_trails and trail_mask on simulated frames."""
+
+import numpy as np
+import pytest
+
+from astro_aeqa._trails import TRAIL_COLUMNS, find_trails, trail_mask
+from astro_aeqa.preprocessing import sky_statistics
+from astro_aeqa.simulation import GWAC_LIKE, PAPER_2P5M, simulate_image
+
+SHAPE = (512, 512)
+
+
+def to_snr(sim):
+    """A simulated frame in units of its sky noise, background removed."""
+    data = sim.ccd.data.astype(np.float32)
+    valid = np.isfinite(data)
+    stats = sky_statistics(data, valid)
+    return (data - stats.level) / stats.noise, valid
+
+
+def add_trail(snr, *, x0, y0, angle, length, fwhm, peak):
+    """Add a Gaussian-profile segment of ``peak`` sigma; return its truth pixels.
+
+    Truth is where the simulator puts it: within 1.5 FWHM of the line.
+    """
+    ny, nx = snr.shape
+    yy, xx = np.mgrid[:ny, :nx].astype(np.float32)
+    ux, uy = np.cos(angle), np.sin(angle)
+    t = (xx - x0) * ux + (yy - y0) * uy
+    d = -(xx - x0) * uy + (yy - y0) * ux
+    on = (t >= 0) & (t <= length)
+    snr += (peak * np.exp(-0.5 * (d / (fwhm / 2.3548)) ** 2) * on).astype(np.float32)
+    return (np.abs(d) <= 1.5 * fwhm) & on
+
+
+@pytest.fixture(scope="module")
+def star_field():
+    sim = simulate_image(SHAPE, instrument=PAPER_2P5M, seed=11)
+    return to_snr(sim)
+
+
+def rates(mask, truth):
+    return mask[truth].mean(), mask[~truth].mean()
+
+
+@pytest.mark.parametrize(
+    ("peak", "fwhm", "length"),
+    [
+        (2.0, 1.0, 700),  # faint and thin, across the frame
+        (2.0, 3.0, 300),
+        (2.0, 6.0, 150),
+        (5.0, 1.0, 100),
+        (5.0, 4.0, 60),  # a short meteor
+        (20.0, 2.0, 50),
+        (20.0, 6.0, 700),
+    ],
+)
+def test_trail_pixels_masked(star_field, peak, fwhm, length):
+    snr, valid = star_field
+    snr = snr.copy()
+    truth = add_trail(snr, x0=60, y0=90, angle=0.55, length=length, fwhm=fwhm, peak=peak)
+    trails = find_trails(snr, valid)
+    assert len(trails) == 1
+    recall, false_rate = rates(trail_mask(SHAPE, trails), truth)
+    assert recall >= 0.95
+    assert false_rate <= 0.01
+    row = trails[0]
+    assert abs(row["theta"] - np.rad2deg(0.55)) < 1.0
+    assert row["fwhm"] == pytest.approx(fwhm, rel=0.5, abs=0.7)
+    assert row["length"] == pytest.approx(min(length, 600), rel=0.2, abs=10)
+
+
+def test_faint_peak_one_sigma_long_trail_found(star_field):
+    snr, valid = star_field
+    snr = snr.copy()
+    truth = add_trail(snr, x0=0, y0=400, angle=-0.6, length=800, fwhm=3.0, peak=1.0)
+    trails = find_trails(snr, valid)
+    assert len(trails) == 1
+    recall, false_rate = rates(trail_mask(SHAPE, trails), truth)
+    assert recall >= 0.9
+    assert false_rate <= 0.01
+
+
+def test_two_trails(star_field):
+    snr, valid = star_field
+    snr = snr.copy()
+    t1 = add_trail(snr, x0=20, y0=30, angle=0.2, length=600, fwhm=2.0, peak=3.0)
+    t2 = add_trail(snr, x0=400, y0=10, angle=1.9, length=600, fwhm=4.0, peak=8.0)
+    trails = find_trails(snr, valid)
+    assert len(trails) == 2
+    recall, false_rate = rates(trail_mask(SHAPE, trails), t1 | t2)
+    assert recall >= 0.95
+    assert false_rate <= 0.01
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noise_frame_reports_nothing(seed):
+    rng = np.random.default_rng(seed)
+    assert len(find_trails(rng.normal(size=SHAPE).astype(np.float32))) == 0
+
+
+@pytest.mark.parametrize("instrument", [PAPER_2P5M, GWAC_LIKE])
+def test_star_fields_and_spikes_are_not_trails(instrument):
+    for seed in range(3):
+        sim = simulate_image(SHAPE, instrument=instrument, background="spikes", level=1.0, seed=seed)
+        assert len(find_trails(*to_snr(sim))) == 0
+
+
+def test_dense_star_field_is_not_trails():
+    sim = simulate_image(SHAPE, instrument=PAPER_2P5M, n_stars=6000, seed=3)
+    assert len(find_trails(*to_snr(sim))) == 0
+
+
+def test_bleed_columns_are_not_trails(star_field):
+    snr, valid = star_field
+    snr = snr.copy()
+    valid = valid.copy()
+    for x, y, half in ((100, 300, 60), (350, 150, 25), (420, 420, 40)):
+        yy, xx = np.mgrid[:512, :512]
+        snr += (3000.0 * np.exp(-0.5 * ((yy - y) ** 2 + (xx - x) ** 2) / 2.0**2)).astype(np.float32)
+        snr[max(y - half, 0) : y + half, x - 1 : x + 2] = 2000.0  # the bleed, still valid
+    assert len(find_trails(snr, valid)) == 0
+    # as the evaluator sees them: saturated pixels are invalid
+    valid &= snr < 1500
+    assert len(find_trails(snr, valid)) == 0
+
+
+def test_invalid_pixels(star_field):
+    snr, valid = star_field
+    snr = snr.copy()
+    valid = valid.copy()
+    truth = add_trail(snr, x0=0, y0=100, angle=0.4, length=800, fwhm=2.0, peak=4.0)
+    snr[200:230] = np.nan  # a band of NaN rows across the trail
+    valid[:, 250:270] = False  # masked columns holding garbage
+    snr[:, 250:270] = 1e4
+    trails = find_trails(snr, valid)
+    assert len(trails) >= 1
+    mask = trail_mask(SHAPE, trails)
+    usable = valid & np.isfinite(snr)
+    assert mask[truth & usable].mean() >= 0.95
+    assert mask[~truth & usable].mean() <= 0.01
+    assert len(find_trails(np.full(SHAPE, np.nan))) == 0
+    assert len(find_trails(snr, np.zeros(SHAPE, bool))) == 0
+
+
+def test_noise_argument_and_table():
+    rng = np.random.default_rng(5)
+    image = rng.normal(scale=7.0, size=SHAPE).astype(np.float32)
+    add_trail(image, x0=10, y0=10, angle=0.8, length=600, fwhm=2.5, peak=21.0)
+    trails = find_trails(image, noise=7.0)
+    assert tuple(trails.colnames) == TRAIL_COLUMNS
+    assert len(trails) == 1
+    assert trails["peak"][0] == pytest.approx(3.0, rel=0.3)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="2-D"):
+        find_trails(np.zeros(10))
+    with pytest.raises(ValueError, match="valid"):
+        find_trails(np.zeros((32, 32)), np.ones((16, 16), bool))
+
+
+def test_trail_mask_width_and_end_points():
+    from astropy.table import QTable
+
+    trails = QTable(
+        {"x0": [10.0], "y0": [50.0], "x1": [90.0], "y1": [50.0], "fwhm": [2.0]}
+    )
+    mask = trail_mask((100, 100), trails, width_factor=1.5, pad=1.0)
+    half = 1.5 * 2.0 + 1.0
+    assert mask[50, 10:91].all()
+    assert mask[50 + int(half), 50] and not mask[50 + int(half) + 1, 50]
+    assert not mask[50, :8].any() and not mask[50, 93:].any()
+    out = np.zeros((100, 100), bool)
+    out[0, 0] = True
+    assert trail_mask((100, 100), trails, out=out) is out and out[0, 0]
