@@ -23,14 +23,16 @@ def frame_epoch(ccd):
     wcs = getattr(ccd, "wcs", None)
     mjd = getattr(getattr(wcs, "wcs", None), "mjdobs", np.nan) if wcs is not None else np.nan
     if mjd is not None and np.isfinite(mjd):
-        return Time(mjd, format="mjd")
+        return Time(mjd, format="mjd", scale="tt")
     meta = getattr(ccd, "meta", {}) or {}
     for key in ("DATE-OBS", "DATE_OBS", "MJD-OBS"):
         value = meta.get(key)
         if value in (None, ""):
             continue
         try:
-            return Time(float(value), format="mjd") if key == "MJD-OBS" else _parse_date(value)
+            if key == "MJD-OBS":
+                return Time(float(value), format="mjd", scale="tt")
+            return _parse_date(value)
         except ValueError:
             continue
     log.warning("no usable DATE-OBS or MJD-OBS: catalogue positions stay at their own epoch")
@@ -38,13 +40,17 @@ def frame_epoch(ccd):
 
 
 def _parse_date(value):
-    """Parse a DATE-OBS: ISO, or the pre-2000 FITS form 'dd/mm/yy' (19yy)."""
+    """Parse a DATE-OBS: ISO, or the pre-2000 FITS form 'dd/mm/yy' (19yy).
+
+    The scale is taken as TT: an epoch for proper motions needs no better than
+    a minute, and UTC before 1960 (old plates) is undefined in ERFA.
+    """
     text = str(value).strip()
     parts = text.split("/")
     if len(parts) == 3 and all(p.strip().isdigit() for p in parts):
         day, month, year = (int(p) for p in parts)
-        return Time(f"{1900 + year if year < 100 else year:04d}-{month:02d}-{day:02d}")
-    return Time(text)
+        return Time(f"{1900 + year if year < 100 else year:04d}-{month:02d}-{day:02d}", scale="tt")
+    return Time(text, scale="tt")
 
 
 def as_ccd(image, *, hdu=None, name="image"):

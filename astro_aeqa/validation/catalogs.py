@@ -257,7 +257,7 @@ def _epoch_year(epoch):
     if isinstance(epoch, Time):
         return float(epoch.jyear)
     if isinstance(epoch, str):
-        return float(Time(epoch).jyear)
+        return float(Time(epoch, scale="tt").jyear)
     return float(epoch)
 
 
@@ -515,20 +515,20 @@ def sky_tiles(centre, radius, *, level=None):
     size = 58.6 / 2**level
     tiles = []
     dec0, r = centre.dec.deg, radius.to_value(u.deg)
-    for band in range(
-        int((max(dec0 - r, -90) + 90) // size), int((min(dec0 + r, 90) + 90) // size) + 1
-    ):
+    first = int((max(dec0 - r, -90) + 90) // size)
+    last = int((min(dec0 + r, 90) + 90) // size)
+    for band in range(first, last + 1):
         lo, hi = -90 + band * size, min(-90 + (band + 1) * size, 90)
         n_ra = _grid_n_ra(lo, hi, size)
-        for cell in range(n_ra):
-            box = _grid_box(("grid", level, band, cell))
-            corners = SkyCoord(
-                [box[0], box[1], box[0], box[1], (box[0] + box[1]) / 2] * u.deg,
-                [box[2], box[2], box[3], box[3], (box[2] + box[3]) / 2] * u.deg,
-            )
-            reach = corners[:4].separation(corners[4]).max()
-            if centre.separation(corners[4]) <= radius + reach:
-                tiles.append(("grid", level, band, cell))
+        step = 360.0 / n_ra
+        cells = np.arange(n_ra)
+        mid = SkyCoord((cells + 0.5) * step * u.deg, np.full(n_ra, (lo + hi) / 2) * u.deg)
+        corner = SkyCoord(
+            cells * step * u.deg, np.full(n_ra, lo if abs(lo) > abs(hi) else hi) * u.deg
+        )
+        reach = mid.separation(corner)
+        near = centre.separation(mid) <= radius + reach
+        tiles.extend(("grid", level, band, int(c)) for c in cells[near])
     return tiles
 
 
