@@ -330,7 +330,9 @@ def _gauss(x, a, mu, sigma):
 
 
 class _Finder:
-    def __init__(self, frame, *, min_snr, min_length, max_width, clip, spike_factor, bleed_angle):
+    def __init__(
+        self, frame, *, min_snr, min_length, max_width, clip, spike_factor, bleed_angle, bleed_peak
+    ):
         self.f = frame
         self.min_snr = min_snr
         self.min_length = min_length
@@ -338,6 +340,7 @@ class _Finder:
         self.clip = clip
         self.spike_factor = spike_factor
         self.bleed_angle = bleed_angle
+        self.bleed_peak = bleed_peak
         self.stars = np.zeros((0, 4))  # x, y, radius, peak (full-resolution pixels)
 
     def refine(self, theta, rho, width_guess, half_band):
@@ -453,6 +456,8 @@ class _Finder:
         if new_theta != theta or new_rho != rho:
             # re-express the end points on the refined line (small change)
             pass
+        core = np.abs(ds - d0) <= max(2 * sig, 1.0)
+        out["gaps"] = float(np.mean(~np.isfinite(v[sel][:, core])))
         seg = m[sel][covered[sel]]
         n = max(seg.size, 1)
         out["snr"] = float(np.sum(seg) / np.sqrt(n))
@@ -483,23 +488,28 @@ class _Finder:
             return "blob"
         if res["evenness"] < 0.5:
             return "uneven"
+        theta, rho = res["theta_used"], res["rho_used"]
+        line_angle = (theta + np.pi / 2) % (np.pi / 2)
+        axis_aligned = min(line_angle, np.pi / 2 - line_angle) <= np.deg2rad(self.bleed_angle)
+        near_star = False
         if self.stars.size:
-            theta, rho = res["theta_used"], res["rho_used"]
             c, s = np.cos(theta), np.sin(theta)
             sx, sy, sr = self.stars[:, 0], self.stars[:, 1], self.stars[:, 2]
             d = sx * c + sy * s - rho
             t = -sx * s + sy * c
-            near = (np.abs(d) <= 2 * fwhm + sr + 2) & (t >= res["t0"] - sr - 5) & (
-                t <= res["t1"] + sr + 5
+            near = (
+                (np.abs(d) <= 2 * fwhm + sr + 2)
+                & (t >= res["t0"] - sr - 5)
+                & (t <= res["t1"] + sr + 5)
             )
-            if near.any():
-                reach = np.maximum(np.abs(t - res["t0"]), np.abs(t - res["t1"]))
-                if np.any(near & (reach <= self.spike_factor * np.maximum(sr, 3.0))):
-                    return "spike"
-                line_angle = (theta + np.pi / 2) % (np.pi / 2)
-                off_axis = min(line_angle, np.pi / 2 - line_angle)
-                if off_axis <= np.deg2rad(self.bleed_angle):
-                    return "bleed"
+            near_star = bool(near.any())
+            reach = np.maximum(np.abs(t - res["t0"]), np.abs(t - res["t1"]))
+            if np.any(near & (reach <= self.spike_factor * np.maximum(sr, 3.0))):
+                return "spike"
+        # a bleed runs along a detector axis from a saturated star: a star, saturated
+        # (invalid) pixels on the line, or a saturation-like brightness
+        if axis_aligned and (near_star or res["gaps"] >= 0.1 or res["amp"] >= self.bleed_peak):
+            return "bleed"
         return None
 
 
@@ -516,6 +526,7 @@ def find_trails(
     star_peak=10.0,
     spike_factor=6.0,
     bleed_angle=1.5,
+    bleed_peak=300.0,
     search_snr=6.0,
     n_max=10,
 ):
@@ -554,8 +565,12 @@ def find_trails(
     spike_factor : float, optional
         See ``star_peak``.
     bleed_angle : float, optional
-        A line within this many degrees of a detector axis that touches a
-        bright star is a bleed column (saturation) and is not reported.
+        A line within this many degrees of a detector axis is a bleed column
+        (saturation) and is not reported when it touches a bright star, has
+        invalid (for example saturated) pixels on more than 10 % of its
+        centre line, or peaks above ``bleed_peak``.
+    bleed_peak : float, optional
+        See ``bleed_angle``; in units of the sky noise.
     search_snr : float, optional
         Peaks of the line transform above this many of its own sigmas
         (measured angle by angle) are refined as candidates.
@@ -637,6 +652,7 @@ def find_trails(
         clip=clip,
         spike_factor=spike_factor,
         bleed_angle=bleed_angle,
+        bleed_peak=bleed_peak,
     )
 
     # segments: stars (compact, bright) out; elongated ones are candidates
@@ -738,7 +754,9 @@ def find_trails(
             "hough candidate %.1f sigma: %s %s",
             sig[it, ir],
             why or "trail",
-            "" if res is None else {k: round(res[k], 2) for k in ("snr", "median_snr", "evenness", "amp")},
+            ""
+            if res is None
+            else {k: round(res[k], 2) for k in ("snr", "median_snr", "evenness", "amp")},
         )
         # take what was looked at out of the accumulator, so the next peak is new:
         # the line tried, and the trail it led to
@@ -864,7 +882,7 @@ def _to_table(trails):
     return QTable(cols, names=TRAIL_COLUMNS)
 
 
-def trail_mask(shape, trails, *, width_factor=1.5, pad=1.5, min_half_width=1.5, out=None):
+def trail_mask(shape, trails, *, width_factor=1.5, pad=1.0, min_half_width=1.5, out=None):
     """
     Pixel mask of trails, following each one's width and end points.
 

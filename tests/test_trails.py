@@ -82,14 +82,15 @@ def test_faint_peak_one_sigma_long_trail_found(star_field):
     assert false_rate <= 0.01
 
 
-def test_two_trails(star_field):
-    snr, valid = star_field
-    snr = snr.copy()
-    t1 = add_trail(snr, x0=20, y0=30, angle=0.2, length=600, fwhm=2.0, peak=3.0)
-    t2 = add_trail(snr, x0=400, y0=10, angle=1.9, length=600, fwhm=4.0, peak=8.0)
+def test_two_trails():
+    # a larger frame: the 1-pixel pad of two frame-long trails alone is ~1 % of 512x512
+    shape = (1024, 1024)
+    snr, valid = to_snr(simulate_image(shape, instrument=PAPER_2P5M, seed=12))
+    t1 = add_trail(snr, x0=20, y0=30, angle=0.2, length=1200, fwhm=2.0, peak=3.0)
+    t2 = add_trail(snr, x0=800, y0=10, angle=1.9, length=1200, fwhm=4.0, peak=8.0)
     trails = find_trails(snr, valid)
     assert len(trails) == 2
-    recall, false_rate = rates(trail_mask(SHAPE, trails), t1 | t2)
+    recall, false_rate = rates(trail_mask(shape, trails), t1 | t2)
     assert recall >= 0.95
     assert false_rate <= 0.01
 
@@ -103,7 +104,9 @@ def test_noise_frame_reports_nothing(seed):
 @pytest.mark.parametrize("instrument", [PAPER_2P5M, GWAC_LIKE])
 def test_star_fields_and_spikes_are_not_trails(instrument):
     for seed in range(3):
-        sim = simulate_image(SHAPE, instrument=instrument, background="spikes", level=1.0, seed=seed)
+        sim = simulate_image(
+            SHAPE, instrument=instrument, background="spikes", level=1.0, seed=seed
+        )
         assert len(find_trails(*to_snr(sim))) == 0
 
 
@@ -164,9 +167,7 @@ def test_bad_input():
 def test_trail_mask_width_and_end_points():
     from astropy.table import QTable
 
-    trails = QTable(
-        {"x0": [10.0], "y0": [50.0], "x1": [90.0], "y1": [50.0], "fwhm": [2.0]}
-    )
+    trails = QTable({"x0": [10.0], "y0": [50.0], "x1": [90.0], "y1": [50.0], "fwhm": [2.0]})
     mask = trail_mask((100, 100), trails, width_factor=1.5, pad=1.0)
     half = 1.5 * 2.0 + 1.0
     assert mask[50, 10:91].all()
