@@ -1,9 +1,19 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """Shared fixtures. Tests run against the installed package."""
 
+import tempfile
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
+
+try:  # hypothesis keeps its caches out of the checkout (tests/test_fuzz.py)
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "astro_aeqa-hypothesis")
+except ImportError:
+    pass
 
 try:
     from pytest_astropy_header.display import PYTEST_HEADER_MODULES

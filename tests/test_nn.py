@@ -414,6 +414,7 @@ def test_crafted_huge_config_is_refused_before_building(model_file, tmp_path, mo
         ({"aeqa": json.dumps({"psf_calibration": {"mae_median": 1}})}, "'psf_calibration'"),
         ({"aeqa": json.dumps({"training": [1]})}, "'training'"),
         ({"format_version": "one"}, "'format_version'"),
+        ({"aeqa": json.dumps({"aggregate": "mode"})}, "'aggregate' is 'mode'"),
     ],
 )
 def test_damaged_metadata_is_a_model_file_error_naming_file_and_field(
@@ -424,6 +425,14 @@ def test_damaged_metadata_is_a_model_file_error_naming_file_and_field(
     for reader in (load_model, read_model_metadata):
         with pytest.raises(ModelFileError, match=f"damaged.safetensors: .*{field}"):
             reader(path)
+
+
+def test_metadata_choices_match_the_evaluator():
+    from astro_aeqa import evaluator, preprocessing
+    from astro_aeqa.nn import serialization
+
+    assert serialization._CHOICES["aggregate"] == evaluator.AGGREGATES
+    assert serialization._CHOICES["normalization"] == preprocessing.NORMALIZATIONS
 
 
 def test_damaged_metadata_through_the_evaluator_and_the_cli(model_file, tmp_path, capsys):

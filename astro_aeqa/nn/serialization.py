@@ -240,6 +240,9 @@ def _check_field(name, field, value, kind, **limits):
 
 
 _STR_FIELDS = ("package_version", "model_name", "normalization", "aggregate", "saved")
+# The values the evaluator accepts (`astro_aeqa.evaluator.AGGREGATES` and
+# `astro_aeqa.preprocessing.NORMALIZATIONS`; a test keeps them equal).
+_CHOICES = {"normalization": ("noise", "minmax"), "aggregate": ("mean", "trimmed_mean", "median")}
 _BOOL_FIELDS = ("sky_term", "star_aware", "psf_term")
 _PSF_CALIBRATION_KEYS = ("mae_median", "mae_mad", "psf_median", "psf_mad")
 
@@ -292,6 +295,15 @@ field 'fpr' is 'x'; expected a number strictly between 0 and 1; save the model a
     get = metadata.get
     for field in _STR_FIELDS:
         _check_field(name, field, get(field), "str")
+    for field, choices in _CHOICES.items():
+        if get(field) is not None and get(field) not in choices:
+            shown = repr(get(field))[:40]
+            raise _damaged(
+                name,
+                f"field {field!r}",
+                f"is {shown}; expected one of {choices} (a file from a newer astro_aeqa? "
+                "upgrade astro_aeqa)",
+            )
     for field in _BOOL_FIELDS:
         _check_field(name, field, get(field), "bool")
     _check_field(name, "patch_size", get("patch_size"), "int", low=1, high=_MAX_SIZE)
