@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .exceptions import AEQAError
-from .utils import file_sha256, save_figure_atomic, write_table_atomic
+from .utils import check_writable_dir, file_sha256, save_figure_atomic, write_table_atomic
 from .utils import progress_bar as _progress_bar
 
 __all__ = ["SUMMARY_COLUMNS", "SUMMARY_NAME", "fits_stem", "process_file", "score_files"]
@@ -600,7 +600,7 @@ def read_summary_rows(path):
         for name, kind in zip(SUMMARY_COLUMNS, _SUMMARY_DTYPES, strict=True):
             value = row[name]
             value = getattr(value, "value", value)
-            row[name] = (str() if kind is str else np.nan) if np.ma.is_masked(value) else kind(value)
+            row[name] = ("" if kind is str else np.nan) if np.ma.is_masked(value) else kind(value)
         rows.append(row)
     return rows
 
@@ -755,6 +755,9 @@ def score_files(
         raise FileExistsError(msg)
     if write_masks or plots:
         check_distinct_stems(paths)
+    check_writable_dir(out_dir)  # before any work
+    if write_masks and not overwrite and summary.exists():
+        read_summary_rows(summary)  # a table the rerun cannot merge into stops it now
     options = {
         "output_dir": str(out_dir.resolve()),
         "write_masks": write_masks,
@@ -764,7 +767,6 @@ def score_files(
         "threshold": threshold,
         "fpr": fpr,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows, sha = _score_rows(
         paths,
         model,

@@ -8,6 +8,7 @@ worker processes take many seconds to start here.
 """
 
 import shutil
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -255,6 +256,19 @@ def test_score_files_synchronous_and_errors(tiny_evaluator, model_file, night, t
             write_masks=True,
             scheduler="synchronous",
         )
+
+
+def test_score_files_masking_rerun_merges_and_checks_the_directory(tiny_evaluator, night, tmp_path):
+    """Issue 17: a masking rerun on one file dropped the other rows of scores.ecsv."""
+    kwargs = dict(write_masks=True, scheduler="synchronous", fpr=FPR, progress_bar=False)
+    parallel.score_files(night[:3], tiny_evaluator, output_dir=tmp_path, **kwargs)
+    (tmp_path / f"{night[1].stem}_aeqa.fits").unlink()
+    table = parallel.score_files(night[1:2], tiny_evaluator, output_dir=tmp_path, **kwargs)
+    assert [Path(f).name for f in table["file"]] == [p.name for p in night[:3]]
+    assert list(table["status"]) == ["ok", "ok", "ok"]
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(NotADirectoryError, match="exists and is a file"):
+        parallel.score_files(night[:1], tiny_evaluator, output_dir=tmp_path / "taken", **kwargs)
 
 
 def test_cli_score_n_workers(model_file, night, tiny_evaluator, tmp_path, capsys, monkeypatch):
