@@ -408,7 +408,7 @@ def aperture_photometry_table(
         # star's Poisson noise in electrons
         floor = read_noise / eff_gain if eff_gain > 0 else 0.0
         fallback = float(np.nanmedian(bkg_rms)) if np.isfinite(bkg_rms).any() else floor
-        sky, sky_err = _sky_error(data, nonfinite, 4 * r_out, fallback)
+        sky, sky_err = _sky_error(data, nonfinite, 2 * r_out, fallback)
         sky_err = np.sqrt(np.nan_to_num(sky_err, nan=fallback) ** 2 + floor**2)
         sky = np.nanmedian(bkg) if sky is None else sky
         unc = calc_total_error(np.nan_to_num(data - sky), sky_err, eff_gain)
