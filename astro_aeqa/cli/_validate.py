@@ -79,7 +79,7 @@ def register(subparsers):
     parser.add_argument(
         "--min-matches",
         default="auto",
-        help="fewest zero-point stars (default auto: a third of the unflagged stars, 3 to 10)",
+        help="fewest zero-point stars (default auto: a third of the unflagged stars at S/N >= 5, 3 to 10)",
     )
     parser.add_argument(
         "--g-range",

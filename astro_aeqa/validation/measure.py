@@ -168,8 +168,9 @@ def measure_frame(
         Fit a BP-RP colour term (needs ``bp_rp``).
     min_matches : int or "auto", optional
         Fewest zero-point stars; fewer means the WCS or catalogue does not
-        fit the frame. "auto": a third of the unflagged, unmasked stars measured,
-        between 3 and 10, so that a small frame with a few stars calibrates.
+        fit the frame. "auto": a third of the unflagged, unmasked stars measured
+        at S/N >= 5, between 3 and 10, so that a small frame with a few stars
+        calibrates.
     max_scatter : float, optional
         Largest robust zero-point scatter (mag) accepted.
     fit_slope : bool, optional
@@ -363,7 +364,8 @@ def measure_frame(
         if min_matches != "auto":
             msg = f"min_matches must be an integer or 'auto', got {min_matches!r}"
             raise ValueError(msg)
-        min_matches = int(np.clip(int(clean.sum()) // 3, 3, 10))
+        visible = clean & (np.nan_to_num(np.asarray(out["snr"], float)) >= min(5.0, snr_min))
+        min_matches = int(np.clip(int(visible.sum()) // 3, 3, 10))
     if zero_point is not None:
         fit = (
             zero_point
