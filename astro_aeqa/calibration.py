@@ -22,10 +22,10 @@ from .exceptions import ModelFileError
 
 __all__ = ["CameraReference"]
 
-# Least fractional change of the clean sky level that the sky term counts:
-# clean frames of one camera differ by a few per cent (airglow, zodiacal
-# light, twilight), which two reference frames cannot measure.
-_MIN_SKY_TOLERANCE = 0.05
+# Least fractional change of the clean sky level that marks a patch as not
+# clear: clean frames of one camera differ by several per cent (airglow,
+# zodiacal light, twilight), which two reference frames cannot measure.
+_MIN_SKY_TOLERANCE = 0.15
 # Exposure-time keywords, in the order they are looked up.
 _EXPTIME_KEYS = ("EXPTIME", "EXPOSURE", "EXP_TIME", "ITIME")
 
@@ -59,7 +59,7 @@ class CameraReference:
         their headers give none; levels are then compared as they are.
     sky_tolerance : float
         Fractional change of the sky level that clean frames show (at
-        least 5 %).
+        least 15 %): patches within it are a frame's clear candidates.
     n_frames : int
         Number of clean frames it was learnt from.
     shape : tuple of int or None
@@ -148,14 +148,15 @@ class CameraReference:
             and patch_size == self.patch_size
         )
 
-    def expected_sky(self, shape, patch_size, exptime, *, shift=(0, 0)):
+    def expected_sky(self, shape, patch_size, exptime, *, shift=(0, 0), maps=True):
         """
         Clean sky level and noise expected in each patch of a frame.
 
         ``shift`` is the origin of a patch grid moved by half a patch in y
         and/or x (``(0 or p // 2, 0 or p // 2)``), as calibration uses to
         sample more patches of few frames; the map is then averaged between
-        neighbouring patches.
+        neighbouring patches. With ``maps=False`` the level is the
+        frame-wide clean sky.
 
         Returns
         -------
@@ -167,21 +168,47 @@ class CameraReference:
         if self.exptime is not None and exptime is not None:
             scale = exptime / self.exptime
         level = self.sky_level * scale
-        if self.maps_apply(shape, patch_size):
+        if maps and self.maps_apply(shape, patch_size):
             level = level * _half_shifted(self.sky_map, shift)
         return level, self.noise * math.sqrt(scale)
 
-    def sky_deviation(self, patch_sky, shape, patch_size, exptime, *, shift=(0, 0)):
+    def clear_sky(self, patch_sky, shape, patch_size, exptime, *, shift=(0, 0)):
         """
-        Each patch's sky against the camera's clean sky: ``asinh`` of the
-        offset over three times the tolerated scatter (the same scale as the
-        frame-relative sky term).
+        The clear-sky level of each patch of a frame, anchored on the camera.
+
+        The patches whose sky lies within ``sky_tolerance`` of the camera's
+        clean sky are the frame's clear candidates; their median ratio to
+        the clean sky scales the reference to tonight's clear sky. A frame
+        with no such patch (overcast, or a sky unlike any reference) gets
+        the reference itself. So on a frame that a cloud covers to 95 % the
+        clear 5 % is the anchor, not the cloud.
+
+        Returns
+        -------
+        level : float or 2-D `~numpy.ndarray`
+            Data units, per patch when the maps apply.
+        noise : float
+            The clean sky noise expected at this exposure and clear sky.
+        anchor : float
+            The clear sky over the camera's clean sky (1 when no clear
+            candidate was found).
         """
         level, noise = self.expected_sky(shape, patch_size, exptime, shift=shift)
         if np.ndim(level):
             level = level[: patch_sky.shape[0], : patch_sky.shape[1]]
-        tolerance = np.hypot(noise, self.sky_tolerance * np.abs(level))
-        return np.arcsinh((patch_sky - level) / (3.0 * tolerance))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = patch_sky / level
+        finite = np.isfinite(ratio)
+        clear = finite & (np.abs(ratio - 1.0) <= self.sky_tolerance)
+        if clear.sum() < max(3, 0.05 * finite.sum()):
+            return level, noise, 1.0
+        # a median weighted towards the reference: a partly clouded patch
+        # within the tolerance must not pull the anchor off the clear ones
+        candidates = ratio[clear]
+        weights = np.exp(-(((candidates - 1.0) / (0.5 * self.sky_tolerance)) ** 2))
+        anchor = _weighted_median(candidates, weights)
+        # a brighter clear sky is a noisier one (Poisson)
+        return level * anchor, noise * math.sqrt(max(anchor, 0.0)), anchor
 
     def to_dict(self):
         """A JSON-ready dict (for the model file)."""
@@ -270,6 +297,13 @@ class CameraReference:
             coverage=maps.get("coverage"),
             patch_size=patch_size if isinstance(patch_size, int) else None,
         )
+
+
+def _weighted_median(values, weights):
+    """The weighted median of a 1-D sample."""
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
 
 
 def _half_shifted(grid, shift):

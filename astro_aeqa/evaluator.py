@@ -49,9 +49,11 @@ from .nn import (
 from .preprocessing import (
     _ASINH_SOFTENING,
     NORMALIZATIONS,
+    SkyStatistics,
     minmax_tiles,
     normalize_frame,
     sky_statistics,
+    subtract_local_background,
     subtract_tile_median,
 )
 from .stars import auto_patch_size, bright_star_mask, find_stars, measure_fwhm, psf_shape_map
@@ -82,6 +84,12 @@ _AUTO_PATCH_MAX = 64
 # Faintest source peak (sky sigmas) that star-aware scoring leaves out and
 # whose shape enters the PSF term (chosen by benchmarks/quality.py).
 _STAR_MIN_SNR = 20.0
+# Fraction of the clear sky by which a patch's sky may differ from it before
+# the camera-referenced sky term counts it: about the change that 0.05 mag
+# of extinction makes, and what photometry tolerates.
+_SKY_DEAD_ZONE = 0.05
+# Least threshold, as a multiple of the median clean reference score.
+_MIN_THRESHOLD_RATIO = 1.25
 # Fewest clean patches with a PSF-term value that calibrate its scale.
 _PSF_MIN_PATCHES = 20
 # Bytes of network activations one forward batch may hold (the batch size adapts).
@@ -657,7 +665,9 @@ class AEQualityEvaluator:
             prepared = first[index] if index < len(first) else self._prepare(frame, hdu=hdu)
             if index < len(first):
                 first[index] = None  # free it once used
-            parts = self._score_parts(prepared, progress_bar=progress_bar)
+            parts = self._score_parts(
+                prepared, progress_bar=progress_bar, local_background=self.sky_term
+            )
             records += [self._calibration_record(prepared, parts, shift) for shift in shifts]
         self._calibrate_records(records)
         return self
@@ -754,7 +764,9 @@ class AEQualityEvaluator:
         records = []
         p, t = self.patch_size, self.crop_size
         for index, origins in held_out.items():
-            parts = self._score_parts(frames[index], progress_bar=progress_bar)
+            parts = self._score_parts(
+                frames[index], progress_bar=progress_bar, local_background=self.sky_term
+            )
             inside = np.zeros(parts["mae"].shape, bool)
             for y0, x0 in origins:
                 iy0, ix0 = -(-y0 // p), -(-x0 // p)
@@ -863,6 +875,17 @@ class AEQualityEvaluator:
             if footprint is not None:
                 valid &= footprint
             stats = sky_statistics(data, valid)
+            exptime = exposure_time(ccd.meta)
+            if self.camera_ is not None:
+                # about the level and in the noise of the camera's clear sky
+                # tonight: a cloud over most of the frame moves the frame's own
+                p = self.patch_size
+                step = 2 if p % 2 == 0 and p >= 8 else 1
+                sample = np.where(valid[::step, ::step], data[::step, ::step], np.nan)
+                patch_sky, _ = aggregate_patches(sample, p // step, statistic="median")
+                _, noise, anchor = self.camera_.clear_sky(patch_sky, shape, p, exptime)
+                level, _ = self.camera_.expected_sky(shape, p, exptime, maps=False)
+                stats = SkyStatistics(level=level * anchor, noise=noise)
             _wait(
                 [
                     pool.submit(
@@ -885,7 +908,7 @@ class AEQualityEvaluator:
             "input_mask": input_mask,
             "footprint": footprint,
             "stats": stats,
-            "exptime": exposure_time(ccd.meta),
+            "exptime": exptime,
         }
 
     def _footprint(self, data, finite):
@@ -1014,16 +1037,17 @@ class AEQualityEvaluator:
             return 0.0
         if self.camera_ is None:
             return np.abs(sky)
-        deviation = self.camera_.sky_deviation(
-            _patch_sky_level(sky, info["stats"]),
-            info["shape"],
-            self.patch_size,
-            info["exptime"],
-            shift=shift,
+        stats = info["stats"]
+        patch_sky = _patch_sky_level(sky, stats)
+        clear, noise, _ = self.camera_.clear_sky(
+            patch_sky, info["shape"], self.patch_size, info["exptime"], shift=shift
         )
-        return np.abs(deviation)
+        # the frame-relative term's form, in the camera's clear sky and
+        # noise; a change of the sky under _SKY_DEAD_ZONE does not count
+        excess = np.abs(patch_sky - clear) - _SKY_DEAD_ZONE * np.abs(clear)
+        return np.arcsinh(np.maximum(excess, 0.0) / (_ASINH_SOFTENING * noise))
 
-    def _score_parts(self, prepared, *, with_psf=True, progress_bar=False):
+    def _score_parts(self, prepared, *, with_psf=True, progress_bar=False, local_background=None):
         """Per patch: the parts of the score (a dict).
 
         ``mae`` (star-aware) and ``raw_mae`` (not) are the aggregated
@@ -1036,9 +1060,16 @@ class AEQualityEvaluator:
         which uses a CPU better than torch's own threads on these small
         convolutions), the star finding, and the patch statistics of each
         band of patch rows as soon as the tiles above it are done.
+        With ``local_background`` (the default when there is a camera
+        reference) the network sees the frame less its local background
+        (`~astro_aeqa.preprocessing.subtract_local_background`).
         """
         with_psf = with_psf and self.psf_term and self.reference_fwhm_ is not None
         x = prepared["x"]
+        if local_background is None:  # as the camera reference was calibrated
+            local_background = self.camera_ is not None and self.sky_term
+        if local_background:
+            x = subtract_local_background(x, prepared["valid"], max(1, self.patch_size // 2))
         ny, nx = x.shape
         p = self.patch_size
         workers = self._scoring_workers()
@@ -1266,7 +1297,12 @@ class AEQualityEvaluator:
         fpr = self.fpr if fpr is None else _check_fpr(fpr)
         if self.reference_scores_ is None:
             return robust_threshold(patch_scores), None, "robust"
-        calibrated = conformal_threshold(self.reference_scores_, fpr)
+        # Never within _MIN_THRESHOLD_RATIO of a typical clean patch: a few
+        # alike calibration frames understate how clean patches vary.
+        calibrated = max(
+            conformal_threshold(self.reference_scores_, fpr),
+            _MIN_THRESHOLD_RATIO * float(np.median(self.reference_scores_)),
+        )
         if self.camera_ is None and _fraction_above(patch_scores, calibrated) > 0.5:
             # Zero-shot, most of the frame lies outside the model's reference:
             # a camera the model never saw looks like that too, so the frame's

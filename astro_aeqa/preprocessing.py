@@ -22,8 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.stats import sigma_clip
+from scipy import ndimage
 
 from .exceptions import InputDataError
+from .tiling import aggregate_patches
 
 __all__ = [
     "NORMALIZATIONS",
@@ -33,6 +35,7 @@ __all__ = [
     "normalize_frame",
     "minmax_tiles",
     "subtract_tile_median",
+    "subtract_local_background",
 ]
 
 NORMALIZATIONS = ("noise", "minmax")
@@ -233,3 +236,28 @@ def subtract_tile_median(tiles):
     step = 4 if side >= 512 else (2 if side >= 64 else 1)
     sample = tiles[..., ::step, ::step]
     return tiles - np.median(sample, axis=(-2, -1), keepdims=True)
+
+
+def subtract_local_background(x, valid, block):
+    """
+    Subtract from a normalised frame its local background: the medians of
+    ``block``-pixel blocks of the valid pixels, interpolated bilinearly.
+
+    With a camera reference the sky is scored against the camera's clean
+    sky apart from the network, so the network sees structure alone: a
+    cloud that covers most of a tile no longer shifts the clear rest of it.
+
+    Returns
+    -------
+    out : 2-D float32 `~numpy.ndarray`
+        ``x`` minus the background, zero at invalid pixels.
+    """
+    step = 2 if block >= 8 and block % 2 == 0 else 1
+    sample = np.where(valid[::step, ::step], x[::step, ::step], np.nan)
+    medians, _ = aggregate_patches(sample, block // step, statistic="median")
+    medians = np.where(np.isfinite(medians), medians, 0.0).astype(np.float32)
+    ny, nx = x.shape
+    background = ndimage.zoom(medians, block, order=1, grid_mode=True, mode="nearest")
+    out = np.subtract(x, background[:ny, :nx], dtype=np.float32)
+    out[~valid] = 0.0
+    return out
