@@ -833,7 +833,7 @@ def check_output_path(output, *, inputs=()):
     Refuse an output file that is one of the inputs.
 
     The same file is found through symbolic links, hard links and
-    different spellings of the path (`os.path.samefile`), so writing with
+    different spellings of the path (``os.path.samefile``), so writing with
     ``overwrite=True`` can never replace the frame being read (with all its
     other extensions).
 

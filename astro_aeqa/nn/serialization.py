@@ -454,7 +454,7 @@ def load_model(path, *, device="cpu", max_parameters=MAX_PARAMETERS):
     device : str or `torch.device`
         Where to put the weights (see `~astro_aeqa.nn.resolve_device`).
     max_parameters : int, optional
-        Largest network accepted (default `MAX_PARAMETERS`, 100 million).
+        Largest network accepted (default ``MAX_PARAMETERS``, 100 million).
 
     Returns
     -------
@@ -470,7 +470,7 @@ def load_model(path, *, device="cpu", max_parameters=MAX_PARAMETERS):
     `~astro_aeqa.exceptions.ModelFileError`
         If the file is not a (complete) safetensors file, not an astro_aeqa
         model, from a newer format version, its metadata are damaged (see
-        `validate_model_metadata`), its network is larger than
+        ``validate_model_metadata``), its network is larger than
         ``max_parameters``, or its weights do not match its architecture
         config. The message names the file.
     """
