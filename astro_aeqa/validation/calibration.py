@@ -114,7 +114,7 @@ class ZeroPointFit:
     """
     Result of `fit_zero_point`: ``mag_cat = f(mag_inst) + color_term * color``.
 
-    ``f`` is the characteristic curve ``curve`` (see `CURVES`): for
+    ``f`` is the characteristic curve ``curve`` (see ``CURVES``): for
     ``"offset"`` ``f(m) = m + zero_point``, for ``"linear"``
     ``f(m) = slope * m + zero_point``; polynomials and splines are kept in
     ``model`` and continued linearly outside the fitted magnitude range.
@@ -137,7 +137,7 @@ class ZeroPointFit:
         ``df/dm``: 1 for an offset, the fitted slope for ``"linear"``, the
         median slope over the stars kept for a curve.
     curve : str
-        The characteristic curve, one of `CURVES`.
+        The characteristic curve, one of ``CURVES``.
     zero_point_err : float
         Standard error of the calibration at a typical star (mag):
         ``scatter * sqrt(n_parameters / n_used)``.
@@ -300,7 +300,7 @@ def fit_zero_point(
     photographic plate (or a detector near saturation) does not: its
     characteristic curve bends the calibrated magnitude by tenths of a
     magnitude over the range of the stars. ``curve="auto"`` chooses among
-    `CURVES` by ``n_folds``-fold cross-validation: the robust scatter of
+    ``CURVES`` by ``n_folds``-fold cross-validation: the robust scatter of
     the held-out residuals is computed for each curve that has at least 10
     stars per parameter, and the simplest curve whose scatter is within
     ``tolerance`` (relative) plus ``min_gain`` (mag) of the best one wins:

@@ -365,7 +365,7 @@ def load_catalog(
         are stacked, each source once by ``source_id``. A catalogue needs
         ``ra``, ``dec`` (deg) and ``phot_g_mean_mag``, in Gaia names or
         VizieR's (``RA_ICRS``, ``DE_ICRS``, ``Gmag``, ``BP-RP``, ``pmRA``,
-        ``pmDE``, ``RUWE``, ``VarFlag``; see `COLUMN_ALIASES`); ``pmra``,
+        ``pmDE``, ``RUWE``, ``VarFlag``; see ``COLUMN_ALIASES``); ``pmra``,
         ``pmdec``, ``ref_epoch``, ``bp_rp``, ``ruwe`` and
         ``phot_variable_flag`` are used when present.
     g_range : tuple or None, optional
