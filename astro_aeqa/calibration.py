@@ -26,6 +26,11 @@ __all__ = ["CameraReference"]
 # clear: clean frames of one camera differ by several per cent (airglow,
 # zodiacal light, twilight), which two reference frames cannot measure.
 _MIN_SKY_TOLERANCE = 0.15
+# The transparency term counts sources in blocks of 2 * _STAR_REACH + 1
+# patches a side (clouds are larger than a patch; one patch holds few stars),
+_STAR_REACH = 2
+# and only where the clean sky would show this many there.
+_MIN_EXPECTED_STARS = 8.0
 # Exposure-time keywords, in the order they are looked up.
 _EXPTIME_KEYS = ("EXPTIME", "EXPOSURE", "EXP_TIME", "ITIME")
 
@@ -72,6 +77,15 @@ class CameraReference:
         reference frames.
     patch_size : int or None
         Patch side of the maps.
+    star_density : float or None
+        Sources per patch bright enough to find (peak of at least 20 clean
+        sky sigmas) on the clean frames; None when too few were found.
+    star_dispersion : float
+        Variance over mean of the source counts in blocks of patches on the
+        clean frames (1 for a Poisson sky; more for clustered fields).
+    star_map : 2-D `~numpy.ndarray` or None
+        Per patch, the mean source count of the clean frames (with the
+        other maps: fixed cameras see fewer stars towards the horizon).
     """
 
     sky_level: float
@@ -83,6 +97,9 @@ class CameraReference:
     sky_map: np.ndarray | None = None
     coverage: np.ndarray | None = None
     patch_size: int | None = None
+    star_density: float | None = None
+    star_dispersion: float = 1.0
+    star_map: np.ndarray | None = None
 
     @classmethod
     def from_frames(cls, frames, patch_size):
@@ -95,7 +112,8 @@ class CameraReference:
             Per frame: ``level`` and ``noise`` (the frame's sky statistics,
             data units), ``exptime`` (s or None), ``patch_sky`` (2-D patch
             sky levels in data units, NaN where none) and ``coverage``
-            (2-D fraction of each patch inside the footprint).
+            (2-D fraction of each patch inside the footprint), and
+            ``star_counts`` (2-D sources per patch, or None).
         patch_size : int
             Patch side in pixels.
         """
@@ -127,7 +145,14 @@ class CameraReference:
         deviations = np.concatenate([np.ravel(r) - 1.0 for r in relative])
         deviations = deviations[np.isfinite(deviations)]
         spread = 1.4826 * float(np.median(np.abs(deviations))) if deviations.size else 0.0
+        star_density, star_dispersion = _star_statistics(frames)
+        star_map = None
+        if same_shape and star_density is not None:
+            star_map = np.mean([f["star_counts"] for f in frames], axis=0)
         return cls(
+            star_map=star_map,
+            star_density=star_density,
+            star_dispersion=star_dispersion,
             sky_level=sky_level,
             noise=float(np.median(noises)),
             exptime=exptime,
@@ -210,6 +235,37 @@ class CameraReference:
         # a brighter clear sky is a noisier one (Poisson)
         return level * anchor, noise * math.sqrt(max(anchor, 0.0)), anchor
 
+    def transparency_deficit(self, star_counts, coverage, exptime):
+        """
+        Per patch, how far fewer sources than the camera's clean sky shows
+        lie around it, in sigmas (positive: missing stars; clouds that dim
+        without brightening the sky).
+
+        Counts are summed over the block of ``2 * _STAR_REACH + 1`` patches
+        around each patch, against the clean density times the block's
+        footprint, with the clean frames' dispersion. NaN where no term
+        applies (no density learnt, another exposure time, few expected).
+        """
+        n_py, n_px = star_counts.shape
+        if self.star_density is None or (
+            self.exptime is not None
+            and exptime is not None
+            and abs(exptime / self.exptime - 1) > 0.1
+        ):
+            return np.full((n_py, n_px), np.nan)
+        side = 2 * _STAR_REACH + 1
+        inside = coverage > 0
+        observed = _block_sums(np.nan_to_num(star_counts) * inside, side)
+        variance = self.star_dispersion
+        if self.star_map is not None and self.star_map.shape == star_counts.shape:
+            expected = _block_sums(self.star_map * inside, side)
+            variance *= 1.0 + 1.0 / self.n_frames  # the map's own counting noise
+        else:
+            expected = self.star_density * _block_sums(coverage, side)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = (expected - observed) / np.sqrt(variance * expected)
+        return np.where(expected >= _MIN_EXPECTED_STARS, z, np.nan)
+
     def to_dict(self):
         """A JSON-ready dict (for the model file)."""
 
@@ -230,6 +286,9 @@ class CameraReference:
             "sky_map": grid(self.sky_map),
             "coverage": grid(self.coverage),
             "patch_size": self.patch_size,
+            "star_density": self.star_density,
+            "star_dispersion": self.star_dispersion,
+            "star_map": grid(self.star_map),
         }
 
     @classmethod
@@ -270,7 +329,9 @@ class CameraReference:
             if not isinstance(patch_size, int) or patch_size < 1:
                 raise bad("patch_size", f"must be a positive integer, got {patch_size!r}")
             grid_shape = (-(-shape[0] // patch_size), -(-shape[1] // patch_size))
-            for field in ("sky_map", "coverage"):
+            for field in ("sky_map", "coverage", "star_map"):
+                if field == "star_map" and d.get(field) is None:
+                    continue
                 try:
                     values = np.array(
                         [[np.nan if v is None else v for v in row] for row in d.get(field)],
@@ -296,7 +357,39 @@ class CameraReference:
             sky_map=maps.get("sky_map"),
             coverage=maps.get("coverage"),
             patch_size=patch_size if isinstance(patch_size, int) else None,
+            star_density=number("star_density", optional=True),
+            star_dispersion=number("star_dispersion", optional=True) or 1.0,
+            star_map=maps.get("star_map"),
         )
+
+
+def _block_sums(grid, side):
+    """Sum of each ``side`` x ``side`` block of a patch grid around each patch (zero outside)."""
+    from scipy import ndimage
+
+    return ndimage.uniform_filter(np.asarray(grid, float), side, mode="constant") * side**2
+
+
+def _star_statistics(frames):
+    """Clean source density per patch and the dispersion of block counts, or (None, 1)."""
+    counts = [(f["star_counts"], f["coverage"]) for f in frames if f.get("star_counts") is not None]
+    if not counts:
+        return None, 1.0
+    inside = np.concatenate([c[cov >= 1].ravel() for c, cov in counts])
+    if inside.size == 0 or inside.sum() < _MIN_EXPECTED_STARS:
+        return None, 1.0
+    density = float(inside.mean())
+    side = 2 * _STAR_REACH + 1
+    blocks = np.concatenate(
+        [
+            _block_sums(c * (cov >= 1), side)[_block_sums(cov >= 1, side) >= side**2 - 0.5]
+            for c, cov in counts
+        ]
+    )
+    dispersion = 1.0
+    if blocks.size >= 2 and blocks.mean() > 0:
+        dispersion = max(1.0, float(blocks.var() / blocks.mean()))
+    return density, dispersion
 
 
 def _weighted_median(values, weights):

@@ -19,6 +19,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData, NDData
 from astropy.table import QTable
 from astropy.utils.exceptions import AstropyUserWarning
+from scipy.special import ndtr, ndtri
 
 from . import io as aeqa_io
 from .calibration import CameraReference, exposure_time
@@ -62,6 +63,7 @@ from .tiling import (
     extract_tiles,
     owned_regions,
     patch_any,
+    patch_grid_shape,
     tile_origins,
 )
 from .utils import file_sha256, thread_pool
@@ -148,6 +150,12 @@ class QualityResult:
         Whether the patches were scored against a camera reference (from
         `AEQualityEvaluator.calibrate` or ``fit``) rather than against the
         frame's own sky.
+    transparency : 2-D `~numpy.ndarray` or None
+        Per patch, how many sigmas fewer sources lie around it than the
+        camera's clean sky shows (clouds that dim without brightening the
+        sky); a deficit raises the patch score to the reference score of
+        the same tail probability. None without a camera reference, NaN
+        where the term does not apply.
     patch_size : int
         Patch size in pixels.
     """
@@ -691,15 +699,9 @@ class AEQualityEvaluator:
             parts = self._shifted_parts(prepared, parts, shift)
         else:
             parts = {k: v for k, v in parts.items() if k not in ("residual", "star_pixels")}
+            coverage = _coverage(prepared["footprint"], prepared["x"].shape, self.patch_size)
+            parts["coverage"] = coverage
             if parts["sky"] is not None:
-                footprint = prepared["footprint"]
-                coverage = (
-                    np.ones(parts["sky"].shape)
-                    if footprint is None
-                    else aggregate_patches(
-                        footprint.astype(np.float32), self.patch_size, statistic="mean"
-                    )[0]
-                )
                 camera = {
                     "level": prepared["stats"].level,
                     "noise": prepared["stats"].noise,
@@ -707,6 +709,7 @@ class AEQualityEvaluator:
                     "patch_sky": _patch_sky_level(parts["sky"], prepared["stats"]),
                     "coverage": coverage,
                     "shape": prepared["x"].shape,
+                    "star_counts": parts["star_counts"],
                 }
         return {"parts": parts, "info": info, "shift": shift, "inside": inside, "camera": camera}
 
@@ -720,15 +723,22 @@ class AEQualityEvaluator:
             moved, residual, 0, residual.shape[0], star_pixels
         )
         psf = None
-        if parts["psf"] is not None:
+        counts = None
+        if parts["stars"] is not None:
             found = parts["stars"]
             keep = (np.asarray(found["x"]) >= dx) & (np.asarray(found["y"]) >= dy)
             found = found[keep]
             found["x"] = np.asarray(found["x"]) - dx
             found["y"] = np.asarray(found["y"]) - dy
-            psf = psf_shape_map(
-                found, residual.shape, self.patch_size, self.reference_fwhm_, min_snr=_STAR_MIN_SNR
-            )
+            counts = _star_counts(found, residual.shape, self.patch_size)
+            if parts["psf"] is not None:
+                psf = psf_shape_map(
+                    found,
+                    residual.shape,
+                    self.patch_size,
+                    self.reference_fwhm_,
+                    min_snr=_STAR_MIN_SNR,
+                )
         return {
             "mae": mae,
             "sky": sky,
@@ -736,21 +746,30 @@ class AEQualityEvaluator:
             "raw_sky": raw_sky,
             "psf": psf,
             "n_valid": n_valid,
+            "star_counts": counts,
+            "coverage": _coverage(
+                None if prepared["footprint"] is None else prepared["footprint"][dy:, dx:],
+                residual.shape,
+                self.patch_size,
+            ),
         }
 
     def _calibrate_records(self, records):
         """Learn the camera reference, then the PSF-term scale and the reference scores."""
         cameras = [r["camera"] for r in records if r["camera"] is not None]
         self.camera_ = CameraReference.from_frames(cameras, self.patch_size) if cameras else None
-        parts = []
+        parts, deficits = [], []
         for record in records:
             mae, _ = self._mae_scores(record["parts"], record["info"], shift=record["shift"])
             psf = record["parts"]["psf"]
+            deficit = self._transparency(record["parts"], record["info"])
             inside = record["inside"]
             if inside is not None:
                 mae, psf = mae[inside], None if psf is None else psf[inside]
+                deficit = None if deficit is None else deficit[inside]
             parts.append((mae, psf))
-        self._calibrate_parts(parts)
+            deficits.append(deficit)
+        self._calibrate_parts(parts, deficits=deficits)
 
     def _calibrate_on_held_out(self, frames, val_patches, *, progress_bar):
         # Patches that lie entirely inside a held-out training tile were never
@@ -774,7 +793,7 @@ class AEQualityEvaluator:
             records.append(self._calibration_record(frames[index], parts, inside=inside))
         self._calibrate_records(records)
 
-    def _calibrate_parts(self, parts):
+    def _calibrate_parts(self, parts, deficits=None):
         """Set the PSF-term scale, then the reference scores, from clean patches' parts."""
         mae = np.concatenate([m.ravel() for m, _ in parts]) if parts else np.array([])
         finite = np.isfinite(mae)
@@ -801,6 +820,11 @@ class AEQualityEvaluator:
         scores = [self._combine(m.ravel(), None if q is None else q.ravel()) for m, q in parts]
         scores = np.concatenate(scores) if scores else np.array([])
         self._set_reference_scores(scores[np.isfinite(scores)])
+        if deficits and all(d is not None for d in deficits) and self.reference_scores_ is not None:
+            # the transparency term maps onto the scores just calibrated
+            deficit = np.concatenate([d.ravel() for d in deficits])
+            scores = self._with_transparency(scores, deficit)
+            self._set_reference_scores(scores[np.isfinite(scores)])
 
     def _set_reference_scores(self, scores):
         scores = np.sort(np.asarray(scores, dtype=np.float64))
@@ -1021,7 +1045,39 @@ class AEQualityEvaluator:
         mae, raw = self._mae_scores(parts, _frame_info(prepared))
         if raw is not None:
             prepared["raw_scores"] = self._combine(raw, parts["psf"])
-        return self._combine(mae, parts["psf"]), parts["n_valid"], parts["residual"]
+        scores = self._combine(mae, parts["psf"])
+        parts["coverage"] = _coverage(prepared["footprint"], prepared["x"].shape, self.patch_size)
+        deficit = self._transparency(parts, _frame_info(prepared))
+        prepared["transparency"] = deficit
+        if deficit is not None:
+            scores = self._with_transparency(scores, deficit)
+        return scores, parts["n_valid"], parts["residual"]
+
+    def _transparency(self, parts, info):
+        """Per patch, the deficit of sources against the camera reference (sigmas), or None."""
+        if self.camera_ is None or parts.get("star_counts") is None:
+            return None
+        if self.camera_.star_density is None:
+            return None
+        return self.camera_.transparency_deficit(
+            parts["star_counts"], parts["coverage"], info["exptime"]
+        )
+
+    def _with_transparency(self, scores, deficit):
+        """``scores``, raised where sources are missing: a deficit of ``z`` sigmas scores as the
+        reference score of the same tail probability, so both terms mask at the same rate."""
+        reference = self.reference_scores_
+        if reference is None:
+            return scores
+        n = reference.size
+        tail = ndtr(np.where(np.isfinite(deficit), deficit, 0.0))
+        top = n / (n + 1.0)
+        quantile = np.interp(tail, np.linspace(0.0, 1.0, n), reference)
+        _, mad = _median_and_mad(reference)
+        beyond = reference[-1] + (deficit - ndtri(top)) * 1.4826 * mad
+        equivalent = np.where(tail > top, beyond, quantile)
+        raise_it = np.isfinite(deficit) & (deficit > 0)
+        return np.where(raise_it, np.fmax(scores, equivalent), scores)
 
     def _mae_scores(self, parts, info, *, shift=(0, 0)):
         """Per patch: the MAE score with its sky term, and the same before star-aware scoring (or None)."""
@@ -1083,7 +1139,7 @@ class AEQualityEvaluator:
         )
         with thread_pool(workers) as pool, torch_threads(1 if one_torch_thread else None):
             stars = None
-            if self.star_aware or with_psf:
+            if self.star_aware or with_psf or local_background:
                 stars = pool.submit(self._star_parts, prepared, with_psf=with_psf)
             model = self._inference_model()  # compiled here, not by two tasks at once
             pending = [
@@ -1122,6 +1178,7 @@ class AEQualityEvaluator:
             "residual": residual[:ny, :nx],
             "star_pixels": star_pixels,
             "stars": found,
+            "star_counts": None if found is None else _star_counts(found, (ny, nx), p),
         }
 
     def _star_parts(self, prepared, *, with_psf):
@@ -1282,6 +1339,7 @@ class AEQualityEvaluator:
             _star_kept=star_kept,
             footprint=footprint,
             camera_reference=self.camera_ is not None,
+            transparency=prepared.get("transparency"),
         )
 
     def _threshold(self, patch_scores, *, threshold, fpr):
@@ -1638,6 +1696,21 @@ class _CompileAlone:
             out = self.compiled(x)
             self.done.add(key)
         return out
+
+
+def _star_counts(found, shape, patch_size):
+    """Sources per patch of a `find_stars` catalogue."""
+    n_py, n_px = patch_grid_shape(shape, patch_size)
+    iy = np.clip(np.asarray(found["y"], float) // patch_size, 0, n_py - 1).astype(int)
+    ix = np.clip(np.asarray(found["x"], float) // patch_size, 0, n_px - 1).astype(int)
+    return np.bincount(iy * n_px + ix, minlength=n_py * n_px).reshape(n_py, n_px).astype(float)
+
+
+def _coverage(footprint, shape, patch_size):
+    """Per patch, the fraction of its pixels inside the footprint (None: all)."""
+    if footprint is None:
+        return np.ones(patch_grid_shape(shape, patch_size))
+    return aggregate_patches(footprint.astype(np.float32), patch_size, statistic="mean")[0]
 
 
 def _fraction_above(scores, threshold):
