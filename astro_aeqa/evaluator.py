@@ -1444,8 +1444,9 @@ class AEQualityEvaluator:
         result : `QualityResult`
         """
         path = Path(path)
+        aeqa_io.check_output_path(path, inputs=[image])  # never replace the input
         if path.exists() and not overwrite:
-            msg = f"{path}: file exists; pass overwrite=True (or --overwrite) to replace it"
+            msg = f"{path}: file exists; pass overwrite=True to replace it"
             raise FileExistsError(msg)
         self._check_fitted()
         ccd = aeqa_io.read_image(image, hdu=hdu)
@@ -1460,6 +1461,8 @@ class AEQualityEvaluator:
             score_map=result.score_map,
             flags=flags,
             overwrite=overwrite,
+            source=image,  # the output header is the input's plus the AEQA cards
+            source_hdu=hdu,
             # a float32 file is written back from the array already read
             original_data=None
             if aeqa_io.stored_as_float32(image, hdu=hdu)

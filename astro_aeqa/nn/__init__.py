@@ -8,7 +8,15 @@ float32 numpy arrays and tensors, never on CCDData or FITS.
 
 from .inference import native_bfloat16, reconstruct, torch_threads
 from .model import PRESETS, AutoencoderConfig, ConvAutoencoder, build_model, init_weights
-from .serialization import FORMAT_NAME, FORMAT_VERSION, load_model, read_model_metadata, save_model
+from .serialization import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MAX_PARAMETERS,
+    load_model,
+    read_model_metadata,
+    save_model,
+    validate_model_metadata,
+)
 from .training import (
     TrainingHistory,
     resolve_device,
@@ -36,4 +44,6 @@ __all__ = [
     "save_model",
     "load_model",
     "read_model_metadata",
+    "validate_model_metadata",
+    "MAX_PARAMETERS",
 ]
