@@ -65,6 +65,9 @@ _EIGHT = np.ones((3, 3), bool)
 # blended stars is knotty (7-8 in a dense simulated field), trails and meteors
 # are not (1.0-1.5)
 _MAX_PEAKINESS = 4.0
+# ... but a long trail may cross a star whose wings reach hundreds of sigma over
+# a good part of an eighth: the test is for short candidates only
+_KNOTTY_LENGTH = 300.0
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
@@ -222,14 +225,19 @@ def _kadane(v):
     return int(running_min_idx[j]), j
 
 
-def _extend(m, i, j, *, window=16, level=3.0):
-    """Grow the run ``m[i:j]`` while the next ``window`` samples hold S/N >= ``level``."""
+def _extend(m, i, j, *, level=3.0):
+    """Grow the run ``m[i:j]`` while the next samples hold S/N >= ``level``.
+
+    Windows of 16 samples first (faint ends), then of 4 samples one step at
+    a time (the last pixels of a bright end).
+    """
     c = np.concatenate(([0.0], np.cumsum(m)))
-    norm = np.sqrt(window)
-    while i >= window and (c[i] - c[i - window]) / norm >= level:
-        i -= window // 2
-    while j + window <= m.size and (c[j + window] - c[j]) / norm >= level:
-        j += window // 2
+    for window, stride in ((16, 8), (4, 1)):
+        norm = np.sqrt(window)
+        while i >= window and (c[i] - c[i - window]) / norm >= level:
+            i -= stride
+        while j + window <= m.size and (c[j + window] - c[j]) / norm >= level:
+            j += stride
     return i, j
 
 
@@ -466,6 +474,12 @@ class _Finder:
                 new_theta = theta - np.arctan(slope)
                 new_rho = rho + icpt
         tt0, tt1 = float(ts[i]), float(ts[j - 1])
+        # a trail that ends within a few pixels of the frame edge goes on to it
+        snap = max(8.0, 3 * sig * _FWHM_PER_SIGMA)
+        if tt0 - t0 <= snap:
+            tt0 = float(t0)
+        if t1 - tt1 <= snap:
+            tt1 = float(t1)
         out = {
             "theta": float(new_theta) % (2 * np.pi),
             "rho": float(new_rho),
@@ -488,7 +502,8 @@ class _Finder:
         out["evenness8"] = float(min(eighths) / level) if eighths else 0.0
         # the same without the clip: a chain of stars is flat only when clipped
         raw = (np.where(np.isfinite(v[core]), v[core], 0.0) @ g_norm * step)[covered[core]]
-        pieces = [q.mean() for q in np.array_split(raw, 8) if q.size]
+        # (medians of each eighth: a star crossing a long trail fills little of one)
+        pieces = [np.median(q) for q in np.array_split(raw, 8) if q.size]
         level_raw = max(float(np.median(raw)), 1e-6) if raw.size else 1e-6
         out["peakiness"] = float(max(pieces) / level_raw) if pieces else np.inf
         if final:
@@ -514,7 +529,7 @@ class _Finder:
             return "blob"
         if res["evenness"] < 0.5:
             return "uneven"
-        if res["peakiness"] > _MAX_PEAKINESS:
+        if res["peakiness"] > _MAX_PEAKINESS and length < _KNOTTY_LENGTH:
             return "knotty"
         theta, rho = res["theta_used"], res["rho_used"]
         line_angle = (theta + np.pi / 2) % (np.pi / 2)
