@@ -490,6 +490,7 @@ class _Finder:
         }
         centre = np.abs(ds - d0) <= max(2 * sig, 1.0)
         out["gaps"] = float(np.mean(~np.isfinite(v[sel][:, centre])))
+        out["coverage"] = float(np.mean(covered[core]))
         seg = m[core][covered[core]]
         n = max(seg.size, 1)
         out["snr"] = float(np.sum(seg) / np.sqrt(n))
@@ -506,6 +507,8 @@ class _Finder:
         pieces = [np.median(q) for q in np.array_split(raw, 8) if q.size]
         level_raw = max(float(np.median(raw)), 1e-6) if raw.size else 1e-6
         out["peakiness"] = float(max(pieces) / level_raw) if pieces else np.inf
+        out["profile_t"] = ts[sel][covered[sel]]
+        out["profile_m"] = m[sel][covered[sel]]
         if final:
             # the endpoints in pixels
             out["x0"], out["y0"] = rho * c - tt0 * s, rho * s + tt0 * c
@@ -525,9 +528,12 @@ class _Finder:
             return "clumpy"
         if fwhm > self.max_width:
             return "wide"
-        if length < 8 * fwhm:
+        if length < 8 * fwhm or (res["amp"] < 3 and length < 15 * fwhm):
+            # wide and short: a galaxy or a blend; faint ones must be longer
             return "blob"
-        if res["evenness"] < 0.5:
+        if res["coverage"] < 0.6:
+            return "gappy"  # mostly under stars or invalid pixels
+        if res["evenness"] < 0.5 or res["evenness8"] < 0.3:
             return "uneven"
         if res["peakiness"] > _MAX_PEAKINESS and length < _KNOTTY_LENGTH:
             return "knotty"
@@ -547,8 +553,12 @@ class _Finder:
             )
             near_star = bool(near.any())
             reach = np.maximum(np.abs(t - res["t0"]), np.abs(t - res["t1"]))
-            if np.any(near & (reach <= self.spike_factor * np.maximum(sr, 3.0))):
-                return "spike"
+            # a spike is short for its star and fades away from it; a trail that
+            # passes a bright star does not fade
+            close = near & (reach <= self.spike_factor * np.maximum(sr, 3.0))
+            for k in np.flatnonzero(close):
+                if _fades_from(res, t[k]):
+                    return "spike"
         # a bleed runs along a detector axis from a saturated star: a star, saturated
         # (invalid) pixels on the line, or a saturation-like brightness
         if axis_aligned and (near_star or res["gaps"] >= 0.1 or res["amp"] >= self.bleed_peak):
@@ -710,7 +720,15 @@ def find_trails(
         is_line[0] = is_star[0] = False
         star_ids = np.flatnonzero(is_star)
         if star_ids.size:
-            star_pix = ndimage.binary_dilation(np.isin(labels, star_ids), _EIGHT, iterations=2)
+            # a star's segment within its equivalent radius: a trail merged with
+            # a bright star sticks out of that disk and is kept
+            in_star = np.isin(labels, star_ids)
+            sy_, sx_ = np.nonzero(in_star)
+            lab_s = labels[sy_, sx_]
+            r_eq = np.sqrt(seg["area"] / np.pi) + 1.0
+            far = np.hypot(sx_ - seg["x"][lab_s], sy_ - seg["y"][lab_s]) > r_eq[lab_s]
+            in_star[sy_[far], sx_[far]] = False
+            star_pix = ndimage.binary_dilation(in_star, _EIGHT, iterations=2)
             weights[star_pix] = 0
             frame.star_bin, frame.b = star_pix, b
             radius = np.sqrt(seg["area"][star_ids] / np.pi) * b
@@ -841,6 +859,19 @@ def _on_trail(xs, ys, b, extra=0.0):
     t = -xs * s + ys * c
     half = 1.5 * b["sigma"] * _FWHM_PER_SIGMA + 2 + extra
     return (d <= half) & (t >= b["t0"] - 5) & (t <= b["t1"] + 5)
+
+
+def _fades_from(res, t_star, *, ratio=1.5):
+    """Whether the matched signal of a line is brighter near ``t_star`` than far from it."""
+    t, m = res["profile_t"], res["profile_m"]
+    if t.size < 8:
+        return True
+    dist = np.abs(t - t_star)
+    split = np.median(dist)
+    near, far = m[dist <= split], m[dist > split]
+    if near.size == 0 or far.size == 0:
+        return True
+    return float(np.median(near)) >= ratio * max(float(np.median(far)), 1e-6)
 
 
 def _same_line(a, b):
