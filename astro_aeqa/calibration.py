@@ -235,7 +235,7 @@ class CameraReference:
         # a brighter clear sky is a noisier one (Poisson)
         return level * anchor, noise * math.sqrt(max(anchor, 0.0)), anchor
 
-    def transparency_deficit(self, star_counts, coverage, exptime):
+    def transparency_deficit(self, star_counts, coverage, exptime, *, shift=(0, 0)):
         """
         Per patch, how far fewer sources than the camera's clean sky shows
         lie around it, in sigmas (positive: missing stars; clouds that dim
@@ -257,8 +257,11 @@ class CameraReference:
         inside = coverage > 0
         observed = _block_sums(np.nan_to_num(star_counts) * inside, side)
         variance = self.star_dispersion
-        if self.star_map is not None and self.star_map.shape == star_counts.shape:
-            expected = _block_sums(self.star_map * inside, side)
+        star_map = None
+        if self.star_map is not None:
+            star_map = _half_shifted(self.star_map, shift)[:n_py, :n_px]
+        if star_map is not None and star_map.shape == star_counts.shape:
+            expected = _block_sums(star_map * inside, side)
             variance *= 1.0 + 1.0 / self.n_frames  # the map's own counting noise
         else:
             expected = self.star_density * _block_sums(coverage, side)

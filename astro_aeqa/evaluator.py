@@ -19,12 +19,12 @@ from astropy.io import fits
 from astropy.nddata import CCDData, NDData
 from astropy.table import QTable
 from astropy.utils.exceptions import AstropyUserWarning
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtri
 
 from . import io as aeqa_io
 from .calibration import CameraReference, exposure_time
 from .config import conf
-from .exceptions import InputDataError, ModelFileError
+from .exceptions import AEQAWarning, InputDataError, ModelFileError
 from .footprint import detect_footprint
 from .masking import (
     build_flag_plane,
@@ -90,8 +90,12 @@ _STAR_MIN_SNR = 20.0
 # the camera-referenced sky term counts it: about the change that 0.05 mag
 # of extinction makes, and what photometry tolerates.
 _SKY_DEAD_ZONE = 0.05
-# Least threshold, as a multiple of the median clean reference score.
+# Least threshold at the default fpr, as a multiple of the median clean
+# reference score (the paper's relative threshold).
 _MIN_THRESHOLD_RATIO = 1.25
+# Faintest source peak (clean sky sigmas) that the transparency term counts:
+# fainter than the PSF term's, for counts large enough to place a cloud.
+_COUNT_MIN_SNR = 10.0
 # Fewest clean patches with a PSF-term value that calibrate its scale.
 _PSF_MIN_PATCHES = 20
 # Bytes of network activations one forward batch may hold (the batch size adapts).
@@ -153,9 +157,10 @@ class QualityResult:
     transparency : 2-D `~numpy.ndarray` or None
         Per patch, how many sigmas fewer sources lie around it than the
         camera's clean sky shows (clouds that dim without brightening the
-        sky); a deficit raises the patch score to the reference score of
-        the same tail probability. None without a camera reference, NaN
-        where the term does not apply.
+        sky); a deficit of ``z`` sigmas raises the patch score to ``z /
+        z_fpr`` times the default threshold, ``z_fpr`` being the deficit a
+        clean sky shows with probability ``fpr``. None without a camera
+        reference, NaN where the term does not apply.
     patch_size : int
         Patch size in pixels.
     """
@@ -762,7 +767,7 @@ class AEQualityEvaluator:
         for record in records:
             mae, _ = self._mae_scores(record["parts"], record["info"], shift=record["shift"])
             psf = record["parts"]["psf"]
-            deficit = self._transparency(record["parts"], record["info"])
+            deficit = self._transparency(record["parts"], record["info"], shift=record["shift"])
             inside = record["inside"]
             if inside is not None:
                 mae, psf = mae[inside], None if psf is None else psf[inside]
@@ -1053,29 +1058,30 @@ class AEQualityEvaluator:
             scores = self._with_transparency(scores, deficit)
         return scores, parts["n_valid"], parts["residual"]
 
-    def _transparency(self, parts, info):
+    def _transparency(self, parts, info, *, shift=(0, 0)):
         """Per patch, the deficit of sources against the camera reference (sigmas), or None."""
         if self.camera_ is None or parts.get("star_counts") is None:
             return None
         if self.camera_.star_density is None:
             return None
         return self.camera_.transparency_deficit(
-            parts["star_counts"], parts["coverage"], info["exptime"]
+            parts["star_counts"], parts["coverage"], info["exptime"], shift=shift
         )
 
     def _with_transparency(self, scores, deficit):
-        """``scores``, raised where sources are missing: a deficit of ``z`` sigmas scores as the
-        reference score of the same tail probability, so both terms mask at the same rate."""
-        reference = self.reference_scores_
-        if reference is None:
+        """``scores``, raised where sources are missing.
+
+        A deficit of ``z`` sigmas scores ``z / z_fpr`` times the threshold
+        of the default ``fpr``, where ``z_fpr`` is the deficit that a clean
+        sky shows with probability ``fpr``: both terms then mask at the
+        same rate.
+        """
+        if self.reference_scores_ is None:
             return scores
-        n = reference.size
-        tail = ndtr(np.where(np.isfinite(deficit), deficit, 0.0))
-        top = n / (n + 1.0)
-        quantile = np.interp(tail, np.linspace(0.0, 1.0, n), reference)
-        _, mad = _median_and_mad(reference)
-        beyond = reference[-1] + (deficit - ndtri(top)) * 1.4826 * mad
-        equivalent = np.where(tail > top, beyond, quantile)
+        threshold = self._calibrated_threshold(self.fpr)
+        if not np.isfinite(threshold):
+            return scores
+        equivalent = threshold * deficit / ndtri(1.0 - self.fpr)
         raise_it = np.isfinite(deficit) & (deficit > 0)
         return np.where(raise_it, np.fmax(scores, equivalent), scores)
 
@@ -1140,7 +1146,9 @@ class AEQualityEvaluator:
         with thread_pool(workers) as pool, torch_threads(1 if one_torch_thread else None):
             stars = None
             if self.star_aware or with_psf or local_background:
-                stars = pool.submit(self._star_parts, prepared, with_psf=with_psf)
+                stars = pool.submit(
+                    self._star_parts, prepared, with_psf=with_psf, count=local_background
+                )
             model = self._inference_model()  # compiled here, not by two tasks at once
             pending = [
                 (
@@ -1181,14 +1189,15 @@ class AEQualityEvaluator:
             "star_counts": None if found is None else _star_counts(found, (ny, nx), p),
         }
 
-    def _star_parts(self, prepared, *, with_psf):
-        """The PSF term per patch (or None) and the bright-star pixels (or None)."""
+    def _star_parts(self, prepared, *, with_psf, count=False):
+        """The PSF term per patch (or None), the bright-star pixels (or None) and the sources
+        (down to _COUNT_MIN_SNR with ``count``, for the transparency term)."""
         found = find_stars(
             prepared["ccd"].data,
             prepared["valid"],
             stats=prepared["stats"],
             fwhm=self.reference_fwhm_,
-            min_peak=_STAR_MIN_SNR,
+            min_peak=_COUNT_MIN_SNR if count else _STAR_MIN_SNR,
         )
         psf = stars = None
         shape = prepared["x"].shape
@@ -1355,12 +1364,7 @@ class AEQualityEvaluator:
         fpr = self.fpr if fpr is None else _check_fpr(fpr)
         if self.reference_scores_ is None:
             return robust_threshold(patch_scores), None, "robust"
-        # Never within _MIN_THRESHOLD_RATIO of a typical clean patch: a few
-        # alike calibration frames understate how clean patches vary.
-        calibrated = max(
-            conformal_threshold(self.reference_scores_, fpr),
-            _MIN_THRESHOLD_RATIO * float(np.median(self.reference_scores_)),
-        )
+        calibrated = self._calibrated_threshold(fpr)
         if self.camera_ is None and _fraction_above(patch_scores, calibrated) > 0.5:
             # Zero-shot, most of the frame lies outside the model's reference:
             # a camera the model never saw looks like that too, so the frame's
@@ -1377,6 +1381,20 @@ class AEQualityEvaluator:
             )
             return own, None, "self"
         return calibrated, fpr, "fpr"
+
+    def _calibrated_threshold(self, fpr):
+        # At the default fpr never within _MIN_THRESHOLD_RATIO of a typical
+        # clean patch (a few alike calibration frames understate how clean
+        # patches vary); other fprs move by the same margin, so that they
+        # still order the thresholds.
+        reference = self.reference_scores_
+        threshold = conformal_threshold(reference, fpr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AEQAWarning)  # said by the line above if at all
+            default = conformal_threshold(reference, self.fpr)
+        if np.isfinite(default):
+            threshold += max(0.0, _MIN_THRESHOLD_RATIO * float(np.median(reference)) - default)
+        return threshold
 
     def mask(self, ccd, *, threshold=None, fpr=None, hdu=None):
         """
