@@ -649,3 +649,22 @@ def test_messages_name_only_existing_subcommands():
     for path in root.rglob("*.py"):
         for command in re.findall(r"`aeqa ([a-z]+)", path.read_text()):
             assert command in names, f"{path.name} names `aeqa {command}`"
+
+
+@pytest.mark.filterwarnings("always::astro_aeqa.exceptions.AEQAWarning")
+def test_warnings_inside_a_subcommand_reach_stderr(capsys):
+    import logging
+    import warnings
+
+    from astro_aeqa.exceptions import AEQAWarning
+
+    def warn(args):
+        warnings.warn("catalogue without proper motions", AEQAWarning)
+        return 0
+
+    py_warnings = logging.getLogger("py.warnings")
+    before = (list(py_warnings.handlers), py_warnings.propagate)
+    with mock.patch("astro_aeqa.cli._info.run", side_effect=warn):
+        assert aeqa("info", "default") == 0
+    assert "catalogue without proper motions" in capsys.readouterr().err
+    assert (list(py_warnings.handlers), py_warnings.propagate) == before

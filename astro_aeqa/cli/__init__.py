@@ -80,18 +80,25 @@ def _setup_logging(args):
     level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    saved = (list(log.handlers), log.level, log.propagate)
-    log.handlers[:] = [handler]
+    # captured warnings go to the py.warnings logger, which Python would
+    # otherwise give a NullHandler: they print through the same handler
+    warnings_log = logging.getLogger("py.warnings")
+    saved = [
+        (logger, list(logger.handlers), logger.level, logger.propagate)
+        for logger in (log, warnings_log)
+    ]
+    for logger in (log, warnings_log):
+        logger.handlers[:] = [handler]
+        logger.propagate = False
     log.setLevel(level)
-    log.propagate = False
     return saved
 
 
 def _restore_logging(saved):
-    handlers, level, propagate = saved
-    log.handlers[:] = handlers
-    log.setLevel(level)
-    log.propagate = propagate
+    for logger, handlers, level, propagate in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _quiet_broken_pipe():
