@@ -91,7 +91,9 @@ _STAR_MIN_SNR = 20.0
 # of extinction makes, and what photometry tolerates.
 _SKY_DEAD_ZONE = 0.05
 # Least threshold at the default fpr, as a multiple of the median clean
-# reference score (the paper's relative threshold).
+# reference score (the paper's relative threshold), for camera references
+# of fewer than _FEW_FRAMES frames.
+_FEW_FRAMES = 5
 _MIN_THRESHOLD_RATIO = 1.25
 # Faintest source peak (clean sky sigmas) that the transparency term counts:
 # fainter than the PSF term's, for counts large enough to place a cloud.
@@ -1078,7 +1080,9 @@ class AEQualityEvaluator:
         """
         if self.reference_scores_ is None:
             return scores
-        threshold = self._calibrated_threshold(self.fpr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AEQAWarning)  # too few references: said when masking
+            threshold = self._calibrated_threshold(self.fpr)
         if not np.isfinite(threshold):
             return scores
         equivalent = threshold * deficit / ndtri(1.0 - self.fpr)
@@ -1383,12 +1387,15 @@ class AEQualityEvaluator:
         return calibrated, fpr, "fpr"
 
     def _calibrated_threshold(self, fpr):
-        # At the default fpr never within _MIN_THRESHOLD_RATIO of a typical
-        # clean patch (a few alike calibration frames understate how clean
-        # patches vary); other fprs move by the same margin, so that they
-        # still order the thresholds.
+        # Calibrated on fewer than _FEW_FRAMES frames of a camera, the default
+        # fpr's threshold is never within _MIN_THRESHOLD_RATIO of a typical
+        # clean patch: a few alike frames understate how clean patches vary
+        # from night to night. Other fprs move by the same margin, so that
+        # they still order the thresholds.
         reference = self.reference_scores_
         threshold = conformal_threshold(reference, fpr)
+        if self.camera_ is None or self.camera_.n_frames >= _FEW_FRAMES:
+            return threshold
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AEQAWarning)  # said by the line above if at all
             default = conformal_threshold(reference, self.fpr)
@@ -1464,7 +1471,7 @@ class AEQualityEvaluator:
         path = Path(path)
         aeqa_io.check_output_path(path, inputs=[image])  # never replace the input
         if path.exists() and not overwrite:
-            msg = f"{path}: file exists; pass overwrite=True to replace it"
+            msg = f"{path}: file exists; pass overwrite=True (or --overwrite) to replace it"
             raise FileExistsError(msg)
         self._check_fitted()
         ccd = aeqa_io.read_image(image, hdu=hdu)

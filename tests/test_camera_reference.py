@@ -79,9 +79,13 @@ def test_two_frames_calibrate_the_default_fpr_and_fprs_differ(calibrated):
     assert conformal_threshold(ref, 0.01) > conformal_threshold(ref, 0.05)
     # half-patch-shifted grids: four times the patches of two 512x512 frames
     assert calibrated.n_reference_ >= 4 * 2 * 64 * 0.9
-    # never closer to a typical clean patch than the paper's relative threshold
-    threshold, _, method = calibrated._threshold(np.zeros(1), threshold=None, fpr=0.05)
+    # from two frames, the default fpr's threshold is never closer to a typical
+    # clean patch than the paper's relative threshold
+    threshold, _, method = calibrated._threshold(np.zeros(1), threshold=None, fpr=None)
     assert method == "fpr" and threshold >= 1.25 * np.median(ref)
+    t01 = calibrated._threshold(np.zeros(1), threshold=None, fpr=0.01)[0]
+    t05 = calibrated._threshold(np.zeros(1), threshold=None, fpr=0.05)[0]
+    assert threshold > t01 > t05
 
 
 def test_camera_reference_round_trips_through_the_model_file(calibrated, tmp_path):
