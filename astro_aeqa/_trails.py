@@ -309,7 +309,14 @@ def _profile_fit(d, prof):
     if good.sum() < 5:
         return None
     d, prof = d[good], prof[good]
-    base = np.median(prof[np.abs(d) > 0.6 * np.abs(d).max()]) if d.size > 8 else 0.0
+    # a straight baseline through both wings: a sky gradient across the band
+    # must not widen the trail
+    wings = np.abs(d) > 0.6 * np.abs(d).max()
+    if d.size > 8 and (d[wings] < 0).sum() >= 2 and (d[wings] > 0).sum() >= 2:
+        slope, icpt = np.polyfit(d[wings], prof[wings], 1)
+        base = icpt + slope * d
+    else:
+        base = np.zeros_like(prof)
     p = prof - base
     # smooth a little before picking the peak, so noise does not pick it
     ps = ndimage.uniform_filter1d(p, 3, mode="nearest")
@@ -345,7 +352,7 @@ def _profile_fit(d, prof):
             raise RuntimeError
     except (RuntimeError, ValueError):
         a, centre, sigma = float(amp), float(centre0), fwhm0 / _FWHM_PER_SIGMA
-    return centre, sigma, a, float(base)
+    return centre, sigma, a, float(np.median(base))
 
 
 def _gauss(x, a, mu, sigma):
@@ -402,6 +409,16 @@ class _Finder:
         np.maximum(vc, -self.clip * 3, out=vc)
         # matched filter along the line with the current width
         sigma = max(width_guess / _FWHM_PER_SIGMA, 0.5)
+        # less the level of the band's wings, row by row: a background left by
+        # the coarse sky model must not add up along a long line
+        wings = np.abs(ds) >= max(3.0 * sigma + 1.0, 0.5 * half_band)
+        if wings.sum() >= 4:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                level = np.nanmedian(vc[:, wings], axis=1)
+            level = ndimage.uniform_filter1d(np.nan_to_num(level), 15, mode="nearest")
+            v = v - level[:, None]
+            vc = vc - level[:, None]
         g = np.exp(-0.5 * (ds / sigma) ** 2)
         g_norm = g / np.sqrt(np.sum(g**2) * step)  # unit noise for independent pixels
         fin = np.isfinite(vc)
@@ -551,7 +568,8 @@ class _Finder:
                 & (t >= res["t0"] - sr - 5)
                 & (t <= res["t1"] + sr + 5)
             )
-            near_star = bool(near.any())
+            # a saturated star: its binned peak is above the saturation-like level
+            near_star = bool(np.any(near & (self.stars[:, 3] >= self.bleed_peak)))
             reach = np.maximum(np.abs(t - res["t0"]), np.abs(t - res["t1"]))
             # a spike is short for its star and fades away from it; a trail that
             # passes a bright star does not fade
@@ -561,7 +579,12 @@ class _Finder:
                     return "spike"
         # a bleed runs along a detector axis from a saturated star: a star, saturated
         # (invalid) pixels on the line, or a saturation-like brightness
-        if axis_aligned and (near_star or res["gaps"] >= 0.1 or res["amp"] >= self.bleed_peak):
+        short = length <= 0.5 * max(self.f.shape)
+        if (
+            axis_aligned
+            and short
+            and (near_star or res["gaps"] >= 0.1 or res["amp"] >= self.bleed_peak)
+        ):
             return "bleed"
         return None
 
@@ -618,10 +641,11 @@ def find_trails(
     spike_factor : float, optional
         See ``star_peak``.
     bleed_angle : float, optional
-        A line within this many degrees of a detector axis is a bleed column
-        (saturation) and is not reported when it touches a bright star, has
-        invalid (for example saturated) pixels on more than 10 % of its
-        centre line, or peaks above ``bleed_peak``.
+        A line within this many degrees of a detector axis, shorter than
+        half the frame, is a bleed column (saturation) and is not reported
+        when it touches a star brighter than ``bleed_peak`` (binned S/N),
+        has invalid (for example saturated) pixels on more than 10 % of its
+        centre line, or itself peaks above ``bleed_peak``.
     bleed_peak : float, optional
         See ``bleed_angle``; in units of the sky noise.
     search_snr : float, optional
@@ -748,6 +772,11 @@ def find_trails(
             width = max(2 * seg["minor"][k] * b, 2.0)
             candidates.append((theta, rho, width, "segment", cx, cy))
     weights[~zgood] = 0
+    # a high-pass over about 64 pixels: trails are thin, sky structure (the
+    # Milky Way, a horizon, the edge of a cloud) is not
+    box = max(9, int(round(64 / b)) | 1)
+    weights -= ndimage.uniform_filter(weights, box, mode="nearest")
+    weights[~zgood] = 0
 
     trails = []
 
@@ -829,7 +858,7 @@ def find_trails(
             if res is None
             else {
                 k: round(res[k], 2)
-                for k in ("snr", "median_snr", "evenness", "evenness8", "peakiness", "amp")
+                for k in ("snr", "median_snr", "evenness8", "peakiness", "amp", "sigma", "t0", "t1")
             },
         )
         # take what was looked at out of the accumulator, so the next peak is new:
@@ -842,7 +871,7 @@ def find_trails(
             "sigma": max(1.5 * b, 2.0) / _FWHM_PER_SIGMA,
         }
         band = _binned_band(tried_line, z.shape, b)
-        if res is not None and why in (None, "duplicate", "spike", "bleed"):
+        if res is not None and why in (None, "duplicate", "spike", "bleed", "wide"):
             band |= _binned_band(res, z.shape, b)
         band &= keep
         yk, xk = np.nonzero(band)
