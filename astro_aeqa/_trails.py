@@ -232,7 +232,7 @@ def _extend(m, i, j, *, level=3.0):
     a time (the last pixels of a bright end).
     """
     c = np.concatenate(([0.0], np.cumsum(m)))
-    for window, stride in ((16, 8), (4, 1)):
+    for window, stride in ((16, 8), (4, 1), (2, 1)):
         norm = np.sqrt(window)
         while i >= window and (c[i] - c[i - window]) / norm >= level:
             i -= stride
@@ -1013,8 +1013,8 @@ def trail_mask(shape, trails, *, width_factor=1.5, pad=1.0, min_half_width=1.5, 
         of the line (1.5 FWHM is where a Gaussian profile falls to 0.2 % of
         its peak).
     pad : float, optional
-        Pixels added to the half-width and beyond each end point, for the
-        error on the position of a faint trail.
+        Pixels added to the half-width and beyond each end point (with half
+        a FWHM more there), for the error on the position of a faint trail.
     min_half_width : float, optional
         The smallest half-width before ``pad``, in pixels.
     out : 2-D bool `~numpy.ndarray`, optional
@@ -1035,8 +1035,9 @@ def trail_mask(shape, trails, *, width_factor=1.5, pad=1.0, min_half_width=1.5, 
             ux, uy = 1.0, 0.0
         else:
             ux, uy = (x1 - x0) / length, (y1 - y0) / length
-        xa, xb = min(x0, x1) - half - pad, max(x0, x1) + half + pad
-        ya, yb = min(y0, y1) - half - pad, max(y0, y1) + half + pad
+        reach = half + pad + 0.5 * float(row["fwhm"])
+        xa, xb = min(x0, x1) - reach, max(x0, x1) + reach
+        ya, yb = min(y0, y1) - reach, max(y0, y1) + reach
         xs = slice(max(int(np.floor(xa)), 0), min(int(np.ceil(xb)) + 1, nx))
         ys = slice(max(int(np.floor(ya)), 0), min(int(np.ceil(yb)) + 1, ny))
         if xs.start >= xs.stop or ys.start >= ys.stop:
@@ -1045,5 +1046,8 @@ def trail_mask(shape, trails, *, width_factor=1.5, pad=1.0, min_half_width=1.5, 
         xx = np.arange(xs.start, xs.stop, dtype=np.float32)[None, :] - np.float32(x0)
         t = xx * np.float32(ux) + yy * np.float32(uy)
         d = np.abs(yy * np.float32(ux) - xx * np.float32(uy))
-        mask[ys, xs] |= (d <= half) & (t >= -pad) & (t <= length + pad)
+        # the ends: the pad, and half a FWHM for the end points found a little
+        # short of where a faint trail's signal drops into the noise
+        end = pad + 0.5 * float(row["fwhm"])
+        mask[ys, xs] |= (d <= half) & (t >= -end) & (t <= length + end)
     return mask
