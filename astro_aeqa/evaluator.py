@@ -95,6 +95,9 @@ _SKY_DEAD_ZONE = 0.05
 # of fewer than _FEW_FRAMES frames.
 _FEW_FRAMES = 5
 _MIN_THRESHOLD_RATIO = 1.25
+# Zero-shot (no camera reference), masking more than this fraction of a
+# frame's patches comes with a warning that names calibrate().
+_ZERO_SHOT_WARN_FRACTION = 0.05
 # Faintest source peak (clean sky sigmas) that the transparency term counts:
 # fainter than the PSF term's, for counts large enough to place a cloud.
 _COUNT_MIN_SNR = 10.0
@@ -1312,6 +1315,17 @@ class AEQualityEvaluator:
         footprint = prepared["footprint"]
         if footprint is not None:
             pixel_mask &= footprint
+        if self.camera_ is None and method == "fpr":
+            masked = float(patch_mask[np.isfinite(patch_scores)].mean()) if patch_mask.any() else 0.0
+            if masked > _ZERO_SHOT_WARN_FRACTION:
+                warnings.warn(
+                    f"{masked:.0%} of the frame's patches are masked by a model that has no "
+                    "reference of this camera; a model trained on other cameras can take a good "
+                    "frame's ordinary features for defects. Call calibrate() on two or more "
+                    "clean frames of this camera for masks you can trust.",
+                    AstropyUserWarning,
+                    stacklevel=3,
+                )
         star_kept = np.zeros(shape, bool)
         if "raw_scores" in prepared:
             with np.errstate(invalid="ignore"):
