@@ -1316,7 +1316,9 @@ class AEQualityEvaluator:
         if footprint is not None:
             pixel_mask &= footprint
         if self.camera_ is None and method == "fpr":
-            masked = float(patch_mask[np.isfinite(patch_scores)].mean()) if patch_mask.any() else 0.0
+            masked = (
+                float(patch_mask[np.isfinite(patch_scores)].mean()) if patch_mask.any() else 0.0
+            )
             if masked > _ZERO_SHOT_WARN_FRACTION:
                 warnings.warn(
                     f"{masked:.0%} of the frame's patches are masked by a model that has no "
