@@ -296,7 +296,14 @@ class CameraReference:
 
     @classmethod
     def from_dict(cls, d, *, source="the model file"):
-        """Rebuild from `to_dict`'s output, checking every field; `ModelFileError` if damaged."""
+        """
+        Rebuild from `to_dict`'s output, checking every field.
+
+        Raises
+        ------
+        astro_aeqa.exceptions.ModelFileError
+            If a field is missing, of the wrong type or out of range.
+        """
 
         def bad(field, why):
             msg = f"{source}: camera reference field {field!r} {why}; recalibrate with calibrate()"

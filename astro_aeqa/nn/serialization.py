@@ -252,7 +252,7 @@ def validate_model_metadata(metadata, *, name="the model file", config=None):
     Check the types and ranges of the evaluator fields of a model file's metadata.
 
     `load_model` and `read_model_metadata` call it on every file they read,
-    so that damaged or crafted metadata gives a `ModelFileError` naming the
+    so that damaged or crafted metadata gives a `~astro_aeqa.exceptions.ModelFileError` naming the
     file and the field, never a traceback from the code that uses it. Fields
     it does not know are passed through unchecked.
 
