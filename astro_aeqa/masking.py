@@ -86,10 +86,12 @@ def conformal_threshold(reference_scores, fpr):
     k = math.ceil(round((n + 1) * (1.0 - fpr), 9))
     if k > n:
         need = math.ceil(1.0 / fpr - 1.0)
+        smallest = 1.0 / (n + 1) if n else 1.0
         msg = (
             f"the reference set has {n} finite scores, too few for fpr={fpr} "
             f"(need at least {need}); nothing will be masked (threshold = inf). "
-            "Calibrate on more reference patches or use a larger fpr."
+            f"Calibrate on more reference patches, or use fpr >= {smallest:.3g}, the "
+            "smallest these scores support."
         )
         warnings.warn(msg, AEQAWarning)
         return math.inf

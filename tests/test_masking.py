@@ -155,3 +155,19 @@ def test_build_flag_plane():
     assert not decode_flags(flags, "STAR_KEPT").any()
     with pytest.raises(ValueError, match="non_finite"):
         build_flag_plane(shape, non_finite=np.zeros((2, 2), bool))
+
+
+def test_conformal_threshold_too_few_names_the_smallest_supported_fpr():
+    import warnings
+
+    from astro_aeqa.exceptions import AEQAWarning
+    from astro_aeqa.masking import conformal_threshold
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert conformal_threshold(np.arange(99.0), 0.005) == np.inf
+    assert any(
+        isinstance(w.message, AEQAWarning) and "fpr >= 0.01, the smallest" in str(w.message)
+        for w in caught
+    )
+    assert np.isfinite(conformal_threshold(np.arange(99.0), 0.01))
