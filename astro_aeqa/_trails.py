@@ -579,6 +579,8 @@ class _Finder:
                     return "spike"
         # a bleed runs along a detector axis from a saturated star: a star, saturated
         # (invalid) pixels on the line, or a saturation-like brightness
+        if axis_aligned and _along_edge(res, self.f.shape, 3 * fwhm + 3):
+            return "edge"  # a first or last column or row: a detector defect
         short = length <= 0.5 * max(self.f.shape)
         if (
             axis_aligned
@@ -888,6 +890,18 @@ def _on_trail(xs, ys, b, extra=0.0):
     t = -xs * s + ys * c
     half = 1.5 * b["sigma"] * _FWHM_PER_SIGMA + 2 + extra
     return (d <= half) & (t >= b["t0"] - 5) & (t <= b["t1"] + 5)
+
+
+def _along_edge(res, shape, margin):
+    """Whether both end points lie within ``margin`` of the same frame edge."""
+    ny, nx = shape
+    xs, ys = np.array([res["x0"], res["x1"]]), np.array([res["y0"], res["y1"]])
+    return bool(
+        np.all(xs <= margin)
+        or np.all(xs >= nx - 1 - margin)
+        or np.all(ys <= margin)
+        or np.all(ys >= ny - 1 - margin)
+    )
 
 
 def _fades_from(res, t_star, *, ratio=1.5):

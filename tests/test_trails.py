@@ -129,6 +129,14 @@ def test_bleed_columns_are_not_trails(star_field):
     assert len(find_trails(snr, valid)) == 0
 
 
+def test_edge_column_is_not_a_trail(star_field):
+    snr, valid = star_field
+    snr = snr.copy()
+    snr[:, 1] += 6.0  # a bad first column, as some detectors read out
+    snr[-2, :] += 4.0  # and a bad last row
+    assert len(find_trails(snr, valid)) == 0
+
+
 def test_invalid_pixels(star_field):
     snr, valid = star_field
     snr = snr.copy()
