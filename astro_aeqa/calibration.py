@@ -31,6 +31,9 @@ _MIN_SKY_TOLERANCE = 0.15
 _STAR_REACH = 2
 # and only where the clean sky would show this many there.
 _MIN_EXPECTED_STARS = 8.0
+# Half-width of the cluster of clear patches that anchors a frame's clear sky
+# (fraction of the sky level).
+_CLUSTER_WIDTH = 0.025
 # Exposure-time keywords, in the order they are looked up.
 _EXPTIME_KEYS = ("EXPTIME", "EXPOSURE", "EXP_TIME", "ITIME")
 
@@ -227,11 +230,9 @@ class CameraReference:
         clear = finite & (np.abs(ratio - 1.0) <= self.sky_tolerance)
         if clear.sum() < max(3, 0.05 * finite.sum()):
             return level, noise, 1.0
-        # a median weighted towards the reference: a partly clouded patch
-        # within the tolerance must not pull the anchor off the clear ones
-        candidates = ratio[clear]
-        weights = np.exp(-(((candidates - 1.0) / (0.5 * self.sky_tolerance)) ** 2))
-        anchor = _weighted_median(candidates, weights)
+        # the cluster of candidates nearest the reference: a mild cloud or a
+        # shutter shadow within the tolerance must not pull the anchor
+        anchor = _nearest_cluster(ratio[clear], max(3, int(0.05 * finite.sum())))
         # a brighter clear sky is a noisier one (Poisson)
         return level * anchor, noise * math.sqrt(max(anchor, 0.0)), anchor
 
@@ -402,11 +403,11 @@ def _star_statistics(frames):
     return density, dispersion
 
 
-def _weighted_median(values, weights):
-    """The weighted median of a 1-D sample."""
-    order = np.argsort(values)
-    cumulative = np.cumsum(weights[order])
-    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+def _nearest_cluster(ratios, k):
+    """The median of the ratios within _CLUSTER_WIDTH of the ``k`` ratios nearest 1."""
+    nearest = ratios[np.argsort(np.abs(ratios - 1.0), kind="stable")[:k]]
+    centre = float(np.median(nearest))
+    return float(np.median(ratios[np.abs(ratios - centre) <= _CLUSTER_WIDTH]))
 
 
 def _half_shifted(grid, shift):

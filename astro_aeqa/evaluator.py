@@ -89,7 +89,7 @@ _STAR_MIN_SNR = 20.0
 # Fraction of the clear sky by which a patch's sky may differ from it before
 # the camera-referenced sky term counts it: about the change that 0.05 mag
 # of extinction makes, and what photometry tolerates.
-_SKY_DEAD_ZONE = 0.05
+_SKY_DEAD_ZONE = 0.03
 # Least threshold at the default fpr, as a multiple of the median clean
 # reference score (the paper's relative threshold), for camera references
 # of fewer than _FEW_FRAMES frames.

@@ -178,6 +178,16 @@ def allsky_section():
             {"iceact_images_cloudy.fits": "cloudy", "iceact_images_starry.fits": "clear"},
         ),
         "pyasc": (pyasc[:2], {f.name: "clear" for f in pyasc[2:]}),
+        # labelled by eye: 2018-08-16 21:01 has the Moon in the field and a
+        # moonlit sky; the two frames of the next night are clear (Milky Way)
+        "MAGIC": (
+            [tudo / "magic_images_20180817_0055.fits", tudo / "magic_images_20180817_0341.fits"],
+            {
+                "magic_images_20180816_2101.fits": "moonlit",
+                "magic_images_20180817_0055.fits": "clear",
+                "magic_images_20180817_0341.fits": "clear",
+            },
+        ),
     }
     out = {}
     for camera, (calibration, tests) in sets.items():
@@ -185,7 +195,7 @@ def allsky_section():
         ev.calibrate([read(f) for f in calibration], progress_bar=False)
         out[camera] = {}
         for name, label in tests.items():
-            path = tudo / name if camera == "IceAct" else REAL / "allsky_pyasc_2015" / name
+            path = REAL / "allsky_pyasc_2015" / name if camera == "pyasc" else tudo / name
             res, warned = evaluate(ev, read(path))
             out[camera][name] = {
                 "label": label,
