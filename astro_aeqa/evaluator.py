@@ -22,6 +22,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from scipy.special import ndtri
 
 from . import io as aeqa_io
+from ._trails import find_trails, trail_mask
 from .calibration import CameraReference, exposure_time
 from .config import conf
 from .exceptions import AEQAWarning, InputDataError, ModelFileError
@@ -166,6 +167,12 @@ class QualityResult:
         z_fpr`` times the default threshold, ``z_fpr`` being the deficit a
         clean sky shows with probability ``fpr``. None without a camera
         reference, NaN where the term does not apply.
+    trails : `~astropy.table.QTable` or None
+        The trails found (``x0, y0, x1, y1`` end points, position angle
+        ``theta`` in degrees, offset ``rho``, ``fwhm``, ``peak``, ``snr``,
+        ``length``), brightest first; None when the search is off.
+    trail_mask : 2-D bool `~numpy.ndarray` or None
+        Their pixels, part of ``mask`` (None when no trail was found).
     patch_size : int
         Patch size in pixels.
     """
@@ -233,6 +240,7 @@ class QualityResult:
             edge=edge,
             star_kept=getattr(self, "_star_kept", None),
             outside_footprint=None if self.footprint is None else ~self.footprint,
+            trail=self.trail_mask,
         )
 
     def plot(self, image=None, *, figsize=(12, 4.2)):
@@ -340,6 +348,12 @@ class AEQualityEvaluator:
         unless its stars are unusually misshapen. Without a calibration or
         a reference FWHM the term is not used. Default `True` (the quality
         benchmark).
+    trails : bool, optional
+        Find straight linear features (satellite, aircraft and meteor
+        trails) with a matched filter over lines, and mask each along its
+        whole length at the width it measures (pixels, not whole patches;
+        the ``TRAIL`` flag). Bright stars' diffraction spikes and bleed
+        columns are not trails. Default `True`.
     fpr : float, optional
         Default false-mask rate on clean reference patches, used to set the
         threshold when none is given. The default 0.005 keeps the fraction
@@ -414,6 +428,7 @@ class AEQualityEvaluator:
         seed=0,
         precision="auto",
         compile=False,  # noqa: A002 (the torch name)
+        trails=True,
     ):
         if isinstance(model, str):
             if model not in PRESETS:
@@ -463,6 +478,7 @@ class AEQualityEvaluator:
         self.sky_term = bool(sky_term)
         self.star_aware = bool(star_aware)
         self.psf_term = bool(psf_term)
+        self.trails = bool(trails)
         self.psf_calibration_ = None  # clean medians and MADs of the MAE and PSF term
         self.reference_fwhm_ = None  # pixels, measured on the references by fit
         self.fpr = _check_fpr(fpr)
@@ -1050,8 +1066,12 @@ class AEQualityEvaluator:
 
     def _score_prepared(self, prepared, *, progress_bar=False):
         parts = self._score_parts(
-            prepared, with_psf=self.psf_calibration_ is not None, progress_bar=progress_bar
+            prepared,
+            with_psf=self.psf_calibration_ is not None,
+            progress_bar=progress_bar,
+            trails=self.trails,
         )
+        prepared["trails"] = parts["trails"]
         mae, raw = self._mae_scores(parts, _frame_info(prepared))
         if raw is not None:
             prepared["raw_scores"] = self._combine(raw, parts["psf"])
@@ -1116,7 +1136,9 @@ class AEQualityEvaluator:
         excess = np.abs(patch_sky - clear) - _SKY_DEAD_ZONE * np.abs(clear)
         return np.arcsinh(np.maximum(excess, 0.0) / (_ASINH_SOFTENING * noise))
 
-    def _score_parts(self, prepared, *, with_psf=True, progress_bar=False, local_background=None):
+    def _score_parts(
+        self, prepared, *, with_psf=True, progress_bar=False, local_background=None, trails=False
+    ):
         """Per patch: the parts of the score (a dict).
 
         ``mae`` (star-aware) and ``raw_mae`` (not) are the aggregated
@@ -1156,6 +1178,7 @@ class AEQualityEvaluator:
                 stars = pool.submit(
                     self._star_parts, prepared, with_psf=with_psf, count=local_background
                 )
+            found_trails = pool.submit(_find_trails, prepared) if trails else None
             model = self._inference_model()  # compiled here, not by two tasks at once
             pending = [
                 (
@@ -1194,6 +1217,7 @@ class AEQualityEvaluator:
             "star_pixels": star_pixels,
             "stars": found,
             "star_counts": None if found is None else _star_counts(found, (ny, nx), p),
+            "trails": None if found_trails is None else found_trails.result(),
         }
 
     def _star_parts(self, prepared, *, with_psf, count=False):
@@ -1315,6 +1339,12 @@ class AEQualityEvaluator:
         footprint = prepared["footprint"]
         if footprint is not None:
             pixel_mask &= footprint
+        trails, trail_pixels = prepared.get("trails"), None
+        if trails is not None and len(trails):
+            trail_pixels = trail_mask(shape, trails)
+            if footprint is not None:
+                trail_pixels &= footprint
+            pixel_mask |= trail_pixels
         if self.camera_ is None and method == "fpr":
             masked = (
                 float(patch_mask[np.isfinite(patch_scores)].mean()) if patch_mask.any() else 0.0
@@ -1369,6 +1399,8 @@ class AEQualityEvaluator:
             footprint=footprint,
             camera_reference=self.camera_ is not None,
             transparency=prepared.get("transparency"),
+            trails=trails,
+            trail_mask=trail_pixels,
         )
 
     def _threshold(self, patch_scores, *, threshold, fpr):
@@ -1466,6 +1498,7 @@ class AEQualityEvaluator:
             fpr=result.fpr,
             patch_size=self.patch_size,
             masked_fraction=result.masked_fraction,
+            n_trails=None if result.trails is None else len(result.trails),
         ):
             header[keyword] = (value, comment)
         header.add_history(
@@ -1504,6 +1537,7 @@ class AEQualityEvaluator:
             overwrite=overwrite,
             source=image,  # the output header is the input's plus the AEQA cards
             source_hdu=hdu,
+            trails=result.trails if result.trails is not None and len(result.trails) else None,
             # a float32 file is written back from the array already read
             original_data=None
             if aeqa_io.stored_as_float32(image, hdu=hdu)
@@ -1526,6 +1560,7 @@ class AEQualityEvaluator:
             "sky_term": self.sky_term,
             "star_aware": self.star_aware,
             "psf_term": self.psf_term,
+            "trails": self.trails,
             "psf_calibration": self.psf_calibration_,
             "reference_fwhm": self.reference_fwhm_,
             "fpr": self.fpr,
@@ -1598,6 +1633,7 @@ class AEQualityEvaluator:
                 "sky_term",
                 "star_aware",
                 "psf_term",
+                "trails",
                 "fpr",
             )
             if meta.get(key) is not None
@@ -1740,6 +1776,13 @@ class _CompileAlone:
             out = self.compiled(x)
             self.done.add(key)
         return out
+
+
+def _find_trails(prepared):
+    """Trails in a prepared frame: its S/N, ``3 sinh(x)`` = (data - level) / noise."""
+    snr = np.sinh(prepared["x"])
+    snr *= np.float32(_ASINH_SOFTENING)
+    return find_trails(snr, prepared["valid"])
 
 
 def _star_counts(found, shape, patch_size):

@@ -15,6 +15,7 @@ This is the only module that knows FITS extension and keyword names.
       UNCERT      the uncertainty, if any (CCDData convention)
       AEQA_SCORE  float32 patch score map, with the WCS of the patch grid
       AEQA_FLAGS  uint16 bit plane (bits of `astro_aeqa.flags.AEQAFlags`)
+      AEQA_TRAILS the trails found (a binary table), when there are any
 
   `~astropy.nddata.CCDData.read` still reads such a file (it ignores the
   extra extensions), and `read_aeqa_fits` reads all of it back.
@@ -41,6 +42,7 @@ from astropy.nddata import (
     UnknownUncertainty,
     VarianceUncertainty,
 )
+from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning, Sip
 
 from .exceptions import AEQAWarning, InputDataError, OutputPathError
@@ -63,6 +65,7 @@ __all__ = [
     "UNCERT_EXTNAME",
     "SCORE_EXTNAME",
     "FLAGS_EXTNAME",
+    "TRAILS_EXTNAME",
     "AEQA_KEYWORDS",
 ]
 
@@ -72,6 +75,7 @@ MASK_EXTNAME = "MASK"
 UNCERT_EXTNAME = "UNCERT"
 SCORE_EXTNAME = "AEQA_SCORE"
 FLAGS_EXTNAME = "AEQA_FLAGS"
+TRAILS_EXTNAME = "AEQA_TRAILS"
 
 #: The AEQA header keywords: argument name -> (keyword, comment).
 AEQA_KEYWORDS = {
@@ -83,10 +87,11 @@ AEQA_KEYWORDS = {
     "fpr": ("AEQAFPR", "AEQA target false-mask rate"),
     "patch_size": ("AEQAPSZ", "[pix] AEQA patch size"),
     "masked_fraction": ("AEQAMFR", "AEQA masked fraction of pixels"),
+    "n_trails": ("AEQATRN", "AEQA number of trails (AEQA_TRAILS table)"),
 }
 _SHA_LENGTH = 16
 
-_OUR_EXTNAMES = (MASK_EXTNAME, UNCERT_EXTNAME, SCORE_EXTNAME, FLAGS_EXTNAME)
+_OUR_EXTNAMES = (MASK_EXTNAME, UNCERT_EXTNAME, SCORE_EXTNAME, FLAGS_EXTNAME, TRAILS_EXTNAME)
 _UNCERTAINTIES = {
     "StdDevUncertainty": StdDevUncertainty,
     "VarianceUncertainty": VarianceUncertainty,
@@ -128,12 +133,16 @@ class AEQAProducts:
         The uint16 ``AEQA_FLAGS`` plane.
     header : `~astropy.io.fits.Header`
         The primary header (with the AEQA* keywords).
+    trails : `~astropy.table.Table` or None
+        The ``AEQA_TRAILS`` table (one row per trail found), or None when
+        the file has none.
     """
 
     ccd: CCDData
     score_map: NDData
     flags: np.ndarray
     header: fits.Header
+    trails: object = None
 
 
 def _describe(source):
@@ -968,6 +977,7 @@ def aeqa_header_cards(
     fpr,
     patch_size,
     masked_fraction,
+    n_trails=None,
 ):
     """
     Return the AEQA* header cards as ``(keyword, value, comment)`` tuples.
@@ -985,8 +995,9 @@ def aeqa_header_cards(
     >>> cards = aeqa_header_cards(version="0.1", model_name="small", model_sha="ab" * 32,
     ...                           score=1.5, threshold=3.5, fpr=None, patch_size=64,
     ...                           masked_fraction=0.25)
-    >>> [c[0] for c in cards]
-    ['AEQAVER', 'AEQAMOD', 'AEQASHA', 'AEQASCOR', 'AEQATHR', 'AEQAFPR', 'AEQAPSZ', 'AEQAMFR']
+    >>> [c[0] for c in cards]  # doctest: +NORMALIZE_WHITESPACE
+    ['AEQAVER', 'AEQAMOD', 'AEQASHA', 'AEQASCOR', 'AEQATHR', 'AEQAFPR', 'AEQAPSZ', 'AEQAMFR',
+     'AEQATRN']
     >>> cards[2][1]
     'abababababababab'
     """
@@ -999,6 +1010,7 @@ def aeqa_header_cards(
         "fpr": None if fpr is None else float(fpr),
         "patch_size": None if patch_size is None else int(patch_size),
         "masked_fraction": None if masked_fraction is None else float(masked_fraction),
+        "n_trails": None if n_trails is None else int(n_trails),
     }
     cards = []
     for arg, (key, comment) in AEQA_KEYWORDS.items():
@@ -1052,6 +1064,7 @@ def write_aeqa_fits(
     header_cards=None,
     source=None,
     source_hdu=None,
+    trails=None,
 ):
     """
     Write the AEQA products of one image to a FITS file, atomically.
@@ -1088,6 +1101,9 @@ def write_aeqa_fits(
         `read_image` moved out of ``meta`` come back.
     source_hdu : int, str or tuple, optional
         The HDU of ``source`` that was read (as ``hdu`` of `read_image`).
+    trails : `~astropy.table.Table`, optional
+        The trails found on the image (end points, angle, width, S/N...),
+        written as the ``AEQA_TRAILS`` binary table.
 
     Returns
     -------
@@ -1173,6 +1189,11 @@ def write_aeqa_fits(
         flag_header[key] = (value, _fit_comment(key, value, comment))
     flag_header["COMMENT"] = "AEQA flag bits; AEQAFBn names bit n (value 2**n)."
     hdul.append(fits.ImageHDU(data=flags.astype(np.uint16), header=flag_header, name=FLAGS_EXTNAME))
+    if trails is not None:
+        table = fits.table_to_hdu(Table(trails))
+        table.name = TRAILS_EXTNAME
+        table.header["COMMENT"] = "AEQA trails: end points (pixels, 0-based), angle, FWHM, S/N."
+        hdul.append(table)
     write_hdulist_atomic(hdul, path, overwrite=overwrite)
     log.info("wrote %s", path)
     return path
@@ -1214,4 +1235,5 @@ def read_aeqa_fits(path):
             np.array(shdu.data, dtype=np.float32, copy=True), wcs=swcs, meta=shdu.header.copy()
         )
         flags = np.array(hdul[FLAGS_EXTNAME].data, dtype=np.uint16, copy=True)
-    return AEQAProducts(ccd=ccd, score_map=score, flags=flags, header=header)
+        trails = Table.read(hdul[TRAILS_EXTNAME]) if TRAILS_EXTNAME in names else None
+    return AEQAProducts(ccd=ccd, score_map=score, flags=flags, header=header, trails=trails)

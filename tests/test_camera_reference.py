@@ -170,3 +170,33 @@ def test_nan_pixels_are_in_the_output_mask(calibrated):
     out = calibrated.mask(CCDData(data, unit="electron", meta=ccd.meta))
     assert out.mask[100:110, 200:210].all()
     assert np.isnan(ccd.data).sum() == 0  # the input is untouched
+
+
+def test_trails_are_masked_at_pixel_level_flagged_and_written(tmp_path):
+    import astropy.units as u
+
+    from astro_aeqa.io import read_aeqa_fits
+    from astro_aeqa.simulation import PAPER_2P5M, simulate_image
+
+    ev = AEQualityEvaluator.pretrained(device="cpu")
+    sim = simulate_image(
+        (512, 512),
+        instrument=PAPER_2P5M,
+        fwhm=0.7 * u.arcsec,
+        background="trail",
+        level=0.3,
+        seed=3,
+    )
+    res = ev.evaluate(sim.ccd)
+    assert len(res.trails) == 1
+    on_trail = sim.truth > 0.05
+    assert res.mask[on_trail].mean() >= 0.95
+    assert res.trail_mask.sum() < 0.1 * res.trail_mask.size  # a band, not whole patches
+    assert decode_flags(res.flag_plane(), "TRAIL")[res.trail_mask].all()
+    ev.write_masked(sim.ccd, tmp_path / "out.fits")
+    products = read_aeqa_fits(tmp_path / "out.fits")
+    assert products.header["AEQATRN"] == 1
+    assert len(products.trails) == 1
+    assert products.trails["length"][0] == pytest.approx(res.trails["length"][0])
+    off = AEQualityEvaluator.pretrained(device="cpu", trails=False).evaluate(sim.ccd)
+    assert off.trails is None and off.trail_mask is None
