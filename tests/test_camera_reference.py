@@ -200,3 +200,14 @@ def test_trails_are_masked_at_pixel_level_flagged_and_written(tmp_path):
     assert products.trails["length"][0] == pytest.approx(res.trails["length"][0])
     off = AEQualityEvaluator.pretrained(device="cpu", trails=False).evaluate(sim.ccd)
     assert off.trails is None and off.trail_mask is None
+
+
+def test_aeqa_info_shows_the_camera_reference(calibrated, tmp_path, capsys):
+    from astro_aeqa.cli import main
+
+    path = calibrated.save(tmp_path / "cam.aeqa.safetensors")
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "camera ref.     2 clean frames: sky" in out and "in 30 s" in out
+    assert main(["info", "default"]) == 0
+    assert "camera ref.     none: zero-shot" in capsys.readouterr().out

@@ -103,11 +103,44 @@ def model_card(path):
         "fpr": aeqa.get("fpr"),
         "morphology": aeqa.get("morphology"),
         "calibration": _calibration_summary(aeqa.get("calibration")),
+        "camera": _camera_summary(aeqa.get("camera")),
+        "trails": aeqa.get("trails"),
         "training": aeqa.get("training") or {},
         "package_version": aeqa.get("package_version"),
         "saved": aeqa.get("saved"),
         "quality": _quality(path, meta["sha256"]),
     }
+
+
+def _camera_summary(camera):
+    """The camera reference without its per-patch maps, or None."""
+    if not camera:
+        return None
+    summary = {k: v for k, v in camera.items() if k not in ("sky_map", "coverage", "star_map")}
+    summary["maps"] = camera.get("sky_map") is not None
+    return summary
+
+
+def _camera_line(camera):
+    if camera is None:
+        return (
+            "none: zero-shot (each patch judged against its own frame); calibrate() on clean frames"
+        )
+    exptime = "" if camera["exptime"] is None else f" in {camera['exptime']:g} s"
+    maps = (
+        f", patch maps for {camera['shape'][0]}x{camera['shape'][1]} frames"
+        if camera["maps"]
+        else ""
+    )
+    stars = (
+        "no source density"
+        if camera.get("star_density") is None
+        else f"{camera['star_density']:.3g} sources per patch"
+    )
+    return (
+        f"{camera['n_frames']} clean frames: sky {camera['sky_level']:.4g}{exptime}, noise "
+        f"{camera['noise']:.3g}, tolerance {camera['sky_tolerance']:.0%}, {stars}{maps}"
+    )
 
 
 def _quality(path, sha256):
@@ -155,6 +188,8 @@ def _print_card(card):
         f"star-aware      {_value(card['star_aware'])}",
         f"PSF term        {_psf_term(card)}",
         f"reference FWHM  {_value(card['reference_fwhm'])} px",
+        f"camera ref.     {_camera_line(card['camera'])}",
+        f"trail search    {'off' if card['trails'] is False else 'on'}",
         f"default fpr     {_value(card['fpr'])}",
         f"morphology      {_value(card['morphology'])} (opening, closing iterations)",
     ]
