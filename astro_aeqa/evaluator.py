@@ -1779,10 +1779,12 @@ class _CompileAlone:
 
 
 def _find_trails(prepared):
-    """Trails in a prepared frame: its S/N, ``3 sinh(x)`` = (data - level) / noise."""
-    snr = np.sinh(prepared["x"])
-    snr *= np.float32(_ASINH_SOFTENING)
-    return find_trails(snr, prepared["valid"])
+    """Trails in a prepared frame, searched on its S/N, ``(data - level) / noise``."""
+    stats, valid = prepared["stats"], prepared["valid"]
+    snr = np.subtract(prepared["ccd"].data, np.float32(stats.level), dtype=np.float32)
+    snr /= np.float32(stats.noise)
+    snr[~valid] = 0.0
+    return find_trails(snr, valid)
 
 
 def _star_counts(found, shape, patch_size):

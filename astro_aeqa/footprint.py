@@ -25,6 +25,12 @@ _MIN_CONTRAST = 10.0
 # ... and it is flat: the dark blocks' levels spread by less than this
 # fraction of the contrast (a cloud's shadow has a gradient, a corner none).
 _MAX_DARK_SPREAD = 0.15
+# Dark blocks are outside only when their noise is under this fraction of
+# the sky's (the dark corners of all-sky cameras measured 0.33-0.52, shutter
+# shadows 0.75-0.79),
+_MAX_OUTSIDE_NOISE = 0.6
+# and a strip of whole rows or columns at most this fraction of the frame.
+_MAX_STRIP = 0.15
 # An inside region counts as a sky circle when this fraction of blocks agrees
 # with the disc of its area and centroid (a clear hole in a cloud does not).
 _DISC_AGREEMENT = 0.8
@@ -87,8 +93,13 @@ def detect_footprint(data, finite=None, *, block=None):
     outside = empty | constant
     if usable.sum() >= 4:
         dark = _touching_border(_dark_blocks(level, noise, usable))
-        if _strips(dark).any() or _is_disc(~dark & ~outside):
-            outside |= _strips(dark) if not _is_disc(~dark & ~outside) else dark
+        # what is outside shows no sky: its noise is read noise, well under
+        # the sky's (a shutter shadow or a cloud along an edge is as noisy)
+        quiet = _quiet(dark, noise, usable)
+        if quiet and _is_disc(~dark & ~outside):
+            outside |= dark
+        elif quiet:
+            outside |= _strips(dark)
     outside = _touching_border(outside)
     if not outside.any():
         return np.ones(data.shape, bool)
@@ -140,14 +151,25 @@ def _dark_blocks(level, noise, usable):
     return dark
 
 
+def _quiet(dark, noise, usable):
+    """Whether the ``dark`` blocks are quiet: noise under _MAX_OUTSIDE_NOISE of the sky's."""
+    sky = usable & ~dark
+    if not (dark & usable).any() or not sky.any():
+        return False
+    return float(np.median(noise[dark & usable])) < _MAX_OUTSIDE_NOISE * float(
+        np.median(noise[sky])
+    )
+
+
 def _strips(dark):
-    """Full rows or columns of ``dark`` blocks reaching in from a border (overscan, trimmed edges)."""
+    """Thin strips of whole rows or columns of ``dark`` blocks at a border (overscan,
+    prescan): at most _MAX_STRIP of the frame across."""
     strips = np.zeros(dark.shape, bool)
     for axis in (0, 1):
         full = dark.all(axis=axis)
         for run in (full, full[::-1]):
             n = int(np.argmin(run)) if not run.all() else run.size
-            if n == 0:
+            if n == 0 or n > _MAX_STRIP * run.size:
                 continue
             index = np.arange(n) if run is full else np.arange(run.size - n, run.size)
             if axis == 0:

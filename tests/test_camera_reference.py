@@ -211,3 +211,14 @@ def test_aeqa_info_shows_the_camera_reference(calibrated, tmp_path, capsys):
     assert "camera ref.     2 clean frames: sky" in out and "in 30 s" in out
     assert main(["info", "default"]) == 0
     assert "camera ref.     none: zero-shot" in capsys.readouterr().out
+
+
+def test_a_shutter_shadow_at_the_edge_is_not_a_footprint():
+    import astropy.units as u
+
+    from astro_aeqa.simulation import PAPER_2P5M, simulate_image
+
+    sim = simulate_image(
+        (512, 512), instrument=PAPER_2P5M, fwhm=0.7 * u.arcsec, background="shutter", level=0.7, seed=7
+    )
+    assert detect_footprint(sim.ccd.data).all()
