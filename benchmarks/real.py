@@ -15,8 +15,10 @@ Sections:
     1024x1024. The shipped model zero-shot and after ``calibrate`` on two
     clean frames of the same generator, against the photutils
     ``Background2D`` mesh score. Patch AUROC (truth > 0.2 against < 0.02),
-    the fraction of clean patches (truth < 0.02) masked on defect frames, and
-    the fraction of clean frames masked.
+    the fraction of clean patches (truth < 0.02) masked on defect frames (for
+    clouds that brighten also of the patches whose scattered light is under
+    5 % of the sky: a cover of 2 % brings up to 50 %), and the fraction of
+    clean frames masked.
 ``m13``
     Real raw frames of one camera (``m13_raw_series``): calibrate on two,
     inject clouds and the Moon into the other three.
@@ -42,7 +44,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _scenes import inject, scene  # noqa: E402
+from _scenes import SCATTER, inject, scene  # noqa: E402
 from evaluator_quality import auroc, classical_patch_scores, patch_truth  # noqa: E402
 
 from astro_aeqa import AEQualityEvaluator  # noqa: E402
@@ -102,6 +104,11 @@ def scenes_section(ev0, args):
                 scores.append(res.patch_scores)
                 masks.append(res.patch_mask)
             out[name][kind] = defect_metrics((scores, masks), [t for _, t in items], p)
+            if kind == "cloud_bright":  # clean by light: scattered light under 5 % of the sky
+                light = [patch_truth(SCATTER * t, p) < 0.05 for _, t in items]
+                out[name][kind]["clean_by_light_masked"] = float(
+                    np.concatenate([m[c] for m, c in zip(masks, light, strict=True)]).mean()
+                )
         out[name]["clean_frames_masked"] = float(
             np.mean([masked_fraction(evaluate(ev, c)[0]) for c in clean])
         )
