@@ -17,6 +17,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from .exceptions import ModelFileError
 
@@ -205,8 +206,10 @@ class CameraReference:
         The clear-sky level of each patch of a frame, anchored on the camera.
 
         The patches whose sky lies within ``sky_tolerance`` of the camera's
-        clean sky are the frame's clear candidates; their median ratio to
-        the clean sky scales the reference to tonight's clear sky. A frame
+        clean sky are the frame's clear candidates; the median ratio to the
+        clean sky of the cluster of candidates nearest the reference (within
+        2.5 % of the median of the few nearest) scales the reference to
+        tonight's clear sky. A frame
         with no such patch (overcast, or a sky unlike any reference) gets
         the reference itself. So on a frame that a cloud covers to 95 % the
         clear 5 % is the anchor, not the cloud.
@@ -376,8 +379,6 @@ class CameraReference:
 
 def _block_sums(grid, side):
     """Sum of each ``side`` x ``side`` block of a patch grid around each patch (zero outside)."""
-    from scipy import ndimage
-
     return ndimage.uniform_filter(np.asarray(grid, float), side, mode="constant") * side**2
 
 
