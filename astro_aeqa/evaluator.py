@@ -585,6 +585,7 @@ class AEQualityEvaluator:
         -------
         self : `AEQualityEvaluator`
         """
+        self.camera_ = None  # the reference frames define the camera anew
         frames = [self._prepare(ref, hdu=hdu) for ref in _iter_references(references, filter)]
         if not frames:
             msg = "references is empty: give at least one good reference frame"
