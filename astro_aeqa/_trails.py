@@ -42,6 +42,8 @@ import numpy as np
 from astropy.table import QTable
 from scipy import ndimage, optimize
 
+from .utils import nanmean, nanmedian
+
 __all__ = ["find_trails", "trail_mask", "TRAIL_COLUMNS"]
 
 log = logging.getLogger(__name__)
@@ -106,10 +108,8 @@ def _local_stats(z, good, block):
     n_good = np.isfinite(blocks).sum(axis=2)
     ok = n_good >= 0.25 * by * bx
     with np.errstate(all="ignore"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(blocks, axis=2)
-            mad = np.nanmedian(np.abs(blocks - med[..., None]), axis=2) * 1.4826
+        med = nanmedian(blocks, axis=2)
+        mad = nanmedian(np.abs(blocks - med[..., None]), axis=2) * 1.4826
     if not ok.any():
         return None
     # blocks with too few sky pixels take the median of the others
@@ -413,9 +413,7 @@ class _Finder:
         # the coarse sky model must not add up along a long line
         wings = np.abs(ds) >= max(3.0 * sigma + 1.0, 0.5 * half_band)
         if wings.sum() >= 4:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                level = np.nanmedian(vc[:, wings], axis=1)
+            level = nanmedian(vc[:, wings], axis=1)
             level = ndimage.uniform_filter1d(np.nan_to_num(level), 15, mode="nearest")
             v = v - level[:, None]
             vc = vc - level[:, None]
@@ -450,11 +448,9 @@ class _Finder:
         sel = slice(i, j)
         # across profile over the extent: the median is robust to stars on the line
         with np.errstate(all="ignore"):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                rows = v[sel]
-                # a few hundred rows measure the profile well enough
-                prof = np.nanmedian(rows[:: max(1, rows.shape[0] // 400)], axis=0)
+            rows = v[sel]
+            # a few hundred rows measure the profile well enough
+            prof = nanmedian(rows[:: max(1, rows.shape[0] // 400)], axis=0)
         fit = _profile_fit(ds, prof)
         if fit is None:
             return None
@@ -470,9 +466,7 @@ class _Finder:
             if b - a < 2:
                 continue
             with np.errstate(all="ignore"):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    p = np.nanmean(vc[a:b][:, win], axis=0)
+                p = nanmean(vc[a:b][:, win], axis=0)
             if not np.all(np.isfinite(p)):
                 continue
             p = p - np.median(prof[~win]) if (~win).any() else p

@@ -13,13 +13,13 @@ patches are then scored against that, so a cloud is masked where it is.
 """
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 from .exceptions import ModelFileError
+from .utils import nanmedian
 
 __all__ = ["CameraReference"]
 
@@ -138,9 +138,7 @@ class CameraReference:
         sky_map = coverage = shape = None
         relative = [f["patch_sky"] * scale(f) / sky_level for f in frames]
         if same_shape:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # patches outside every footprint
-                sky_map = np.nanmedian(np.stack(relative), axis=0)
+            sky_map = nanmedian(np.stack(relative), axis=0)  # NaN outside every footprint
             coverage = np.mean([f["coverage"] for f in frames], axis=0)
             sky_map[coverage == 0] = np.nan
             shape = tuple(frames[0]["shape"])

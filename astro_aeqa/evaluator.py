@@ -25,7 +25,7 @@ from . import io as aeqa_io
 from ._trails import find_trails, trail_mask
 from .calibration import CameraReference, exposure_time
 from .config import conf
-from .exceptions import AEQAWarning, InputDataError, ModelFileError
+from .exceptions import InputDataError, ModelFileError
 from .footprint import detect_footprint
 from .masking import (
     build_flag_plane,
@@ -1102,11 +1102,9 @@ class AEQualityEvaluator:
         sky shows with probability ``fpr``: both terms then mask at the
         same rate.
         """
-        if self.reference_scores_ is None:
-            return scores
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AEQAWarning)  # too few references: said when masking
-            threshold = self._calibrated_threshold(self.fpr)
+        if self.reference_scores_ is None or not _supports(self.reference_scores_, self.fpr):
+            return scores  # too few references: said when masking
+        threshold = self._calibrated_threshold(self.fpr)
         if not np.isfinite(threshold):
             return scores
         equivalent = threshold * deficit / ndtri(1.0 - self.fpr)
@@ -1445,9 +1443,9 @@ class AEQualityEvaluator:
         threshold = conformal_threshold(reference, fpr)
         if self.camera_ is None or self.camera_.n_frames >= _FEW_FRAMES:
             return threshold
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AEQAWarning)  # said by the line above if at all
-            default = conformal_threshold(reference, self.fpr)
+        if not _supports(reference, self.fpr):  # (said by the line above if at all)
+            return threshold
+        default = conformal_threshold(reference, self.fpr)
         if np.isfinite(default):
             threshold += max(0.0, _MIN_THRESHOLD_RATIO * float(np.median(reference)) - default)
         return threshold
@@ -1801,6 +1799,12 @@ def _coverage(footprint, shape, patch_size):
     if footprint is None:
         return np.ones(patch_grid_shape(shape, patch_size))
     return aggregate_patches(footprint.astype(np.float32), patch_size, statistic="mean")[0]
+
+
+def _supports(reference, fpr):
+    """Whether the reference scores are enough for a finite threshold at ``fpr``."""
+    n = int(np.count_nonzero(np.isfinite(reference)))
+    return n >= math.ceil(1.0 / fpr - 1.0)
 
 
 def _fraction_above(scores, threshold):

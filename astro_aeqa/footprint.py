@@ -10,10 +10,10 @@ calibration, the patch scores and the image score, and flagged
 ``OUTSIDE_FOOTPRINT`` (not ``LOW_QUALITY``).
 """
 
-import warnings
-
 import numpy as np
 from scipy import ndimage
+
+from .utils import nanmedian
 
 __all__ = ["detect_footprint"]
 
@@ -121,13 +121,12 @@ def _block_statistics(data, finite, block, nby, nbx):
     cells = grid[: nby * b, : nbx * b].reshape(nby, b, nbx, b).transpose(0, 2, 1, 3)
     cells = cells.reshape(nby, nbx, b * b)
     n_finite = np.isfinite(cells).sum(axis=-1)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
-        level = np.nanmedian(cells, axis=-1)
-        noise = 1.4826 * np.nanmedian(np.abs(cells - level[..., None]), axis=-1)
-        # a block whose pixels take few distinct values has MAD 0: it is
-        # constant only if its pixels span nothing
-        spread = np.nanmax(cells, axis=-1) - np.nanmin(cells, axis=-1)
+    level = nanmedian(cells)  # NaN for blocks without a finite pixel
+    noise = 1.4826 * nanmedian(np.abs(cells - level[..., None]))
+    # a block whose pixels take few distinct values has MAD 0: it is
+    # constant only if its pixels span nothing
+    filled = np.where(np.isnan(cells), level[..., None], cells)
+    spread = np.nan_to_num(filled.max(axis=-1) - filled.min(axis=-1))
     noise = np.where(spread > 0, np.where(noise > 0, noise, spread / 4), 0.0)
     return level, noise, n_finite
 

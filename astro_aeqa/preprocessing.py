@@ -17,7 +17,6 @@ Non-finite, saturated and masked pixels never reach the network raw: they are
 replaced by the sky value (zero after normalisation) and given zero weight.
 """
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +25,7 @@ from scipy import ndimage
 
 from .exceptions import InputDataError
 from .tiling import aggregate_patches
+from .utils import nanmedian
 
 __all__ = [
     "NORMALIZATIONS",
@@ -133,9 +133,7 @@ def _nanmedian_rows(a):
     if not has_nan.all():
         out[~has_nan] = np.median(a[~has_nan], axis=1)
     if has_nan.any():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
-            out[has_nan] = np.nanmedian(a[has_nan], axis=1)
+        out[has_nan] = nanmedian(a[has_nan], axis=1)  # NaN for all-NaN rows, no warning
     return out
 
 

@@ -83,7 +83,9 @@ def _check_night(table, night, tiny_evaluator):
     assert list(table.colnames) == list(parallel.SUMMARY_COLUMNS)
     assert [str(p) for p in night] == list(table["file"])  # rows in the order given
     failed = table["status"] == "failed"
-    assert [table["file"][i] for i in np.flatnonzero(failed)] == [str(night[17])]
+    assert [table["file"][i] for i in np.flatnonzero(failed)] == [str(night[17])], list(
+        table["error"][failed]
+    )
     assert CORRUPT in table["error"][17] and "FITS" in table["error"][17]
     assert np.isnan(table["score"][17])
     ok = ~failed

@@ -3,6 +3,7 @@
 
 from ._atomic import atomic_write, check_writable_dir, clean_stale_temporaries, write_hdulist_atomic
 from ._files import file_sha256, save_figure_atomic, write_table_atomic
+from ._nanstats import nanmean, nanmedian
 from ._progress import progress_bar
 from ._threads import thread_pool
 from ._validation import check_2d_float, check_fraction, check_positive_quantity
@@ -20,4 +21,6 @@ __all__ = [
     "check_positive_quantity",
     "check_fraction",
     "check_2d_float",
+    "nanmedian",
+    "nanmean",
 ]
