@@ -708,7 +708,7 @@ class AEQualityEvaluator:
         return self
 
     def _patch_counts(self, prepared):
-        """Valid pixels per patch (NaN where none): which patches a frame can calibrate."""
+        """The fraction of valid pixels per patch (NaN where none): which patches a frame can calibrate."""
         counts, _ = aggregate_patches(
             prepared["valid"].astype(np.float32), self.patch_size, statistic="mean"
         )
@@ -1243,7 +1243,11 @@ class AEQualityEvaluator:
 
     def _score_band(self, prepared, residual, start, stop, stars):
         """The patch rows in ``start:stop``: MAE, sky median (or None), both before
-        star-aware scoring, and the valid counts."""
+        star-aware scoring, and the valid counts.
+
+        ``stars`` is the future of `_star_parts` (bands are scored while the
+        stars are still being found) or the bright-star pixels themselves.
+        """
         nx = prepared["x"].shape[1]
         band = residual[start:stop, :nx]
         valid = prepared["valid"][start:stop]
