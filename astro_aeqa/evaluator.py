@@ -689,7 +689,10 @@ class AEQualityEvaluator:
         self.camera_ = None  # the footprints and skies of these frames alone
         first = [self._prepare(frame, hdu=hdu) for frame in frames[:5]]
         self._measure_reference_fwhm(first)
-        n_patches = len(frames) * int(np.count_nonzero(np.isfinite(self._patch_counts(first[0]))))
+        shape = first[0]["x"].shape
+        n_patches = len(frames) * int(
+            np.count_nonzero(_coverage(first[0]["valid"], shape, self.patch_size))
+        )
         need = math.ceil(1.0 / self.fpr - 1.0)
         half = self.patch_size // 2
         shifts = [(0, 0)]
@@ -706,13 +709,6 @@ class AEQualityEvaluator:
             records += [self._calibration_record(prepared, parts, shift) for shift in shifts]
         self._calibrate_records(records)
         return self
-
-    def _patch_counts(self, prepared):
-        """The fraction of valid pixels per patch (NaN where none): which patches a frame can calibrate."""
-        counts, _ = aggregate_patches(
-            prepared["valid"].astype(np.float32), self.patch_size, statistic="mean"
-        )
-        return np.where(counts > 0, counts, np.nan)
 
     def _calibration_record(self, prepared, parts, shift=(0, 0), inside=None):
         """What calibration keeps of a scored clean frame: patch-level parts, on a grid moved by ``shift``."""
@@ -969,12 +965,16 @@ class AEQualityEvaluator:
         its patches wholly inside or outside hold; only patches on its edge
         are measured on the frame, so a cloud cannot move the footprint.
         """
-        footprint = detect_footprint(data, finite)
         camera = self.camera_
         if camera is not None and camera.maps_apply(data.shape, self.patch_size):
             p, (ny, nx) = self.patch_size, data.shape
             coverage = np.repeat(np.repeat(camera.coverage, p, 0), p, 1)[:ny, :nx]
-            footprint = np.where(coverage >= 1, True, np.where(coverage <= 0, False, footprint))
+            footprint = coverage >= 1
+            edge = (coverage > 0) & ~footprint
+            if edge.any():  # measured on the frame only where the reference is partial
+                footprint |= edge & detect_footprint(data, finite)
+        else:
+            footprint = detect_footprint(data, finite)
         return None if footprint.all() else footprint
 
     def _check_patch_fits(self, shape):
@@ -1077,8 +1077,12 @@ class AEQualityEvaluator:
         if raw is not None:
             prepared["raw_scores"] = self._combine(raw, parts["psf"])
         scores = self._combine(mae, parts["psf"])
-        parts["coverage"] = _coverage(prepared["footprint"], prepared["x"].shape, self.patch_size)
-        deficit = self._transparency(parts, _frame_info(prepared))
+        deficit = None
+        if self.camera_ is not None:  # the transparency term needs the camera's star density
+            parts["coverage"] = _coverage(
+                prepared["footprint"], prepared["x"].shape, self.patch_size
+            )
+            deficit = self._transparency(parts, _frame_info(prepared))
         prepared["transparency"] = deficit
         if deficit is not None:
             scores = self._with_transparency(scores, deficit)
@@ -1799,7 +1803,7 @@ def _star_counts(found, shape, patch_size):
 
 
 def _coverage(footprint, shape, patch_size):
-    """Per patch, the fraction of its pixels inside the footprint (None: all)."""
+    """Per patch, the fraction of its pixels inside ``footprint`` (None: all), a bool map."""
     if footprint is None:
         return np.ones(patch_grid_shape(shape, patch_size))
     return aggregate_patches(footprint.astype(np.float32), patch_size, statistic="mean")[0]
