@@ -4,17 +4,14 @@ The evaluator: learn "good" from reference frames, score new frames patch by
 patch, and mask the patches that the autoencoder cannot reconstruct.
 """
 
-import hashlib
 import importlib.resources
 import logging
 import math
-import threading
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from astropy.io import fits
 from astropy.nddata import CCDData, NDData
 from astropy.table import QTable
@@ -39,14 +36,12 @@ from .masking import (
 from .nn import (
     PRESETS,
     AutoencoderConfig,
+    Reconstructor,
     build_model,
     load_model,
-    native_bfloat16,
-    reconstruct,
-    resolve_device,
     save_model,
-    torch_threads,
     train_autoencoder,
+    weights_sha,
 )
 from .preprocessing import (
     _ASINH_SOFTENING,
@@ -61,13 +56,12 @@ from .preprocessing import (
 from .stars import auto_patch_size, bright_star_mask, find_stars, measure_fwhm, psf_shape_map
 from .tiling import (
     aggregate_patches,
-    extract_tiles,
     owned_regions,
     patch_any,
     patch_grid_shape,
     tile_origins,
 )
-from .utils import file_sha256, thread_pool
+from .utils import check_int, file_sha256, thread_pool
 from .utils import progress_bar as _progress_bar
 
 __all__ = ["AEQualityEvaluator", "QualityResult", "aeqa_mask", "default_model_path"]
@@ -80,8 +74,6 @@ log = logging.getLogger(__name__)
 AGGREGATES = ("mean", "trimmed_mean", "median")
 # Reference scores kept in a model file: enough quantiles to calibrate fpr=0.001.
 _N_CALIBRATION_QUANTILES = 4001
-# Forward-pass arithmetic at inference -> autocast dtype (None: plain float32).
-_PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 # Largest patch_size='auto' picks: the default crops (128 px) hold one such patch.
 _AUTO_PATCH_MAX = 64
 # Faintest source peak (sky sigmas) that star-aware scoring leaves out and
@@ -104,8 +96,6 @@ _ZERO_SHOT_WARN_FRACTION = 0.05
 _COUNT_MIN_SNR = 10.0
 # Fewest clean patches with a PSF-term value that calibrate its scale.
 _PSF_MIN_PATCHES = 20
-# Bytes of network activations one forward batch may hold (the batch size adapts).
-_ACTIVATION_BUDGET = 512 * 2**20
 
 
 def _package_version():
@@ -446,7 +436,7 @@ class AEQualityEvaluator:
             self.patch_size = None  # set by fit from the references' FWHM
             sizing = _AUTO_PATCH_MAX
         else:
-            self.patch_size = sizing = _check_int(patch_size, "patch_size", minimum=2)
+            self.patch_size = sizing = check_int(patch_size, "patch_size", minimum=2)
         unit = config.multiple
         self.tile_size = self._check_tile(
             max(512, 2 * sizing) if tile_size is None else tile_size, "tile_size", unit
@@ -456,7 +446,7 @@ class AEQualityEvaluator:
         )
         # The image score changes by < 0.3 % from 32 to 48 pixels of margin
         # (benchmarks/evaluator_quality.py); narrower margins keep tile-edge pixels.
-        self.overlap = _check_int(
+        self.overlap = check_int(
             min(32, self.tile_size // 4) if overlap is None else overlap, "overlap", minimum=0
         )
         if 2 * self.overlap >= self.tile_size:
@@ -483,15 +473,15 @@ class AEQualityEvaluator:
         self.reference_fwhm_ = None  # pixels, measured on the references by fit
         self.fpr = _check_fpr(fpr)
         self.morphology = tuple(int(n) for n in morphology)
-        self.device = resolve_device(conf.device if device is None else device)
-        self.batch_size = _check_int(batch_size, "batch_size", minimum=1)
         self.seed = int(seed)
-        self.precision = precision
-        self.compile = bool(compile)
-        self._compiled = None  # (model, compiled module), built on first use
         self.config = config
-        self.model_ = build_model(config)
-        self.model_.to(self.device)
+        self.reconstructor_ = Reconstructor(
+            build_model(config),
+            device=conf.device if device is None else device,
+            batch_size=batch_size,
+            precision=precision,
+            compile=compile,
+        )
         self.reference_scores_ = None  # sorted clean reference patch scores
         self.camera_ = None  # CameraReference: the clean sky of the camera
         self.training_ = {}
@@ -500,29 +490,52 @@ class AEQualityEvaluator:
 
     @staticmethod
     def _check_tile(value, name, unit):
-        value = _check_int(value, name, minimum=unit)
+        value = check_int(value, name, minimum=unit)
         if value % unit:
             msg = f"{name} must be a multiple of {unit} for this model, got {value}"
             raise ValueError(msg)
         return value
 
     @property
+    def model_(self):
+        """The network (`~astro_aeqa.nn.ConvAutoencoder`)."""
+        return self.reconstructor_.model
+
+    @model_.setter
+    def model_(self, model):
+        self.reconstructor_.model = model
+
+    @property
+    def device(self):
+        """The `torch.device` the network runs on."""
+        return self.reconstructor_.device
+
+    @property
+    def batch_size(self):
+        """Most tiles reconstructed at once."""
+        return self.reconstructor_.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value):
+        self.reconstructor_.batch_size = value
+
+    @property
     def precision(self):
         """Arithmetic of the inference forward pass: ``'auto'``, ``'float32'`` or ``'bfloat16'``."""
-        return self._precision
+        return self.reconstructor_.precision
 
     @precision.setter
     def precision(self, value):
-        if value != "auto" and value not in _PRECISIONS:
-            msg = f"precision must be one of {['auto', *sorted(_PRECISIONS)]}, got {value!r}"
-            raise ValueError(msg)
-        self._precision = value
+        self.reconstructor_.precision = value
 
-    def _autocast_dtype(self):
-        """The autocast dtype of the forward pass (None: float32)."""
-        if self.precision == "auto":
-            return torch.bfloat16 if native_bfloat16(self.device) else None
-        return _PRECISIONS[self.precision]
+    @property
+    def compile(self):
+        """Whether inference runs through `torch.compile`."""
+        return self.reconstructor_.compile
+
+    @compile.setter
+    def compile(self, value):
+        self.reconstructor_.compile = bool(value)
 
     def __repr__(self):
         state = "fitted" if self.is_fitted else "untrained"
@@ -629,7 +642,7 @@ class AEQualityEvaluator:
         }
         self.history_ = history
         self.is_fitted = True
-        self.model_sha = _weights_sha(self.model_)
+        self.model_sha = weights_sha(self.model_)
         if calibration is not None:
             self.calibrate(calibration, hdu=hdu, progress_bar=progress_bar)
         else:
@@ -911,7 +924,7 @@ class AEQualityEvaluator:
             if ccd.mask is not None:
                 valid[rows] &= ~input_mask[rows]
 
-        workers = self._scoring_workers()
+        workers = self.reconstructor_.n_threads()
         bands = _row_bands(shape[0], workers)
         with thread_pool(workers) as pool:  # bands of rows, one per core
             _wait([pool.submit(pixel_masks, rows) for rows in bands])
@@ -995,35 +1008,6 @@ class AEQualityEvaluator:
             return minmax_tiles
         return subtract_tile_median if self.sky_term else None
 
-    def _tile_for(self, shape):
-        """The tile side for a frame: ``tile_size``, or the frame's short side rounded up."""
-        unit = self.config.multiple
-        return min(self.tile_size, -(-min(shape) // unit) * unit)
-
-    def _tiles_per_batch(self, tile, workers=1):
-        # The widest activation (channels x pixels at one resolution) bounds the
-        # forward pass's memory: keep the batches of all workers under the budget.
-        config = self.config
-        widest = max(
-            1.0, *(c / (config.unshuffle * 2**i) ** 2 for i, c in enumerate(config.channels()))
-        )  # float32 values per input pixel
-        per_tile = 3 * 4 * widest * tile * tile  # about three such tensors are alive at once
-        return int(max(1, min(self.batch_size, _ACTIVATION_BUDGET // (per_tile * workers))))
-
-    def _inference_model(self):
-        if not self.compile:
-            return self.model_
-        if self._compiled is None or self._compiled[0] is not self.model_:
-            # one graph per tile-batch shape: dynamic shapes fail in inductor on
-            # this network (torch 2.13), and a survey has few shapes
-            compiled = torch.compile(self.model_, dynamic=False)
-            self._compiled = (self.model_, _CompileAlone(compiled))
-        return self._compiled[1]
-
-    def _scoring_workers(self):
-        """Threads that score one frame: one per core torch may use."""
-        return max(1, torch.get_num_threads())
-
     def _tile_tasks(self, shape, workers):
         """Tile tasks of a frame, in row-major order.
 
@@ -1032,12 +1016,12 @@ class AEQualityEvaluator:
         every task before it are done.
         """
         ny, nx = shape
-        t = self._tile_for(shape)
+        t = self.reconstructor_.tile_side(shape, self.tile_size)
         padded = (max(ny, t), max(nx, t))
         overlap = min(self.overlap, (t - 1) // 2)
         origins = tile_origins(padded, t, overlap)
         regions = owned_regions(origins, padded, t)
-        chunk = self._tiles_per_batch(t, workers)
+        chunk = self.reconstructor_.tiles_per_batch(t, workers)
         tasks = []
         for y in np.unique(origins[:, 0]):
             row = np.flatnonzero(origins[:, 0] == y)
@@ -1046,24 +1030,6 @@ class AEQualityEvaluator:
                 rows_done = regions[row[0], 1] if start + chunk >= len(row) else None
                 tasks.append((origins[take], regions[take], rows_done))
         return t, padded, tasks
-
-    def _reconstruct_tiles(self, model, x, origins, regions, t, residual):
-        """Write ``|x - x_hat|`` of the owned regions of these tiles into ``residual``."""
-        tiles = extract_tiles(x, origins, t)
-        transform = self._tile_transform()
-        if transform is not None:
-            tiles = transform(tiles)
-        recon = reconstruct(
-            model,
-            tiles,
-            batch_size=len(tiles),
-            device=self.device,
-            amp_dtype=self._autocast_dtype(),
-        )
-        np.subtract(tiles, recon, out=recon)
-        np.abs(recon, out=recon)
-        for (y0, x0), (y1, y2, x1, x2), tile in zip(origins, regions, recon, strict=True):
-            residual[y1:y2, x1:x2] = tile[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0]
 
     def _score_prepared(self, prepared, *, progress_bar=False):
         parts = self._score_parts(
@@ -1166,26 +1132,36 @@ class AEQualityEvaluator:
             x = subtract_local_background(x, prepared["valid"], max(1, self.patch_size // 2))
         ny, nx = x.shape
         p = self.patch_size
-        workers = self._scoring_workers()
+        workers = self.reconstructor_.n_threads()
         t, padded, tasks = self._tile_tasks(x.shape, workers)
         if padded != x.shape:  # shorter than a tile: reflect to one tile, crop after
             x = np.pad(x, ((0, padded[0] - ny), (0, padded[1] - nx)), mode="reflect")
         residual = np.empty(padded, dtype=np.float32)
-        one_torch_thread = workers > 1 and self.device.type == "cpu"
         bar = _progress_bar(
             total=sum(len(o) for o, _, _ in tasks), enabled=progress_bar, desc="tiles", unit="tile"
         )
-        with thread_pool(workers) as pool, torch_threads(1 if one_torch_thread else None):
+        rec = self.reconstructor_
+        with thread_pool(workers) as pool, rec.threads(workers):
             stars = None
             if self.star_aware or with_psf or local_background:
                 stars = pool.submit(
                     self._star_parts, prepared, with_psf=with_psf, count=local_background
                 )
             found_trails = pool.submit(_find_trails, prepared) if trails else None
-            model = self._inference_model()  # compiled here, not by two tasks at once
+            model = rec.prepare()  # compiled here, not by two tasks at once
+            transform = self._tile_transform()
             pending = [
                 (
-                    pool.submit(self._reconstruct_tiles, model, x, origins, regions, t, residual),
+                    pool.submit(
+                        rec.residuals,
+                        x,
+                        origins,
+                        regions,
+                        t,
+                        residual,
+                        transform=transform,
+                        model=model,
+                    ),
                     len(origins),
                     rows_done,
                 )
@@ -1532,7 +1508,7 @@ class AEQualityEvaluator:
         self._check_fitted()
         ccd = aeqa_io.read_image(image, hdu=hdu)
         result = self._evaluate_ccd(ccd, threshold=threshold, fpr=fpr)
-        with thread_pool(min(2, self._scoring_workers())) as pool:
+        with thread_pool(min(2, self.reconstructor_.n_threads())) as pool:
             flags = pool.submit(result.flag_plane)
             out = self._masked_ccd(ccd, result)
             flags = flags.result()
@@ -1760,31 +1736,6 @@ def _frame_fwhm(frame):
         return None
 
 
-class _CompileAlone:
-    """A `torch.compile` module whose first call per input runs alone.
-
-    Dynamo compiling on two threads at once deadlocks (torch 2.13); once a
-    shape is compiled, tasks on several threads run it side by side.
-    """
-
-    def __init__(self, compiled):
-        self.compiled = compiled
-        self.lock = threading.Lock()
-        self.done = set()
-
-    def __getattr__(self, name):  # config, parameters(), eval()... of the model
-        return getattr(self.compiled, name)
-
-    def __call__(self, x):
-        key = (tuple(x.shape), x.dtype, torch.is_autocast_enabled(x.device.type))
-        if key in self.done:
-            return self.compiled(x)
-        with self.lock:
-            out = self.compiled(x)
-            self.done.add(key)
-        return out
-
-
 def _find_trails(prepared):
     """Trails in a prepared frame, searched on its S/N, ``(data - level) / noise``."""
     stats, valid = prepared["stats"], prepared["valid"]
@@ -1857,16 +1808,6 @@ def _median_and_mad(values):
     return median, float(np.median(np.abs(values - median)))
 
 
-def _check_int(value, name, *, minimum):
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        msg = f"{name} must be an integer, got {value!r}"
-        raise TypeError(msg)
-    if value < minimum:
-        msg = f"{name} must be at least {minimum}, got {value}"
-        raise ValueError(msg)
-    return int(value)
-
-
 def _check_fpr(fpr):
     fpr = float(fpr)
     if not 0.0 < fpr < 1.0:
@@ -1896,11 +1837,3 @@ def _iter_references(references, filter):
 
 def _fits_safe(meta):
     return {k: v for k, v in dict(meta or {}).items() if isinstance(v, str | int | float | bool)}
-
-
-def _weights_sha(model):
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]

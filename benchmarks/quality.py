@@ -94,13 +94,13 @@ class CachedResidual:
     """Reconstruct each tile once: aggregates, patch sizes and thresholds reuse it."""
 
     def __init__(self, ev):
-        self.cache, self.compute = {}, ev._reconstruct_tiles
-        ev._reconstruct_tiles = self
+        self.cache, self.compute = {}, ev.reconstructor_.residuals
+        ev.reconstructor_.residuals = self
 
-    def __call__(self, model, x, origins, regions, t, residual):
+    def __call__(self, x, origins, regions, t, residual, **kwargs):
         key = hashlib.blake2b(x.tobytes() + origins.tobytes(), digest_size=16).digest()
         if key not in self.cache:
-            self.compute(model, x, origins, regions, t, residual)
+            self.compute(x, origins, regions, t, residual, **kwargs)
             self.cache[key] = [residual[y1:y2, x1:x2].copy() for y1, y2, x1, x2 in regions]
         for (y1, y2, x1, x2), owned in zip(regions, self.cache[key], strict=True):
             residual[y1:y2, x1:x2] = owned

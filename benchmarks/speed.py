@@ -217,7 +217,7 @@ def end_to_end(model_file, directory, repeat, device, compile=False):  # noqa: A
         result["aeqa_median_s"] / result["background2d_median_s"]
     )
     result["ratio_float32_over_background2d"] = result["aeqa_float32_s"] / result["background2d_s"]
-    result["default_autocast"] = str(ev._autocast_dtype())
+    result["default_autocast"] = str(ev.reconstructor_.autocast_dtype())
     if compiled is not None:
         result["compile_warmup_s"] = compile_warmup
         result["ratio_compiled_over_background2d"] = (

@@ -1,13 +1,21 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """
-The autoencoder: architecture, training, inference and model files.
+The autoencoder: architecture, training, reconstruction and model files.
 
 This is the only subpackage that imports torch at module level. It works on
 float32 numpy arrays and tensors, never on CCDData or FITS.
 """
 
-from .inference import native_bfloat16, reconstruct, torch_threads
 from .model import PRESETS, AutoencoderConfig, ConvAutoencoder, build_model, init_weights
+from .reconstructor import (
+    PRECISIONS,
+    Reconstructor,
+    native_bfloat16,
+    reconstruct,
+    resolve_device,
+    torch_threads,
+    weights_sha,
+)
 from .serialization import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -19,7 +27,6 @@ from .serialization import (
 )
 from .training import (
     TrainingHistory,
-    resolve_device,
     split_patches,
     train_autoencoder,
     weighted_mse_loss,
@@ -36,9 +43,12 @@ __all__ = [
     "split_patches",
     "train_autoencoder",
     "weighted_mse_loss",
+    "Reconstructor",
+    "PRECISIONS",
     "reconstruct",
     "torch_threads",
     "native_bfloat16",
+    "weights_sha",
     "FORMAT_VERSION",
     "FORMAT_NAME",
     "save_model",

@@ -9,7 +9,7 @@ followed by an (affine) instance normalisation and a ReLU.
 
 This module only builds modules and runs ``forward``; training, numpy
 conversion and files live in `astro_aeqa.nn.training`,
-`astro_aeqa.nn.inference` and `astro_aeqa.nn.serialization`.
+`astro_aeqa.nn.reconstructor` and `astro_aeqa.nn.serialization`.
 """
 
 import math

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from ..exceptions import ModelFileError
 from ..utils import atomic_write, file_sha256
 from .model import AutoencoderConfig, ConvAutoencoder
-from .training import resolve_device
+from .reconstructor import resolve_device
 
 __all__ = [
     "FORMAT_VERSION",

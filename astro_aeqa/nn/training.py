@@ -27,12 +27,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..utils import atomic_write, check_fraction
+from ..utils import atomic_write, check_fraction, check_int
 from ..utils import progress_bar as _progress_bar
 from .model import ConvAutoencoder
+from .reconstructor import resolve_device
 
 __all__ = [
-    "resolve_device",
     "TrainingHistory",
     "split_patches",
     "weighted_mse_loss",
@@ -43,59 +43,6 @@ log = logging.getLogger(__name__)
 
 _CHECKPOINT_FORMAT = "astro_aeqa-checkpoint"
 _CHECKPOINT_VERSION = 1
-
-
-def resolve_device(device="auto"):
-    """
-    Return the `torch.device` named by ``device``.
-
-    Parameters
-    ----------
-    device : str or `torch.device`
-        ``'auto'`` (CUDA when available, else CPU), ``'cpu'``, ``'cuda'``,
-        ``'cuda:N'``, ``'mps'``, or a `torch.device`.
-
-    Raises
-    ------
-    ValueError
-        If the device is unknown or not available on this machine.
-
-    Examples
-    --------
-    >>> from astro_aeqa.nn import resolve_device
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    choices = "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or a torch.device"
-    if isinstance(device, str) and device.strip().lower() == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(device, str | torch.device):
-        msg = f"device must be {choices}, got {device!r}"
-        raise ValueError(msg)
-    try:
-        dev = torch.device(device.strip().lower() if isinstance(device, str) else device)
-    except (RuntimeError, ValueError) as exc:
-        msg = f"device={device!r} is not a device name; use {choices}"
-        raise ValueError(msg) from exc
-    if dev.type == "cpu":
-        return dev
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            msg = (
-                f"device={device!r}: CUDA is not available on this machine "
-                "(CPU-only torch or no GPU); "
-                "use device='cpu' or device='auto'"
-            )
-            raise ValueError(msg)
-        n = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= n:
-            msg = f"device={device!r}: only {n} CUDA device(s) present (cuda:0 to cuda:{n - 1})"
-            raise ValueError(msg)
-        return dev
-    if dev.type == "mps" and torch.backends.mps.is_available():
-        return dev
-    msg = f"device={device!r} is not available here; use {choices}"
-    raise ValueError(msg)
 
 
 @dataclass
@@ -189,7 +136,7 @@ def split_patches(shapes, patch_size, *, val_fraction=0.1, seed=0):
     >>> len(val)
     4
     """
-    ps = _check_int(patch_size, "patch_size", minimum=1)
+    ps = check_int(patch_size, "patch_size", minimum=1)
     val_fraction = check_fraction(val_fraction, "val_fraction")
     grid = []
     for i, shape in enumerate(shapes):
@@ -237,13 +184,6 @@ def split_patches(shapes, patch_size, *, val_fraction=0.1, seed=0):
                 elif not held[cy, cx]:
                     regions.append((i, y_lo, y_lo, x_lo, x_lo))  # only the grid patch itself
     return np.asarray(regions, dtype=np.int64).reshape(-1, 5), val_patches
-
-
-def _check_int(value, name, *, minimum):
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        msg = f"{name} must be an integer >= {minimum}, got {value!r}"
-        raise ValueError(msg)
-    return int(value)
 
 
 def _check_images(images, weights, patch_size, multiple):
@@ -450,7 +390,7 @@ def train_autoencoder(
         `numpy.random.Generator`). The initial weights come from the model
         (see `~astro_aeqa.nn.build_model`).
     device : str or `torch.device`
-        See `resolve_device`.
+        See `~astro_aeqa.nn.resolve_device`.
     amp : bool, optional
         Mixed precision: bfloat16 autocast (float16 with a gradient scaler on
         GPUs without bfloat16). Default: on for CUDA, off (float32) on CPU.
@@ -480,11 +420,11 @@ def train_autoencoder(
     if not isinstance(model, ConvAutoencoder):
         msg = f"model must be a ConvAutoencoder (see build_model), got {type(model).__name__}"
         raise TypeError(msg)
-    ps = _check_int(patch_size, "patch_size", minimum=4)
-    n_epochs = _check_int(n_epochs, "n_epochs", minimum=1)
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
+    ps = check_int(patch_size, "patch_size", minimum=4)
+    n_epochs = check_int(n_epochs, "n_epochs", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     if patience is not None:
-        patience = _check_int(patience, "patience", minimum=1)
+        patience = check_int(patience, "patience", minimum=1)
     if not (np.isfinite(learning_rate) and learning_rate > 0):
         msg = f"learning_rate must be finite and positive, got {learning_rate!r}"
         raise ValueError(msg)
@@ -501,7 +441,7 @@ def train_autoencoder(
     n_train = sum((ny // ps) * (nx // ps) for ny, nx in shapes) - n_val
     if steps_per_epoch is None:
         steps_per_epoch = max(1, n_train // batch_size)
-    steps_per_epoch = _check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
+    steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
     area = (regions[:, 2] - regions[:, 1] + 1) * (regions[:, 4] - regions[:, 3] + 1)
     cum_area = np.cumsum(area.astype(np.float64))
 

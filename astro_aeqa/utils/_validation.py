@@ -4,7 +4,7 @@
 import numpy as np
 from astropy import units as u
 
-__all__ = ["check_positive_quantity", "check_fraction", "check_2d_float"]
+__all__ = ["check_positive_quantity", "check_fraction", "check_int", "check_2d_float"]
 
 
 def check_positive_quantity(value, name, unit, *, allow_zero=False):
@@ -49,6 +49,26 @@ def check_fraction(value, name):
         msg = f"{name} must lie in [0, 1], got {value}"
         raise ValueError(msg)
     return value
+
+
+def check_int(value, name, *, minimum):
+    """
+    Return ``value`` as an int, checking that it is an integer of at least ``minimum``.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not an integer (a bool is not one).
+    ValueError
+        If it is less than ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        msg = f"{name} must be an integer, got {value!r}"
+        raise TypeError(msg)
+    if value < minimum:
+        msg = f"{name} must be at least {minimum}, got {value}"
+        raise ValueError(msg)
+    return int(value)
 
 
 def check_2d_float(data, name="data"):
