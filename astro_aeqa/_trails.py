@@ -432,7 +432,9 @@ class _Finder:
         cap = 8 * k0 + 2
         i = j = 0
         for _ in range(5):
-            i, j = _kadane(np.where(covered, np.minimum(m, cap) - k0, -k0))
+            # (a star or a masked pixel on the line costs a little: the run
+            # bridges it, but does not reach into masked stretches)
+            i, j = _kadane(np.where(covered, np.minimum(m, cap) - k0, -0.25 * k0))
             if j - i < 3:
                 return None
             seg = m[i:j][covered[i:j]]
@@ -539,8 +541,11 @@ class _Finder:
             return "clumpy"
         if fwhm > self.max_width:
             return "wide"
-        if length < 8 * fwhm or (res["amp"] < 3 and length < 15 * fwhm):
-            # wide and short: a galaxy or a blend; faint ones must be longer
+        if length < 6 * fwhm:
+            return "blob"  # wide and short: a galaxy or a blend
+        if (length < 8 * fwhm or (res["amp"] < 3 and length < 15 * fwhm)) and res["evenness"] < 0.8:
+            # a short and wide one, or a faint one, must be even along its
+            # length: an edge-on galaxy is brightest in its middle
             return "blob"
         if res["coverage"] < 0.6:
             return "gappy"  # mostly under stars or invalid pixels
@@ -550,7 +555,10 @@ class _Finder:
             return "knotty"
         theta, rho = res["theta_used"], res["rho_used"]
         line_angle = (theta + np.pi / 2) % (np.pi / 2)
-        axis_aligned = min(line_angle, np.pi / 2 - line_angle) <= np.deg2rad(self.bleed_angle)
+        # (a short one is measured less well: a 50-pixel piece of a 3-pixel bleed
+        # column may come out a few degrees off its axis)
+        tolerance = max(np.deg2rad(self.bleed_angle), np.arctan(2 * fwhm / length))
+        axis_aligned = min(line_angle, np.pi / 2 - line_angle) <= tolerance
         near_star = False
         if self.stars.size:
             c, s = np.cos(theta), np.sin(theta)
@@ -600,6 +608,7 @@ def find_trails(
     bleed_angle=1.5,
     bleed_peak=300.0,
     search_snr=6.0,
+    short_snr=6.5,
     n_max=10,
 ):
     """
@@ -877,7 +886,185 @@ def find_trails(
         acc -= _hough(xk - xc, yk - yc, weights[band], cos_t, sin_t, n_rho, rho_off)
         keep &= ~band
 
+    if short_snr is not None and len(trails) < n_max:
+        _short_search(snr, good, b, frame.star_bin, trails, process, clip=clip, threshold=short_snr)
     return _to_table(trails)
+
+
+def _short_search(snr, good, b, star_bin, trails, process, *, clip, threshold, n_refine=8):
+    """Short and faint segments: a multi-scale segment search at fine binning.
+
+    The line transform above runs on a frame binned to ~512 pixels, where a
+    50-pixel trail is a few binned pixels long and its S/N is spread over the
+    look-elsewhere noise of every long line. Here the frame is binned to
+    ~1024 pixels, smoothed by about a trail's width, and segments spanning 16
+    to 64 rows (or columns) of it, and of it binned twice more, are summed
+    by a partial fast Radon transform; the most significant are refined.
+    """
+    shape = snr.shape
+    b0 = max(1, int(np.ceil(max(shape) / 1024)))
+    z0, frac = _bin(snr, good, b0)
+    zgood = frac >= 0.5
+    stats = _local_stats(z0, zgood, max(8, int(round(128 / b0))))
+    if stats is None:
+        return
+    bg, sd, cell = stats
+    z0 = (z0 - _upsample(bg, cell, z0.shape)) / _upsample(sd, cell, z0.shape)
+    np.clip(z0, -clip, clip, out=z0)
+    z0[~zgood] = 0
+    if star_bin is not None:
+        iy = np.minimum((np.arange(z0.shape[0]) * b0 + b0 // 2) // b, star_bin.shape[0] - 1)
+        ix = np.minimum((np.arange(z0.shape[1]) * b0 + b0 // 2) // b, star_bin.shape[1] - 1)
+        z0[star_bin[iy[:, None], ix[None, :]]] = 0
+    # a high-pass over ~25 pixels: galaxies, halos and sky structure are not thin
+    z0 -= ndimage.uniform_filter(z0, 25, mode="nearest")
+    z0[~zgood] = 0
+    z0 = z0.astype(np.float32)
+    # compact sources left by the coarse star removal (faint stars, knots) would
+    # outshine a faint segment: round or small pieces of the smoothed S/N out
+    zs = ndimage.gaussian_filter(z0, 1.0)
+    q16, q50, q84 = np.percentile(zs[zgood][::7], [16, 50, 84])
+    zs = (zs - q50) / max((q84 - q16) / 2, 1e-6)
+    labels, seg = _segments(zs, 6.0)
+    if seg is not None:
+        compact = (seg["major"] < 2.0 * seg["minor"]) | (np.sqrt(12.0) * seg["major"] < 12)
+        # (pieces of a faint trail are not peaked)
+        compact &= seg["peak"] >= 10.0
+        compact[0] = False
+        out = ndimage.binary_dilation(compact[labels], _EIGHT, iterations=2)
+        z0[out] = 0
+    cands = []
+    for scale in (1, 2):
+        img = z0 if scale == 1 else _bin(z0, np.ones(z0.shape, bool), 2)[0]
+        img = ndimage.gaussian_filter(img, 1.0)
+        big = b0 * scale
+        for z, xa, ya, xb, yb in _segment_candidates(
+            img, kmin=4, kmax=6, threshold=threshold, n_best=32
+        ):
+            cands.append(
+                (
+                    z,
+                    xa * big + (big - 1) / 2,
+                    ya * big + (big - 1) / 2,
+                    xb * big + (big - 1) / 2,
+                    yb * big + (big - 1) / 2,
+                    big,
+                )
+            )
+    cands.sort(key=lambda r: -r[0])
+    tried, looked = [], []
+    n = 0
+    for z, xa, ya, xb, yb, big in cands:
+        if n >= n_refine:
+            break
+        mx, my = 0.5 * (xa + xb), 0.5 * (ya + yb)
+        theta = np.arctan2(-(xb - xa), yb - ya)
+        if any(_on_trail(np.array([mx]), np.array([my]), other)[0] for other, _ in trails):
+            continue
+        if any(_on_trail(np.array([mx]), np.array([my]), other, extra=4)[0] for other in looked):
+            continue  # on a line refined already (a galaxy, a chain of stars)
+        if any(np.hypot(mx - x, my - y) <= 16 * big for _, _, x, y in tried):
+            continue  # one refinement per place
+        rho = mx * np.cos(theta) + my * np.sin(theta)
+        tried.append((theta, rho, mx, my))
+        n += 1
+        res, why = process(theta, rho, max(2.0, 1.5 * big), "short")
+        if res is not None and "theta_used" in res:
+            looked.append(res)
+        log.debug(
+            "short candidate %.1f sigma at (%.0f, %.0f): %s %s",
+            z,
+            mx,
+            my,
+            why or "trail",
+            ""
+            if res is None
+            else {
+                k: round(res[k], 2)
+                for k in ("snr", "median_snr", "amp", "sigma", "t0", "t1", "evenness")
+            },
+        )
+
+
+def _frt_planes(img, kmin, kmax):
+    """Partial fast Radon transform of the steep lines of ``img`` (Brady 1998).
+
+    Lines rise by ``s = 0 .. h-1`` pixels in x over ``h = 2**k`` rows. Yields
+    ``(k, planes)`` for ``k`` in ``[kmin, kmax]``: ``planes[j, s, x]`` is the sum
+    along the digital line from ``(x, j h/2)`` to ``(x + s, j h/2 + h - 1)``, for
+    every start row ``j h/2`` (strips overlapping by half, so a segment at least
+    1.5 h rows long fills one of them). Each level costs one pass over the image.
+    """
+    ny, nx = img.shape
+    top = 2**kmax
+    nyp = int(np.ceil(ny / top)) * top
+    nxp = nx + top
+    pad = np.zeros((nyp, nxp), np.float32)
+    pad[:ny, :nx] = img
+    prev = pad[:, None, :]
+    for k in range(1, kmax + 1):
+        h = 2**k
+        # from kmin on, every pair of neighbouring strips (sliding by half a strip)
+        lower, upper = (prev[:-1], prev[1:]) if k >= kmin else (prev[0::2], prev[1::2])
+        new = np.empty((lower.shape[0], h, nxp), np.float32)
+        for s in range(h):
+            a = s // 2
+            sh = s - a
+            if sh:
+                np.add(lower[:, a, : nxp - sh], upper[:, a, sh:], out=new[:, s, : nxp - sh])
+                new[:, s, nxp - sh :] = lower[:, a, nxp - sh :]
+            else:
+                np.add(lower[:, a], upper[:, a], out=new[:, s])
+        if k >= kmin:
+            yield k, new
+            prev = new[0::2]
+        else:
+            prev = new
+
+
+def _segment_candidates(img, *, kmin, kmax, threshold, n_best):
+    """Short straight segments of ``img`` by the partial fast Radon transform.
+
+    ``img`` is a (smoothed) S/N. The segment sums of every level, orientation
+    and slope are put in units of their own robust scatter, so the threshold is
+    a false-alarm level whatever the correlation of the noise. Returns rows
+    ``(z, x0, y0, x1, y1)`` in ``img`` pixels, the most significant first, at
+    most ``n_best`` per level and orientation.
+    """
+    ny, nx = img.shape
+    out = []
+    views = (
+        (img, lambda c, r: (c, r)),
+        (img[:, ::-1], lambda c, r: (nx - 1 - c, r)),
+        (img.T, lambda c, r: (r, c)),
+        (img.T[:, ::-1], lambda c, r: (r, ny - 1 - c)),
+    )
+    for view, back in views:
+        vy, vx = view.shape
+        if vy < 2**kmax or vx < 2**kmax:
+            continue
+        for k, planes in _frt_planes(np.ascontiguousarray(view), kmin, kmax):
+            h = 2**k
+            # rows of strips that lie inside the image, start columns with the
+            # whole line inside
+            m = min(planes.shape[0], max(1, (vy - h) // (h // 2) + 1))
+            z = planes[:m, :, : vx - h + 1]
+            q16, q50, q84 = np.percentile(z[:, :, ::13], [16, 50, 84], axis=(0, 2))
+            scale = np.maximum((q84 - q16) / 2, 1e-6).astype(np.float32)
+            # (the planes are not changed: the next level is built from them)
+            cut = (q50 + threshold * scale).astype(np.float32)
+            jj, ss, xx = np.nonzero(z >= cut[None, :, None])
+            vals = (z[jj, ss, xx] - q50[ss]) / scale[ss]
+            if vals.size > n_best:
+                best = np.argpartition(vals, vals.size - n_best)[vals.size - n_best :]
+                jj, ss, xx, vals = jj[best], ss[best], xx[best], vals[best]
+            for j, s, x, v in zip(jj, ss, xx, vals, strict=True):
+                y0 = j * (h // 2)
+                xa, ya = back(x, y0)
+                xb, yb = back(x + s, y0 + h - 1)
+                out.append((float(v), xa, ya, xb, yb))
+    out.sort(key=lambda r: -r[0])
+    return out
 
 
 def _on_trail(xs, ys, b, extra=0.0):
