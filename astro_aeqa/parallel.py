@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .exceptions import AEQAError
 from .utils import check_writable_dir, file_sha256, save_figure_atomic, write_table_atomic
 from .utils import progress_bar as _progress_bar
+from .utils._optional import _MissingDependency
 
 __all__ = ["SUMMARY_COLUMNS", "SUMMARY_NAME", "fits_stem", "process_file", "score_files"]
 
@@ -257,10 +257,6 @@ def _model_source(model):
 
 
 # -- Dask ----------------------------------------------------------------------
-
-
-class _MissingDependency(AEQAError, ImportError):
-    """An optional package is not installed (the CLI shows it as a one-line error)."""
 
 
 def _require_distributed():

@@ -18,18 +18,15 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData, NDData
 
-from .exceptions import AEQAError, InputDataError
+from .exceptions import InputDataError
 from .utils import save_figure_atomic, write_hdulist_atomic
+from .utils._optional import _MissingDependency
 
 __all__ = ["plot_sky_quality_map", "sky_quality_map", "write_sky_quality_map"]
 
 log = logging.getLogger(__name__)
 
 _COMBINE = ("mean", "max")
-
-
-class _MissingDependency(AEQAError, ImportError):
-    """An optional package is not installed (the CLI shows it as a one-line error)."""
 
 
 def _score_map(item, index):
