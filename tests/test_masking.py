@@ -75,6 +75,17 @@ def test_robust_threshold():
         robust_threshold([np.nan])
 
 
+def test_robust_threshold_is_the_median_plus_k_mad():
+    rng = np.random.default_rng(3)
+    s = np.r_[rng.gamma(2.0, 1.0, 5001), np.nan, np.inf]
+    finite = s[np.isfinite(s)]
+    mad = np.median(np.abs(finite - np.median(finite)))
+    # mad_std is 1.482602... times the MAD: the former 1.4826 to its 5 digits
+    spread = robust_threshold(s, k=4.0) - np.median(finite)
+    assert spread == pytest.approx(4.0 * 1.4826 * mad, rel=2e-6)
+    assert robust_threshold(s, k=0.0) == np.median(finite)
+
+
 @pytest.mark.parametrize("reconstruct", [True, False])
 def test_opening_drops_lone_patch_keeps_edge_block(reconstruct):
     m = np.zeros((8, 10), bool)
