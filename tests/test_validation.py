@@ -301,6 +301,50 @@ def test_background_rms_proxy_flags_cloud(cloudy):
     assert np.median(smap.data[cloud]) > np.median(smap.data[~cloud])
 
 
+def _loop_patches(arr, p, func):
+    """The patch reduction as a plain double loop over (possibly partial) patches."""
+    gy, gx = -(-arr.shape[0] // p), -(-arr.shape[1] // p)
+    out = np.full((gy, gx), np.nan)
+    for j in range(gy):
+        for i in range(gx):
+            out[j, i] = func(arr[j * p : (j + 1) * p, i * p : (i + 1) * p])
+    return out
+
+
+@pytest.mark.parametrize(("shape", "p"), [((70, 45), 32), ((64, 96), 32), ((20, 30), 8)])
+def test_patch_maps_equal_a_loop_over_patches(shape, p):
+    from astropy.stats import sigma_clipped_stats
+
+    rng = np.random.default_rng(4)
+    data = rng.normal(100.0, 5.0, shape)
+    data[rng.random(shape) < 0.01] = 1e4  # hot pixels are clipped
+    data[:p, :p] = np.nan  # an empty patch
+    data[-3:, -3:] = np.nan  # a partial corner patch with fewer than 10 pixels
+    for func in (np.nanmean, np.nanmax):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = _loop_patches(data, p, func)
+        np.testing.assert_allclose(
+            score_map_from_array(data, p, func=func).data, expected.astype(np.float32), rtol=1e-7
+        )
+
+    def rms(block):
+        good = np.isfinite(block)
+        return (
+            sigma_clipped_stats(block[good], sigma=3.0, maxiters=5)[2]
+            if good.sum() >= 10
+            else np.nan
+        )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = _loop_patches(data, p, rms)
+    expected = (expected / np.nanmedian(expected)).astype(np.float32)
+    got = background_rms_score_map(CCDData(data, unit="adu"), p).data
+    assert np.isnan(got[0, 0]) and np.isfinite(got).sum() >= 2
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
 def test_measure_frame_bad_inputs(field):
     ccd, cat, _ = field
     with pytest.raises(InputDataError, match="no celestial WCS"):

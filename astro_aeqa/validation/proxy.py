@@ -11,8 +11,10 @@ background RMS of each patch relative to the frame's.
 import warnings
 
 import numpy as np
-from astropy.nddata import NDData
+from astropy.nddata import NDData, block_reduce
 from astropy.stats import sigma_clipped_stats
+
+from ..utils import nanmedian
 
 __all__ = ["score_map_from_array", "background_rms_score_map"]
 
@@ -37,9 +39,31 @@ def _wrap(scores, p, wcs):
     return NDData(scores.astype(np.float32), wcs=sliced, meta={"AEQAPSZ": p})
 
 
+def _patch_reduce(arr, p, func):
+    """``func`` over each ``p x p`` patch of ``arr``, partial patches at the far edges included.
+
+    `~astropy.nddata.block_reduce` reduces the whole patches; the partial
+    ones of the last row and column are blocks of their own size.
+    """
+    ny, nx = arr.shape
+    fy, fx = ny // p * p, nx // p * p  # the whole patches end here
+    out = np.full((-(-ny // p), -(-nx // p)), np.nan)
+    for rows, hy in ((slice(0, fy), p), (slice(fy, ny), ny - fy)):
+        for cols, hx in ((slice(0, fx), p), (slice(fx, nx), nx - fx)):
+            if rows.stop > rows.start and cols.stop > cols.start:
+                out[rows.start // p : -(-rows.stop // p), cols.start // p : -(-cols.stop // p)] = (
+                    block_reduce(arr[rows, cols], (hy, hx), func=func)
+                )
+    return out
+
+
 def score_map_from_array(pixel_map, patch_size=64, *, wcs=None, func=np.nanmean):
     """
     Return an `~astropy.nddata.NDData` score map: ``func`` of ``pixel_map`` over each patch.
+
+    ``func`` is called as `~astropy.nddata.block_reduce` calls it, with an
+    ``axis`` tuple, as NumPy's reductions take it; patches at the far edges
+    may be partial. An all-NaN patch scores NaN.
 
     Examples
     --------
@@ -50,14 +74,10 @@ def score_map_from_array(pixel_map, patch_size=64, *, wcs=None, func=np.nanmean)
     ([[2.5, 4.5], [10.5, 12.5]], 2)
     """
     arr = np.asarray(pixel_map, float)
-    p, gy, gx = _grid(arr.shape, patch_size)
-    scores = np.full((gy, gx), np.nan)
-    for j in range(gy):
-        for i in range(gx):
-            block = arr[j * p : (j + 1) * p, i * p : (i + 1) * p]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                scores[j, i] = func(block)
+    p, _, _ = _grid(arr.shape, patch_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN patches
+        scores = _patch_reduce(arr, p, func)
     return _wrap(scores, p, wcs)
 
 
@@ -80,20 +100,19 @@ def background_rms_score_map(ccd, patch_size=64, *, sigma=3.0):
     Returns
     -------
     score_map : `~astropy.nddata.NDData`
-        ``meta['AEQAPSZ']`` is the patch size.
+        ``meta['AEQAPSZ']`` is the patch size; NaN where a patch has fewer
+        than 10 finite pixels.
     """
     data = np.asarray(ccd.data, float)
-    p, gy, gx = _grid(data.shape, patch_size)
-    rms = np.full((gy, gx), np.nan)
-    for j in range(gy):
-        for i in range(gx):
-            block = data[j * p : (j + 1) * p, i * p : (i + 1) * p]
-            good = np.isfinite(block)
-            if good.sum() < 10:
-                continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                rms[j, i] = sigma_clipped_stats(block[good], sigma=sigma, maxiters=5)[2]
-    ref = np.nanmedian(rms)
+    p, _, _ = _grid(data.shape, patch_size)
+
+    def clipped_rms(blocks, axis):
+        rms = sigma_clipped_stats(blocks, sigma=sigma, maxiters=5, axis=axis)[2]
+        return np.where(np.isfinite(blocks).sum(axis=axis) >= 10, rms, np.nan)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # all-NaN patches
+        rms = _patch_reduce(data, p, clipped_rms)
+    ref = nanmedian(rms.ravel())
     scores = rms / ref if np.isfinite(ref) and ref > 0 else rms
     return _wrap(scores, p, getattr(ccd, "wcs", None))
