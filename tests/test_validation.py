@@ -245,6 +245,59 @@ def test_fit_zero_point_color_and_slope():
         fit_zero_point([1.0, np.nan], [2.0, 3.0])
 
 
+def _robust_fit_by_hand(kind, m, y, col, w, ok, sigma, maxiters, min_stars):
+    """The clipping loop written out: median and mad_std of the stars in use."""
+    from astropy.stats import mad_std
+
+    from astro_aeqa.validation.calibration import _fit_once
+
+    used = ok.copy()
+    for _ in range((maxiters if maxiters else 0) + 1):
+        f, df, cterm = _fit_once(
+            kind, m[used], y[used], col[used] if col is not None else None, w[used]
+        )
+        resid = y - f(m) - (cterm * np.nan_to_num(col) if col is not None else 0.0)
+        centre, scale = np.median(resid[used]), mad_std(resid[used])
+        new_used = ok & (np.abs(resid - centre) <= sigma * max(scale, 1e-6))
+        if new_used.sum() < min_stars or np.array_equal(new_used, used):
+            break
+        used = new_used
+    return f, df, cterm, used
+
+
+@pytest.mark.parametrize(
+    ("curve", "with_color"),
+    [
+        ("offset", False),
+        ("offset", True),
+        ("linear", True),
+        ("poly2", False),
+        ("spline", False),
+        ("auto", True),
+    ],
+)
+def test_fit_zero_point_clipping_equals_the_loop_by_hand(monkeypatch, curve, with_color):
+    from astro_aeqa.validation import calibration
+
+    rng = np.random.default_rng(8)
+    inst = rng.uniform(-12, -5, 300)
+    color = rng.uniform(0, 2, 300)
+    cat = inst + 25.0 + 0.05 * (inst + 8) ** 2 + 0.1 * color + rng.standard_t(3, 300) * 0.03
+    cat[:15] += rng.uniform(0.3, 2.0, 15)  # outliers
+    cat[15] = np.nan
+    kwargs = {"curve": curve, "color": color if with_color else None, "sigma": 2.5}
+    fit = fit_zero_point(inst, cat, **kwargs)
+    monkeypatch.setattr(calibration, "_robust_fit", _robust_fit_by_hand)
+    by_hand = fit_zero_point(inst, cat, **kwargs)
+    assert 200 < fit.n_used < 285
+    np.testing.assert_array_equal(fit.used, by_hand.used)
+    assert fit.curve == by_hand.curve and fit.cv_scatter == pytest.approx(
+        by_hand.cv_scatter, rel=1e-12
+    )
+    for name in ("zero_point", "color_term", "scatter", "slope", "zero_point_err"):
+        assert getattr(fit, name) == pytest.approx(getattr(by_hand, name), rel=1e-12, abs=1e-12)
+
+
 # --- one frame ---------------------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from astropy.stats import mad_std
+from astropy.stats import SigmaClip, mad_std
 from astropy.table import QTable
 
 from ..exceptions import CatalogError
@@ -244,15 +244,22 @@ def _fit_once(kind, m, y, col, w):
 
 def _robust_fit(kind, m, y, col, w, ok, sigma, maxiters, min_stars):
     """Sigma-clipped fit of curve ``kind`` on the stars ``ok``; return ``(f, df, cterm, used)``."""
+    # each round clips the residuals of the refitted curve: the bounds come from the
+    # stars in use and are applied to all the usable ones (a clipped star may return)
+    clip = SigmaClip(
+        sigma=sigma,
+        maxiters=1,
+        cenfunc="median",
+        stdfunc=lambda r, axis=None: max(mad_std(r), 1e-6),
+    )
     used = ok.copy()
     for _ in range((maxiters if maxiters else 0) + 1):
         f, df, cterm = _fit_once(
             kind, m[used], y[used], col[used] if col is not None else None, w[used]
         )
         resid = y - f(m) - (cterm * np.nan_to_num(col) if col is not None else 0.0)
-        centre = np.median(resid[used])
-        scale = mad_std(resid[used])
-        new_used = ok & (np.abs(resid - centre) <= sigma * max(scale, 1e-6))
+        _, lower, upper = clip(resid[used], masked=False, return_bounds=True)
+        new_used = ok & (resid >= lower) & (resid <= upper)
         if new_used.sum() < min_stars or np.array_equal(new_used, used):
             break
         used = new_used
