@@ -58,7 +58,7 @@ def register(subparsers):
         "--model-preset",
         choices=["small", "paper"],
         default=None,
-        help="architecture (default: small, 0.34 M parameters; paper: 14.9 M)",
+        help="architecture (default: small, 222,400 parameters; paper: 14.9 M)",
     )
     arch.add_argument(
         "--patch-size",
