@@ -1,5 +1,12 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """
+The calibration of the scores: clean reference patch scores and the camera reference.
+
+`Calibration` holds what `~astro_aeqa.AEQualityEvaluator.calibrate` (and
+``fit``) learn from clean frames: the scores of clean reference patches
+(thresholds for a false-mask rate and p-values come from them), the scale
+that puts the PSF term on the scale of the MAE, and the camera reference.
+
 The camera reference: what clean sky of one camera looks like, in absolute terms.
 
 A patch judged only against the rest of its own frame cannot be placed: on
@@ -12,16 +19,28 @@ clean sky and the illuminated footprint patch by patch. A new frame's
 patches are then scored against that, so a cloud is masked where it is.
 """
 
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
 
 from .exceptions import ModelFileError
+from .masking import conformal_threshold, pvalues
 from .utils import nanmedian
 
-__all__ = ["CameraReference"]
+__all__ = ["Calibration", "CameraReference", "exposure_time"]
+
+log = logging.getLogger(__name__)
+
+# Reference scores kept in a model file: enough quantiles to calibrate fpr=0.001.
+_N_CALIBRATION_QUANTILES = 4001
+# Least threshold at the default fpr, as a multiple of the median clean
+# reference score (the paper's relative threshold), for camera references
+# of fewer than _FEW_FRAMES frames.
+_FEW_FRAMES = 5
+_MIN_THRESHOLD_RATIO = 1.25
 
 # Least fractional change of the clean sky level that marks a patch as not
 # clear: clean frames of one camera differ by several per cent (airglow,
@@ -372,6 +391,175 @@ class CameraReference:
             star_density=number("star_density", optional=True),
             star_dispersion=number("star_dispersion", optional=True) or 1.0,
             star_map=maps.get("star_map"),
+        )
+
+
+def needed_references(fpr):
+    """Fewest clean reference scores that give a finite threshold at ``fpr`` (the conformal bound)."""
+    return math.ceil(1.0 / fpr - 1.0)
+
+
+@dataclass(frozen=True, eq=False)
+class Calibration:
+    """
+    The calibration of an evaluator's scores on clean frames.
+
+    Attributes
+    ----------
+    reference_scores : 1-D `~numpy.ndarray` or None
+        Sorted scores of the clean reference patches (their 4001 quantiles
+        when there were more); None without a calibration.
+    n_reference : int
+        Number of clean reference patches (0 without a calibration).
+    camera : `CameraReference` or None
+        The clean sky of the camera; None for a model that has none
+        (zero-shot).
+    psf_scale : dict or None
+        Medians and MADs (``mae_median``, ``mae_mad``, ``psf_median``,
+        ``psf_mad``) of the clean patches' MAE and PSF term, which put the
+        PSF term on the scale of the MAE; None when the term is not used.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa.calibration import Calibration
+    >>> cal = Calibration.from_scores(np.linspace(0.1, 0.3, 1000), fpr=0.01)
+    >>> round(cal.threshold(0.01), 4), cal.n_reference
+    (0.298, 1000)
+    """
+
+    reference_scores: np.ndarray | None = None
+    n_reference: int = 0
+    camera: CameraReference | None = None
+    psf_scale: dict | None = None
+
+    @classmethod
+    def from_scores(cls, scores, *, fpr, camera=None, psf_scale=None):
+        """
+        A calibration on these clean reference patch scores.
+
+        Non-finite scores must be left out beforehand. With none, there is
+        no reference (a warning is logged); more than 4001 are kept as
+        their quantiles. Too few for ``fpr`` are reported now.
+        """
+        scores = np.sort(np.asarray(scores, dtype=np.float64))
+        if scores.size == 0:
+            log.warning(
+                "no clean reference patch to calibrate on: thresholds fall back to "
+                "each frame's median + k MAD"
+            )
+            return cls(camera=camera, psf_scale=psf_scale)
+        n_reference = scores.size
+        if scores.size > _N_CALIBRATION_QUANTILES:
+            # Keep the quantiles; the conformal threshold only needs the upper tail resolved.
+            scores = np.quantile(scores, np.linspace(0, 1, _N_CALIBRATION_QUANTILES))
+        log.info(
+            "calibrated on %d clean reference patches (median score %.4g)",
+            n_reference,
+            np.median(scores),
+        )
+        need = needed_references(fpr)
+        if n_reference < need:
+            # said now, not first when a frame is masked
+            log.warning(
+                "calibrated on %d clean reference patches, too few for fpr=%g (it needs %d): "
+                "call calibrate() on more clean frames of the survey, or use a larger fpr",
+                n_reference,
+                fpr,
+                need,
+            )
+        return cls(
+            reference_scores=scores, n_reference=n_reference, camera=camera, psf_scale=psf_scale
+        )
+
+    def replace(self, **changes):
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    @property
+    def calibrated(self):
+        """Whether there are reference scores."""
+        return self.reference_scores is not None
+
+    def supports(self, fpr):
+        """Whether the reference scores are enough for a finite threshold at ``fpr``."""
+        if self.reference_scores is None:
+            return False
+        n = int(np.count_nonzero(np.isfinite(self.reference_scores)))
+        return n >= needed_references(fpr)
+
+    def threshold(self, fpr, *, default_fpr=None):
+        """
+        The patch-score threshold that masks a fraction ``fpr`` of clean patches.
+
+        Calibrated on fewer than five frames of a camera, the threshold of
+        ``default_fpr`` (default ``fpr``) is never within 1.25 times the
+        median clean reference score: a few alike frames understate how
+        clean patches vary from night to night. Other fprs move by the same
+        margin, so that they still order the thresholds. Infinite when the
+        reference is too small for ``fpr``.
+        """
+        default_fpr = fpr if default_fpr is None else default_fpr
+        reference = self.reference_scores
+        threshold = conformal_threshold(reference, fpr)
+        if self.camera is None or self.camera.n_frames >= _FEW_FRAMES:
+            return threshold
+        if not self.supports(default_fpr):  # (said by the line above if at all)
+            return threshold
+        default = conformal_threshold(reference, default_fpr)
+        if np.isfinite(default):
+            threshold += max(0.0, _MIN_THRESHOLD_RATIO * float(np.median(reference)) - default)
+        return threshold
+
+    def pvalues(self, scores):
+        """Per score, the probability that a clean reference patch scores at least as high (NaN without a reference)."""
+        if self.reference_scores is None:
+            return np.full(np.shape(scores), np.nan)
+        return pvalues(scores, self.reference_scores)
+
+    def relative(self, scores):
+        """``scores`` over the median clean reference score (NaN without a reference)."""
+        if self.reference_scores is None:
+            return np.full(np.shape(scores), np.nan)
+        return scores / float(np.median(self.reference_scores))
+
+    def to_dict(self):
+        """
+        The model file's calibration entries, JSON-ready: ``calibration``
+        (reference scores), ``camera`` and ``psf_calibration``.
+        """
+        return {
+            "psf_calibration": self.psf_scale,
+            "camera": None if self.camera is None else self.camera.to_dict(),
+            "calibration": None
+            if self.reference_scores is None
+            else {
+                "reference_scores": [float(s) for s in self.reference_scores],
+                "n_reference": int(self.n_reference),
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, d, *, source="the model file"):
+        """
+        Rebuild from `to_dict`'s entries (the model file's metadata).
+
+        Raises
+        ------
+        astro_aeqa.exceptions.ModelFileError
+            If the camera reference is damaged.
+        """
+        scores, n_reference = None, 0
+        calibration = d.get("calibration")
+        if calibration:
+            scores = np.asarray(calibration["reference_scores"], dtype=np.float64)
+            n_reference = int(calibration.get("n_reference", scores.size))
+        camera = d.get("camera")
+        return cls(
+            reference_scores=scores,
+            n_reference=n_reference,
+            camera=None if camera is None else CameraReference.from_dict(camera, source=source),
+            psf_scale=d.get("psf_calibration"),
         )
 
 

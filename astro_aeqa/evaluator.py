@@ -2,37 +2,29 @@
 """
 The evaluator: learn "good" from reference frames, score new frames patch by
 patch, and mask the patches that the autoencoder cannot reconstruct.
+
+`AEQualityEvaluator` is a facade: the network runs in
+`astro_aeqa.nn.Reconstructor`, the scores are made by the pipeline of
+``astro_aeqa._scoring``, and the calibration is an
+`astro_aeqa.calibration.Calibration`.
 """
 
 import importlib.resources
 import logging
-import math
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.nddata import CCDData, NDData
-from astropy.table import QTable
-from astropy.utils.exceptions import AstropyUserWarning
-from scipy.special import ndtri
 
 from . import io as aeqa_io
-from ._trails import find_trails, trail_mask
-from .calibration import CameraReference, exposure_time
+from ._result import QualityResult
+from ._scoring import Scorer, ScoringOptions, check_fpr, check_patch_fits, frame_fwhm
+from ._wcs import score_map_wcs
+from .calibration import Calibration
 from .config import conf
 from .exceptions import InputDataError, ModelFileError
-from .footprint import detect_footprint
-from .masking import (
-    build_flag_plane,
-    clean_patch_mask,
-    combine_masks,
-    conformal_threshold,
-    patch_mask_to_pixel_mask,
-    pvalues,
-    robust_threshold,
-)
 from .nn import (
     PRESETS,
     AutoencoderConfig,
@@ -43,26 +35,9 @@ from .nn import (
     train_autoencoder,
     weights_sha,
 )
-from .preprocessing import (
-    _ASINH_SOFTENING,
-    NORMALIZATIONS,
-    SkyStatistics,
-    minmax_tiles,
-    normalize_frame,
-    sky_statistics,
-    subtract_local_background,
-    subtract_tile_median,
-)
-from .stars import auto_patch_size, bright_star_mask, find_stars, measure_fwhm, psf_shape_map
-from .tiling import (
-    aggregate_patches,
-    owned_regions,
-    patch_any,
-    patch_grid_shape,
-    tile_origins,
-)
+from .preprocessing import NORMALIZATIONS
+from .stars import auto_patch_size
 from .utils import check_int, file_sha256, thread_pool
-from .utils import progress_bar as _progress_bar
 
 __all__ = ["AEQualityEvaluator", "QualityResult", "aeqa_mask", "default_model_path"]
 
@@ -72,30 +47,8 @@ DEFAULT_MODEL_FILE = "aeqa_small_default.safetensors"
 log = logging.getLogger(__name__)
 
 AGGREGATES = ("mean", "trimmed_mean", "median")
-# Reference scores kept in a model file: enough quantiles to calibrate fpr=0.001.
-_N_CALIBRATION_QUANTILES = 4001
 # Largest patch_size='auto' picks: the default crops (128 px) hold one such patch.
 _AUTO_PATCH_MAX = 64
-# Faintest source peak (sky sigmas) that star-aware scoring leaves out and
-# whose shape enters the PSF term (chosen by benchmarks/quality.py).
-_STAR_MIN_SNR = 20.0
-# Fraction of the clear sky by which a patch's sky may differ from it before
-# the camera-referenced sky term counts it: about the change that 0.05 mag
-# of extinction makes, and what photometry tolerates.
-_SKY_DEAD_ZONE = 0.03
-# Least threshold at the default fpr, as a multiple of the median clean
-# reference score (the paper's relative threshold), for camera references
-# of fewer than _FEW_FRAMES frames.
-_FEW_FRAMES = 5
-_MIN_THRESHOLD_RATIO = 1.25
-# Zero-shot (no camera reference), masking more than this fraction of a
-# frame's patches comes with a warning that names calibrate().
-_ZERO_SHOT_WARN_FRACTION = 0.05
-# Faintest source peak (clean sky sigmas) that the transparency term counts:
-# fainter than the PSF term's, for counts large enough to place a cloud.
-_COUNT_MIN_SNR = 10.0
-# Fewest clean patches with a PSF-term value that calibrate its scale.
-_PSF_MIN_PATCHES = 20
 
 
 def _package_version():
@@ -104,177 +57,20 @@ def _package_version():
     return __version__
 
 
-class QualityResult:
-    """
-    The verdict on one frame, returned by `AEQualityEvaluator.evaluate`.
+def _forwarded(owner, name, doc, settable=True):
+    """A property that reads (and sets) ``name`` of the evaluator's ``owner`` (a frozen one is replaced)."""
 
-    Attributes
-    ----------
-    score : float
-        Image score: the mean of the patch scores (the paper's image MAE).
-    patch_scores : 2-D `~numpy.ndarray`
-        One score per patch (mean absolute residual, or the configured
-        aggregate), NaN for patches without a valid pixel.
-    relative_scores : 2-D `~numpy.ndarray`
-        ``patch_scores`` divided by the median score of the clean reference
-        patches: 1 is a typical reference patch. NaN without calibration.
-    pvalues : 2-D `~numpy.ndarray`
-        Probability that a clean reference patch scores at least as high.
-        NaN without calibration.
-    residual : 2-D float32 `~numpy.ndarray`
-        ``|x - x_hat|`` per pixel in normalised units; NaN for invalid pixels.
-    patch_mask : 2-D bool `~numpy.ndarray`
-        Patches above the threshold, after opening and closing.
-    mask : 2-D bool `~numpy.ndarray`
-        ``patch_mask`` expanded to pixels (the AEQA mask alone, not OR-ed
-        with the input mask).
-    threshold : float
-        The patch-score threshold that made the mask.
-    fpr : float or None
-        The false-mask rate the threshold was calibrated for, if any.
-    threshold_method : str
-        ``'explicit'``, ``'fpr'``, ``'robust'`` (the frame's median +
-        5 MAD, used when the model has no calibration) or ``'self'`` (the
-        same, used with a warning when the model has no reference of the
-        camera and more than half of the frame scores above its calibrated
-        threshold).
-    score_map : `~astropy.nddata.NDData`
-        ``patch_scores`` with the image WCS sliced to the patch grid.
-    valid : 2-D bool `~numpy.ndarray`
-        Pixels that were used (finite, unmasked, unsaturated, inside the footprint).
-    footprint : 2-D bool `~numpy.ndarray` or None
-        The illuminated footprint (`astro_aeqa.footprint.detect_footprint`,
-        or the camera reference's); None when it is the whole frame. Patches
-        outside it have NaN scores and are never masked.
-    camera_reference : bool
-        Whether the patches were scored against a camera reference (from
-        `AEQualityEvaluator.calibrate` or ``fit``) rather than against the
-        frame's own sky.
-    transparency : 2-D `~numpy.ndarray` or None
-        Per patch, how many sigmas fewer sources lie around it than the
-        camera's clean sky shows (clouds that dim without brightening the
-        sky); a deficit of ``z`` sigmas raises the patch score to ``z /
-        z_fpr`` times the default threshold, ``z_fpr`` being the deficit a
-        clean sky shows with probability ``fpr``. None without a camera
-        reference, NaN where the term does not apply.
-    trails : `~astropy.table.QTable` or None
-        The trails found (``x0, y0, x1, y1`` end points, position angle
-        ``theta`` in degrees, offset ``rho``, ``fwhm``, ``peak``, ``snr``,
-        ``length``), brightest first; None when the search is off.
-    trail_mask : 2-D bool `~numpy.ndarray` or None
-        Their pixels, part of ``mask`` (None when no trail was found).
-    patch_size : int
-        Patch size in pixels.
-    """
+    def get(self):
+        return getattr(getattr(self, owner), name)
 
-    def __init__(self, **attrs):
-        self.__dict__.update(attrs)
+    def set_(self, value):
+        held = getattr(self, owner)
+        if hasattr(held, "replace"):  # a frozen Calibration
+            setattr(self, owner, held.replace(**{name: value}))
+        else:
+            setattr(held, name, value)
 
-    @property
-    def masked_fraction(self):
-        """Fraction of the frame's pixels masked by AEQA."""
-        return float(self.mask.mean())
-
-    def __repr__(self):
-        return (
-            f"<QualityResult score={self.score:.4g} patches={self.patch_scores.shape} "
-            f"threshold={self.threshold:.4g} masked={self.masked_fraction:.1%}>"
-        )
-
-    def to_table(self):
-        """
-        Return one row per patch.
-
-        Columns: ``iy``, ``ix`` (patch indices), ``y0``, ``x0`` (first pixel),
-        ``score``, ``relative_score``, ``pvalue``, ``n_valid`` and ``masked``,
-        plus ``ra``, ``dec`` of the patch centre when the frame has a WCS.
-        """
-        n_py, n_px = self.patch_scores.shape
-        iy, ix = np.mgrid[0:n_py, 0:n_px]
-        p = self.patch_size
-        table = QTable()
-        table["iy"] = iy.ravel()
-        table["ix"] = ix.ravel()
-        table["y0"] = (iy * p).ravel()
-        table["x0"] = (ix * p).ravel()
-        table["score"] = self.patch_scores.ravel()
-        table["relative_score"] = self.relative_scores.ravel()
-        table["pvalue"] = self.pvalues.ravel()
-        table["n_valid"] = self.n_valid.ravel()
-        table["masked"] = self.patch_mask.ravel()
-        wcs = getattr(self.score_map, "wcs", None)
-        if wcs is not None and wcs.has_celestial:
-            sky = wcs.pixel_to_world(ix.ravel(), iy.ravel())
-            table["ra"] = sky.ra
-            table["dec"] = sky.dec
-        table.meta["score"] = self.score
-        table.meta["threshold"] = self.threshold
-        table.meta["patch_size"] = p
-        return table
-
-    def flag_plane(self):
-        """Return the ``AEQA_FLAGS`` uint16 plane of this result (see `astro_aeqa.flags`)."""
-        p = self.patch_size
-        edge = np.zeros(self.shape, dtype=bool)
-        ny, nx = self.shape
-        if ny % p:
-            edge[ny - ny % p :, :] = True
-        if nx % p:
-            edge[:, nx - nx % p :] = True
-        return build_flag_plane(
-            self.shape,
-            low_quality=self.mask,
-            non_finite=~self._finite,
-            saturated=self._saturated,
-            input_masked=self._input_mask,
-            edge=edge,
-            star_kept=getattr(self, "_star_kept", None),
-            outside_footprint=None if self.footprint is None else ~self.footprint,
-            trail=self.trail_mask,
-        )
-
-    def plot(self, image=None, *, figsize=(12, 4.2)):
-        """
-        Plot the image with the mask outlined, the patch score map and the
-        patch score histogram against the threshold.
-
-        Parameters
-        ----------
-        image : 2-D `~numpy.ndarray`, optional
-            The frame (shown with a zscale stretch); without it the residual
-            is shown.
-
-        Returns
-        -------
-        fig : `matplotlib.figure.Figure`
-        """
-        import matplotlib.pyplot as plt
-        from astropy.visualization import ImageNormalize, ZScaleInterval
-
-        fig, axes = plt.subplots(1, 3, figsize=figsize, layout="constrained")
-        shown = self.residual if image is None else np.asarray(image, dtype=float)
-        norm = ImageNormalize(np.nan_to_num(shown), interval=ZScaleInterval())
-        axes[0].imshow(shown, origin="lower", cmap="gray", norm=norm)
-        if self.mask.any():
-            axes[0].contour(self.mask, levels=[0.5], colors="tab:red", linewidths=1)
-        axes[0].set_title("image, AEQA mask outlined" if image is not None else "residual")
-        ny, nx = self.shape
-        im = axes[1].imshow(
-            self.patch_scores,
-            origin="lower",
-            cmap="viridis",
-            extent=(0, nx, 0, ny),
-            interpolation="nearest",
-        )
-        fig.colorbar(im, ax=axes[1], label="patch score")
-        axes[1].set_title(f"score map (image score {self.score:.3g})")
-        finite = self.patch_scores[np.isfinite(self.patch_scores)]
-        axes[2].hist(finite, bins=40, color="0.4")
-        axes[2].axvline(self.threshold, color="tab:red", label=f"threshold {self.threshold:.3g}")
-        axes[2].set_xlabel("patch score")
-        axes[2].set_ylabel("patches")
-        axes[2].legend()
-        return fig
+    return property(get, set_ if settable else None, doc=doc)
 
 
 class AEQualityEvaluator:
@@ -469,9 +265,8 @@ class AEQualityEvaluator:
         self.star_aware = bool(star_aware)
         self.psf_term = bool(psf_term)
         self.trails = bool(trails)
-        self.psf_calibration_ = None  # clean medians and MADs of the MAE and PSF term
         self.reference_fwhm_ = None  # pixels, measured on the references by fit
-        self.fpr = _check_fpr(fpr)
+        self.fpr = check_fpr(fpr)
         self.morphology = tuple(int(n) for n in morphology)
         self.seed = int(seed)
         self.config = config
@@ -482,8 +277,7 @@ class AEQualityEvaluator:
             precision=precision,
             compile=compile,
         )
-        self.reference_scores_ = None  # sorted clean reference patch scores
-        self.camera_ = None  # CameraReference: the clean sky of the camera
+        self.calibration_ = Calibration()  # reference scores, camera reference, PSF scale
         self.training_ = {}
         self.is_fitted = False
         self.model_sha = None
@@ -496,46 +290,36 @@ class AEQualityEvaluator:
             raise ValueError(msg)
         return value
 
-    @property
-    def model_(self):
-        """The network (`~astro_aeqa.nn.ConvAutoencoder`)."""
-        return self.reconstructor_.model
+    model_ = _forwarded(
+        "reconstructor_", "model", "The network (`~astro_aeqa.nn.ConvAutoencoder`)."
+    )
+    device = _forwarded(
+        "reconstructor_", "device", "The `torch.device` the network runs on.", False
+    )
+    batch_size = _forwarded("reconstructor_", "batch_size", "Most tiles reconstructed at once.")
+    precision = _forwarded("reconstructor_", "precision", "Forward-pass arithmetic at inference.")
+    compile = _forwarded("reconstructor_", "compile", "Whether inference runs `torch.compile`.")
+    reference_scores_ = _forwarded("calibration_", "reference_scores", "Sorted clean scores.")
+    n_reference_ = _forwarded("calibration_", "n_reference", "Clean reference patches.", False)
+    camera_ = _forwarded("calibration_", "camera", "The camera reference (None: zero-shot).", False)
+    psf_calibration_ = _forwarded("calibration_", "psf_scale", "The scale of the PSF term.")
 
-    @model_.setter
-    def model_(self, model):
-        self.reconstructor_.model = model
-
-    @property
-    def device(self):
-        """The `torch.device` the network runs on."""
-        return self.reconstructor_.device
-
-    @property
-    def batch_size(self):
-        """Most tiles reconstructed at once."""
-        return self.reconstructor_.batch_size
-
-    @batch_size.setter
-    def batch_size(self, value):
-        self.reconstructor_.batch_size = value
-
-    @property
-    def precision(self):
-        """Arithmetic of the inference forward pass: ``'auto'``, ``'float32'`` or ``'bfloat16'``."""
-        return self.reconstructor_.precision
-
-    @precision.setter
-    def precision(self, value):
-        self.reconstructor_.precision = value
-
-    @property
-    def compile(self):
-        """Whether inference runs through `torch.compile`."""
-        return self.reconstructor_.compile
-
-    @compile.setter
-    def compile(self, value):
-        self.reconstructor_.compile = bool(value)
+    def _scorer(self, calibration=None):
+        """The scoring pipeline of the current options (and calibration)."""
+        options = ScoringOptions(
+            patch_size=self.patch_size,
+            normalization=self.normalization,
+            aggregate=self.aggregate,
+            sky_term=self.sky_term,
+            star_aware=self.star_aware,
+            psf_term=self.psf_term,
+            tile_size=self.tile_size,
+            overlap=self.overlap,
+            fpr=self.fpr,
+            reference_fwhm=self.reference_fwhm_,
+        )
+        calibration = self.calibration_ if calibration is None else calibration
+        return Scorer(options, calibration, self.reconstructor_)
 
     def __repr__(self):
         state = "fitted" if self.is_fitted else "untrained"
@@ -598,14 +382,18 @@ class AEQualityEvaluator:
         -------
         self : `AEQualityEvaluator`
         """
-        self.camera_ = None  # the reference frames define the camera anew
-        frames = [self._prepare(ref, hdu=hdu) for ref in _iter_references(references, filter)]
+        self.calibration_ = Calibration()  # the reference frames define the camera anew
+        scorer = self._scorer()
+        frames = [
+            scorer.prepare(aeqa_io.read_image(ref, hdu=hdu))
+            for ref in _iter_references(references, filter)
+        ]
         if not frames:
             msg = "references is empty: give at least one good reference frame"
             raise InputDataError(msg)
         self._measure_reference_fwhm(frames)
-        images = [frame["x"] for frame in frames]
-        weights = [frame["valid"].astype(np.float32) for frame in frames]
+        images = [frame.x for frame in frames]
+        weights = [frame.valid.astype(np.float32) for frame in frames]
         history = train_autoencoder(
             self.model_,
             images,
@@ -622,7 +410,7 @@ class AEQualityEvaluator:
             progress_bar=progress_bar,
             checkpoint=checkpoint,
             resume=resume,
-            transform=self._tile_transform(),
+            transform=scorer.tile_transform(),
         )
         self.model_.to(self.device)
         self.training_ = {
@@ -637,7 +425,7 @@ class AEQualityEvaluator:
             "learning_rate": float(learning_rate),
             "batch_size": int(batch_size),
             "seed": self.seed,
-            "shapes": [list(frame["x"].shape) for frame in frames[:20]],
+            "shapes": [list(frame.shape) for frame in frames[:20]],
             "fwhm_pixels": self.reference_fwhm_,
         }
         self.history_ = history
@@ -646,14 +434,18 @@ class AEQualityEvaluator:
         if calibration is not None:
             self.calibrate(calibration, hdu=hdu, progress_bar=progress_bar)
         else:
-            self._calibrate_on_held_out(frames, history.val_patches, progress_bar=progress_bar)
+            scorer = self._scorer()  # with the measured FWHM (and patch size)
+            records = scorer.held_out_records(
+                frames, history.val_patches, self.crop_size, progress_bar=progress_bar
+            )
+            self.calibration_ = scorer.calibrate(records)
         return self
 
     def _measure_reference_fwhm(self, frames):
         # The median over a few frames: the FWHM sizes auto patches and tells
         # star-aware scoring and the PSF term what a well-modelled star looks
         # like. Frames without a star to measure keep the former value.
-        fwhms = [_frame_fwhm(frame) for frame in frames[:5]]
+        fwhms = [frame_fwhm(frame) for frame in frames[:5]]
         fwhms = [f for f in fwhms if f is not None]
         if fwhms:
             self.reference_fwhm_ = float(np.median(fwhms))
@@ -671,7 +463,7 @@ class AEQualityEvaluator:
                 self.reference_fwhm_,
             )
         for frame in frames:
-            self._check_patch_fits(frame["x"].shape)
+            check_patch_fits(frame.shape, self.patch_size)
 
     def calibrate(self, frames, *, hdu=None, progress_bar=True):
         """
@@ -699,581 +491,25 @@ class AEQualityEvaluator:
         if not frames:
             msg = "frames is empty: give at least one clean frame of the camera to calibrate on"
             raise InputDataError(msg)
-        self.camera_ = None  # the footprints and skies of these frames alone
-        first = [self._prepare(frame, hdu=hdu) for frame in frames[:5]]
+        scorer = self._scorer(Calibration())  # the footprints and skies of these frames alone
+        first = [scorer.prepare(aeqa_io.read_image(frame, hdu=hdu)) for frame in frames[:5]]
         self._measure_reference_fwhm(first)
-        shape = first[0]["x"].shape
-        n_patches = len(frames) * int(
-            np.count_nonzero(_coverage(first[0]["valid"], shape, self.patch_size))
-        )
-        need = math.ceil(1.0 / self.fpr - 1.0)
-        half = self.patch_size // 2
-        shifts = [(0, 0)]
-        if n_patches < 4 * need and half > 0:
-            shifts += [(half, 0), (0, half), (half, half)]
+        scorer = self._scorer(Calibration())
+        shifts = scorer.grid_shifts(len(frames), first[0])
         records = []
         for index, frame in enumerate(frames):  # one at a time: a calibration set can be large
-            prepared = first[index] if index < len(first) else self._prepare(frame, hdu=hdu)
             if index < len(first):
-                first[index] = None  # free it once used
-            parts = self._score_parts(
+                prepared, first[index] = first[index], None  # freed once used
+            else:
+                prepared = scorer.prepare(aeqa_io.read_image(frame, hdu=hdu))
+            parts = scorer.parts(
                 prepared, progress_bar=progress_bar, local_background=self.sky_term
             )
-            records += [self._calibration_record(prepared, parts, shift) for shift in shifts]
-        self._calibrate_records(records)
+            records += [scorer.record(prepared, parts, shift) for shift in shifts]
+        self.calibration_ = scorer.calibrate(records)
         return self
 
-    def _calibration_record(self, prepared, parts, shift=(0, 0), inside=None):
-        """What calibration keeps of a scored clean frame: patch-level parts, on a grid moved by ``shift``."""
-        info = {
-            "stats": prepared["stats"],
-            "shape": prepared["x"].shape,
-            "exptime": prepared["exptime"],
-        }
-        camera = None
-        if shift != (0, 0):
-            parts = self._shifted_parts(prepared, parts, shift)
-        else:
-            parts = {k: v for k, v in parts.items() if k not in ("residual", "star_pixels")}
-            coverage = _coverage(prepared["footprint"], prepared["x"].shape, self.patch_size)
-            parts["coverage"] = coverage
-            if parts["sky"] is not None:
-                camera = {
-                    "level": prepared["stats"].level,
-                    "noise": prepared["stats"].noise,
-                    "exptime": prepared["exptime"],
-                    "patch_sky": _patch_sky_level(parts["sky"], prepared["stats"]),
-                    "coverage": coverage,
-                    "shape": prepared["x"].shape,
-                    "star_counts": parts["star_counts"],
-                }
-        return {"parts": parts, "info": info, "shift": shift, "inside": inside, "camera": camera}
-
-    def _shifted_parts(self, prepared, parts, shift):
-        """The patch-level parts of a frame on a patch grid moved by ``shift`` (same residual)."""
-        dy, dx = shift
-        moved = {"x": prepared["x"][dy:, dx:], "valid": prepared["valid"][dy:, dx:]}
-        residual = parts["residual"][dy:, dx:].copy()
-        star_pixels = None if parts["star_pixels"] is None else parts["star_pixels"][dy:, dx:]
-        mae, sky, raw_mae, raw_sky, n_valid = self._score_band(
-            moved, residual, 0, residual.shape[0], star_pixels
-        )
-        psf = None
-        counts = None
-        if parts["stars"] is not None:
-            found = parts["stars"]
-            keep = (np.asarray(found["x"]) >= dx) & (np.asarray(found["y"]) >= dy)
-            found = found[keep]
-            found["x"] = np.asarray(found["x"]) - dx
-            found["y"] = np.asarray(found["y"]) - dy
-            counts = _star_counts(found, residual.shape, self.patch_size)
-            if parts["psf"] is not None:
-                psf = psf_shape_map(
-                    found,
-                    residual.shape,
-                    self.patch_size,
-                    self.reference_fwhm_,
-                    min_snr=_STAR_MIN_SNR,
-                )
-        return {
-            "mae": mae,
-            "sky": sky,
-            "raw_mae": raw_mae,
-            "raw_sky": raw_sky,
-            "psf": psf,
-            "n_valid": n_valid,
-            "star_counts": counts,
-            "coverage": _coverage(
-                None if prepared["footprint"] is None else prepared["footprint"][dy:, dx:],
-                residual.shape,
-                self.patch_size,
-            ),
-        }
-
-    def _calibrate_records(self, records):
-        """Learn the camera reference, then the PSF-term scale and the reference scores."""
-        cameras = [r["camera"] for r in records if r["camera"] is not None]
-        self.camera_ = CameraReference.from_frames(cameras, self.patch_size) if cameras else None
-        parts, deficits = [], []
-        for record in records:
-            mae, _ = self._mae_scores(record["parts"], record["info"], shift=record["shift"])
-            psf = record["parts"]["psf"]
-            deficit = self._transparency(record["parts"], record["info"], shift=record["shift"])
-            inside = record["inside"]
-            if inside is not None:
-                mae, psf = mae[inside], None if psf is None else psf[inside]
-                deficit = None if deficit is None else deficit[inside]
-            parts.append((mae, psf))
-            deficits.append(deficit)
-        self._calibrate_parts(parts, deficits=deficits)
-
-    def _calibrate_on_held_out(self, frames, val_patches, *, progress_bar):
-        # Patches that lie entirely inside a held-out training tile were never
-        # seen in training: their scores calibrate the thresholds. The camera
-        # reference is learnt from the whole of these frames (the sky is not
-        # what the network learns).
-        held_out = {}
-        for index, y0, x0 in val_patches:
-            held_out.setdefault(index, []).append((y0, x0))
-        self.camera_ = None
-        records = []
-        p, t = self.patch_size, self.crop_size
-        for index, origins in held_out.items():
-            parts = self._score_parts(
-                frames[index], progress_bar=progress_bar, local_background=self.sky_term
-            )
-            inside = np.zeros(parts["mae"].shape, bool)
-            for y0, x0 in origins:
-                iy0, ix0 = -(-y0 // p), -(-x0 // p)
-                inside[iy0 : (y0 + t) // p, ix0 : (x0 + t) // p] = True
-            records.append(self._calibration_record(frames[index], parts, inside=inside))
-        self._calibrate_records(records)
-
-    def _calibrate_parts(self, parts, deficits=None):
-        """Set the PSF-term scale, then the reference scores, from clean patches' parts."""
-        mae = np.concatenate([m.ravel() for m, _ in parts]) if parts else np.array([])
-        finite = np.isfinite(mae)
-        self.psf_calibration_ = None
-        if self.psf_term and parts and all(psf is not None for _, psf in parts):
-            psf = np.concatenate([q.ravel() for _, q in parts])[finite]
-            psf = psf[np.isfinite(psf)]
-            mae_median, mae_mad = _median_and_mad(mae[finite])
-            psf_median, psf_mad = _median_and_mad(psf)
-            scale = {
-                "mae_median": mae_median,
-                "mae_mad": mae_mad,
-                "psf_median": psf_median,
-                "psf_mad": psf_mad,
-            }
-            if psf.size >= _PSF_MIN_PATCHES and psf_mad > 0 and mae_mad > 0:
-                self.psf_calibration_ = scale
-            else:
-                log.warning(
-                    "psf_term: too few stars on the clean frames (%d patches near one) to "
-                    "calibrate the PSF term; it is not used",
-                    psf.size,
-                )
-        scores = [self._combine(m.ravel(), None if q is None else q.ravel()) for m, q in parts]
-        scores = np.concatenate(scores) if scores else np.array([])
-        self._set_reference_scores(scores[np.isfinite(scores)])
-        if deficits and all(d is not None for d in deficits) and self.reference_scores_ is not None:
-            # the transparency term maps onto the scores just calibrated
-            deficit = np.concatenate([d.ravel() for d in deficits])
-            scores = self._with_transparency(scores, deficit)
-            self._set_reference_scores(scores[np.isfinite(scores)])
-
-    def _set_reference_scores(self, scores):
-        scores = np.sort(np.asarray(scores, dtype=np.float64))
-        if scores.size == 0:
-            log.warning(
-                "no clean reference patch to calibrate on: thresholds fall back to "
-                "each frame's median + k MAD"
-            )
-            self.reference_scores_ = None
-            return
-        if scores.size > _N_CALIBRATION_QUANTILES:
-            # Keep the quantiles; the conformal threshold only needs the upper tail resolved.
-            n_total = scores.size
-            scores = np.quantile(scores, np.linspace(0, 1, _N_CALIBRATION_QUANTILES))
-            self.n_reference_ = n_total
-        else:
-            self.n_reference_ = scores.size
-        self.reference_scores_ = scores
-        log.info(
-            "calibrated on %d clean reference patches (median score %.4g)",
-            self.n_reference_,
-            np.median(scores),
-        )
-        need = math.ceil(1.0 / self.fpr - 1.0)  # conformal_threshold's bound
-        if self.n_reference_ < need:
-            # said now, not first when a frame is masked
-            log.warning(
-                "calibrated on %d clean reference patches, too few for fpr=%g (it needs %d): "
-                "call calibrate() on more clean frames of the survey, or use a larger fpr",
-                self.n_reference_,
-                self.fpr,
-                need,
-            )
-
     # -- scoring ----------------------------------------------------------
-
-    def _prepare(self, image, *, hdu=None):
-        return self._prepare_ccd(aeqa_io.read_image(image, hdu=hdu))
-
-    def _prepare_ccd(self, ccd):
-        data = ccd.data
-        if data.ndim != 2:
-            msg = f"image must be 2-D, got shape {data.shape}"
-            raise InputDataError(msg)
-        self._check_patch_fits(data.shape)
-        saturation = _saturation_level(ccd.meta)
-        shape = data.shape
-        finite, valid = np.empty(shape, bool), np.empty(shape, bool)
-        saturated = np.zeros(shape, bool)
-        input_mask = np.zeros(shape, bool) if ccd.mask is None else np.asarray(ccd.mask, bool)
-        x = np.empty(shape, np.float32)
-
-        def pixel_masks(rows):
-            np.isfinite(data[rows], out=finite[rows])
-            valid[rows] = finite[rows]
-            if saturation is not None:
-                with np.errstate(invalid="ignore"):
-                    np.greater_equal(data[rows], saturation, out=saturated[rows])
-                saturated[rows] &= finite[rows]
-                valid[rows] &= ~saturated[rows]
-            if ccd.mask is not None:
-                valid[rows] &= ~input_mask[rows]
-
-        workers = self.reconstructor_.n_threads()
-        bands = _row_bands(shape[0], workers)
-        with thread_pool(workers) as pool:  # bands of rows, one per core
-            _wait([pool.submit(pixel_masks, rows) for rows in bands])
-            if not finite.any():
-                msg = "every pixel of the image is NaN or inf: there is nothing to evaluate"
-                raise InputDataError(msg)
-            footprint = self._footprint(data, finite)
-            if footprint is not None:
-                valid &= footprint
-            stats = sky_statistics(data, valid)
-            exptime = exposure_time(ccd.meta)
-            if self.camera_ is not None:
-                # about the level and in the noise of the camera's clear sky
-                # tonight: a cloud over most of the frame moves the frame's own
-                p = self.patch_size
-                step = 2 if p % 2 == 0 and p >= 8 else 1
-                sample = np.where(valid[::step, ::step], data[::step, ::step], np.nan)
-                patch_sky, _ = aggregate_patches(sample, p // step, statistic="median")
-                _, noise, anchor = self.camera_.clear_sky(patch_sky, shape, p, exptime)
-                level, _ = self.camera_.expected_sky(shape, p, exptime, maps=False)
-                stats = SkyStatistics(level=level * anchor, noise=noise)
-            _wait(
-                [
-                    pool.submit(
-                        normalize_frame,
-                        data[rows],
-                        valid[rows],
-                        method=self.normalization,
-                        stats=stats,
-                        out=x[rows],
-                    )
-                    for rows in bands
-                ]
-            )
-        return {
-            "ccd": ccd,
-            "x": x,
-            "valid": valid,
-            "finite": finite,
-            "saturated": saturated,
-            "input_mask": input_mask,
-            "footprint": footprint,
-            "stats": stats,
-            "exptime": exptime,
-        }
-
-    def _footprint(self, data, finite):
-        """The illuminated footprint (None: the whole frame).
-
-        Where the camera reference has a footprint for frames of this shape,
-        its patches wholly inside or outside hold; only patches on its edge
-        are measured on the frame, so a cloud cannot move the footprint.
-        """
-        camera = self.camera_
-        if camera is not None and camera.maps_apply(data.shape, self.patch_size):
-            p, (ny, nx) = self.patch_size, data.shape
-            coverage = np.repeat(np.repeat(camera.coverage, p, 0), p, 1)[:ny, :nx]
-            footprint = coverage >= 1
-            edge = (coverage > 0) & ~footprint
-            if edge.any():  # measured on the frame only where the reference is partial
-                footprint |= edge & detect_footprint(data, finite)
-        else:
-            footprint = detect_footprint(data, finite)
-        return None if footprint.all() else footprint
-
-    def _check_patch_fits(self, shape):
-        ny, nx = shape
-        if self.patch_size is not None and (ny < self.patch_size or nx < self.patch_size):
-            msg = (
-                f"image of {ny}x{nx} pixels is smaller than one patch of "
-                f"{self.patch_size}x{self.patch_size}; use a smaller patch_size"
-            )
-            raise InputDataError(msg)
-
-    def _tile_transform(self):
-        # With the sky term the sky offset is scored apart, so the network sees
-        # tiles with their median removed and scores structure alone: the image
-        # score then does not depend on where tile edges fall (< 0.2 % with the
-        # overlap, against > 1 % without).
-        if self.normalization == "minmax":
-            return minmax_tiles
-        return subtract_tile_median if self.sky_term else None
-
-    def _tile_tasks(self, shape, workers):
-        """Tile tasks of a frame, in row-major order.
-
-        Returns the tile side, the padded shape and, per task, its origins,
-        owned regions and the number of residual rows complete once it and
-        every task before it are done.
-        """
-        ny, nx = shape
-        t = self.reconstructor_.tile_side(shape, self.tile_size)
-        padded = (max(ny, t), max(nx, t))
-        overlap = min(self.overlap, (t - 1) // 2)
-        origins = tile_origins(padded, t, overlap)
-        regions = owned_regions(origins, padded, t)
-        chunk = self.reconstructor_.tiles_per_batch(t, workers)
-        tasks = []
-        for y in np.unique(origins[:, 0]):
-            row = np.flatnonzero(origins[:, 0] == y)
-            for start in range(0, len(row), chunk):
-                take = row[start : start + chunk]
-                rows_done = regions[row[0], 1] if start + chunk >= len(row) else None
-                tasks.append((origins[take], regions[take], rows_done))
-        return t, padded, tasks
-
-    def _score_prepared(self, prepared, *, progress_bar=False):
-        parts = self._score_parts(
-            prepared,
-            with_psf=self.psf_calibration_ is not None,
-            progress_bar=progress_bar,
-            trails=self.trails,
-        )
-        prepared["trails"] = parts["trails"]
-        mae, raw = self._mae_scores(parts, _frame_info(prepared))
-        if raw is not None:
-            prepared["raw_scores"] = self._combine(raw, parts["psf"])
-        scores = self._combine(mae, parts["psf"])
-        deficit = None
-        if self.camera_ is not None:  # the transparency term needs the camera's star density
-            parts["coverage"] = _coverage(
-                prepared["footprint"], prepared["x"].shape, self.patch_size
-            )
-            deficit = self._transparency(parts, _frame_info(prepared))
-        prepared["transparency"] = deficit
-        if deficit is not None:
-            scores = self._with_transparency(scores, deficit)
-        return scores, parts["n_valid"], parts["residual"]
-
-    def _transparency(self, parts, info, *, shift=(0, 0)):
-        """Per patch, the deficit of sources against the camera reference (sigmas), or None."""
-        if self.camera_ is None or parts.get("star_counts") is None:
-            return None
-        if self.camera_.star_density is None:
-            return None
-        return self.camera_.transparency_deficit(
-            parts["star_counts"], parts["coverage"], info["exptime"], shift=shift
-        )
-
-    def _with_transparency(self, scores, deficit):
-        """``scores``, raised where sources are missing.
-
-        A deficit of ``z`` sigmas scores ``z / z_fpr`` times the threshold
-        of the default ``fpr``, where ``z_fpr`` is the deficit that a clean
-        sky shows with probability ``fpr``: both terms then mask at the
-        same rate.
-        """
-        if self.reference_scores_ is None or not _supports(self.reference_scores_, self.fpr):
-            return scores  # too few references: said when masking
-        threshold = self._calibrated_threshold(self.fpr)
-        if not np.isfinite(threshold):
-            return scores
-        equivalent = threshold * deficit / ndtri(1.0 - self.fpr)
-        raise_it = np.isfinite(deficit) & (deficit > 0)
-        return np.where(raise_it, np.fmax(scores, equivalent), scores)
-
-    def _mae_scores(self, parts, info, *, shift=(0, 0)):
-        """Per patch: the MAE score with its sky term, and the same before star-aware scoring (or None)."""
-        mae = parts["mae"] + self._sky_term(parts["sky"], info, shift=shift)
-        raw = None
-        if self.star_aware:
-            raw = parts["raw_mae"] + self._sky_term(parts["raw_sky"], info, shift=shift)
-        return mae, raw
-
-    def _sky_term(self, sky, info, *, shift=(0, 0)):
-        """The sky term: the patch sky against the camera's clean sky, or against the frame's."""
-        if sky is None:
-            return 0.0
-        if self.camera_ is None:
-            return np.abs(sky)
-        stats = info["stats"]
-        patch_sky = _patch_sky_level(sky, stats)
-        clear, noise, _ = self.camera_.clear_sky(
-            patch_sky, info["shape"], self.patch_size, info["exptime"], shift=shift
-        )
-        # the frame-relative term's form, in the camera's clear sky and
-        # noise; a change of the sky under _SKY_DEAD_ZONE does not count
-        excess = np.abs(patch_sky - clear) - _SKY_DEAD_ZONE * np.abs(clear)
-        return np.arcsinh(np.maximum(excess, 0.0) / (_ASINH_SOFTENING * noise))
-
-    def _score_parts(
-        self, prepared, *, with_psf=True, progress_bar=False, local_background=None, trails=False
-    ):
-        """Per patch: the parts of the score (a dict).
-
-        ``mae`` (star-aware) and ``raw_mae`` (not) are the aggregated
-        residual, ``sky`` and ``raw_sky`` the median of the normalised patch
-        (None without the sky term), ``psf`` the PSF term or None, with
-        ``n_valid``, the ``residual`` and the ``stars`` found (or None).
-
-        The frame is scored as independent tasks on one thread per core:
-        the network on a row of tiles at a time (one torch thread each,
-        which uses a CPU better than torch's own threads on these small
-        convolutions), the star finding, and the patch statistics of each
-        band of patch rows as soon as the tiles above it are done.
-        With ``local_background`` (the default when there is a camera
-        reference) the network sees the frame less its local background
-        (`~astro_aeqa.preprocessing.subtract_local_background`).
-        """
-        with_psf = with_psf and self.psf_term and self.reference_fwhm_ is not None
-        x = prepared["x"]
-        if local_background is None:  # as the camera reference was calibrated
-            local_background = self.camera_ is not None and self.sky_term
-        if local_background:
-            x = subtract_local_background(x, prepared["valid"], max(1, self.patch_size // 2))
-        ny, nx = x.shape
-        p = self.patch_size
-        workers = self.reconstructor_.n_threads()
-        t, padded, tasks = self._tile_tasks(x.shape, workers)
-        if padded != x.shape:  # shorter than a tile: reflect to one tile, crop after
-            x = np.pad(x, ((0, padded[0] - ny), (0, padded[1] - nx)), mode="reflect")
-        residual = np.empty(padded, dtype=np.float32)
-        bar = _progress_bar(
-            total=sum(len(o) for o, _, _ in tasks), enabled=progress_bar, desc="tiles", unit="tile"
-        )
-        rec = self.reconstructor_
-        with thread_pool(workers) as pool, rec.threads(workers):
-            stars = None
-            if self.star_aware or with_psf or local_background:
-                stars = pool.submit(
-                    self._star_parts, prepared, with_psf=with_psf, count=local_background
-                )
-            found_trails = pool.submit(_find_trails, prepared) if trails else None
-            model = rec.prepare()  # compiled here, not by two tasks at once
-            transform = self._tile_transform()
-            pending = [
-                (
-                    pool.submit(
-                        rec.residuals,
-                        x,
-                        origins,
-                        regions,
-                        t,
-                        residual,
-                        transform=transform,
-                        model=model,
-                    ),
-                    len(origins),
-                    rows_done,
-                )
-                for origins, regions, rows_done in tasks
-            ]
-            bands, start = [], 0
-            for future, n_tiles, rows_done in pending:
-                future.result()
-                bar.update(n_tiles)
-                if rows_done is None:
-                    continue
-                stop = ny if rows_done >= ny else rows_done // p * p
-                if stop > start:
-                    bands.append(
-                        pool.submit(self._score_band, prepared, residual, start, stop, stars)
-                    )
-                    start = stop
-            bands = _wait(bands)
-            psf, star_pixels, found = (None, None, None) if stars is None else stars.result()
-        bar.close()
-        mae, sky, raw_mae, raw_sky, n_valid = (
-            None if part[0] is None else np.concatenate(part) for part in zip(*bands, strict=True)
-        )
-        return {
-            "mae": mae,
-            "sky": sky,
-            "raw_mae": raw_mae,
-            "raw_sky": raw_sky,
-            "psf": psf,
-            "n_valid": n_valid,
-            "residual": residual[:ny, :nx],
-            "star_pixels": star_pixels,
-            "stars": found,
-            "star_counts": None if found is None else _star_counts(found, (ny, nx), p),
-            "trails": None if found_trails is None else found_trails.result(),
-        }
-
-    def _star_parts(self, prepared, *, with_psf, count=False):
-        """The PSF term per patch (or None), the bright-star pixels (or None) and the sources
-        (down to _COUNT_MIN_SNR with ``count``, for the transparency term)."""
-        found = find_stars(
-            prepared["ccd"].data,
-            prepared["valid"],
-            stats=prepared["stats"],
-            fwhm=self.reference_fwhm_,
-            min_peak=_COUNT_MIN_SNR if count else _STAR_MIN_SNR,
-        )
-        psf = stars = None
-        shape = prepared["x"].shape
-        if with_psf:
-            psf = psf_shape_map(
-                found, shape, self.patch_size, self.reference_fwhm_, min_snr=_STAR_MIN_SNR
-            )
-        if self.star_aware:
-            stars, _ = bright_star_mask(
-                prepared["ccd"].data, fwhm=self.reference_fwhm_, found=found, min_snr=_STAR_MIN_SNR
-            )
-        return psf, stars, found
-
-    def _score_band(self, prepared, residual, start, stop, stars):
-        """The patch rows in ``start:stop``: MAE, sky median (or None), both before
-        star-aware scoring, and the valid counts.
-
-        ``stars`` is the future of `_star_parts` (bands are scored while the
-        stars are still being found) or the bright-star pixels themselves.
-        """
-        nx = prepared["x"].shape[1]
-        band = residual[start:stop, :nx]
-        valid = prepared["valid"][start:stop]
-        x = prepared["x"][start:stop]
-        band[~valid] = np.nan
-        mae, n_valid = self._aggregate(band, valid)
-        sky = self._patch_sky(x, valid) if self.sky_term else None
-        if not self.star_aware:
-            return mae, sky, mae, sky, n_valid
-        # Only patches that hold star pixels change; a patch that is all
-        # bright star keeps its own score. A star's wings also lift its
-        # patch's median, hence the sky term is taken without them too.
-        star_pixels = (stars.result()[1] if hasattr(stars, "result") else stars)[start:stop]
-        starless = valid & ~star_pixels
-        touched = patch_any(star_pixels, self.patch_size)
-        kept, _ = self._aggregate(band, starless, patches=touched)
-        kept_mae = np.where(np.isfinite(kept), kept, mae)
-        kept_sky = sky
-        if self.sky_term:
-            starless_sky = self._patch_sky(x, starless, patches=touched)
-            kept_sky = np.where(np.isfinite(starless_sky), starless_sky, sky)
-        return kept_mae, kept_sky, mae, sky, n_valid
-
-    def _combine(self, mae, psf):
-        """The patch score: the MAE, or the PSF term on the MAE's clean scale if larger."""
-        cal = self.psf_calibration_
-        if psf is None or cal is None or not self.psf_term:
-            return mae
-        on_mae_scale = (
-            cal["mae_median"] + cal["mae_mad"] * (psf - cal["psf_median"]) / cal["psf_mad"]
-        )
-        return np.where(np.isfinite(on_mae_scale), np.fmax(mae, on_mae_scale), mae)
-
-    def _aggregate(self, residual, weights, patches=None):
-        return aggregate_patches(
-            residual, self.patch_size, weights=weights, statistic=self.aggregate, patches=patches
-        )
-
-    def _patch_sky(self, x, valid, patches=None):
-        # The median of every other pixel in each axis: 4x cheaper than the
-        # full median and as good a sky estimate at these patch sizes.
-        p = self.patch_size
-        step = 2 if p % 2 == 0 and p >= 8 else 1
-        sky = np.where(valid[::step, ::step], x[::step, ::step], np.nan)
-        medians, _ = aggregate_patches(sky, p // step, statistic="median", patches=patches)
-        return medians[: -(-x.shape[0] // p), : -(-x.shape[1] // p)]
 
     def evaluate(self, image, *, threshold=None, fpr=None, hdu=None, progress_bar=False):
         """
@@ -1309,130 +545,45 @@ class AEQualityEvaluator:
             raise RuntimeError(msg)
 
     def _evaluate_ccd(self, ccd, *, threshold, fpr, progress_bar=False):
-        prepared = self._prepare_ccd(ccd)
-        patch_scores, n_valid, residual = self._score_prepared(prepared, progress_bar=progress_bar)
-        threshold, used_fpr, method = self._threshold(patch_scores, threshold=threshold, fpr=fpr)
-        with np.errstate(invalid="ignore"):
-            raw_mask = patch_scores > threshold
-        patch_mask = clean_patch_mask(
-            raw_mask, opening=self.morphology[0], closing=self.morphology[1]
+        scorer = self._scorer()
+        prepared = scorer.prepare(ccd)
+        scored = scorer.score(prepared, progress_bar=progress_bar, trails=self.trails)
+        patch_scores, residual = scored.scores, scored.residual
+        masks = scorer.mask(
+            prepared, scored, threshold=threshold, fpr=fpr, morphology=self.morphology
         )
         shape = residual.shape
-        pixel_mask = patch_mask_to_pixel_mask(patch_mask, self.patch_size, shape)
-        footprint = prepared["footprint"]
-        if footprint is not None:
-            pixel_mask &= footprint
-        trails, trail_pixels = prepared.get("trails"), None
-        if trails is not None and len(trails):
-            trail_pixels = trail_mask(shape, trails)
-            if footprint is not None:
-                trail_pixels &= footprint
-            pixel_mask |= trail_pixels
-        if self.camera_ is None and method == "fpr":
-            masked = (
-                float(patch_mask[np.isfinite(patch_scores)].mean()) if patch_mask.any() else 0.0
-            )
-            if masked > _ZERO_SHOT_WARN_FRACTION:
-                warnings.warn(
-                    f"{masked:.0%} of the frame's patches are masked by a model that has no "
-                    "reference of this camera; a model trained on other cameras can take a good "
-                    "frame's ordinary features for defects. Call calibrate() on two or more "
-                    "clean frames of this camera for masks you can trust.",
-                    AstropyUserWarning,
-                    stacklevel=3,
-                )
-        star_kept = np.zeros(shape, bool)
-        if "raw_scores" in prepared:
-            with np.errstate(invalid="ignore"):
-                kept = (prepared["raw_scores"] > threshold) & ~patch_mask
-            star_kept = patch_mask_to_pixel_mask(kept, self.patch_size, shape)
-        if self.reference_scores_ is not None:
-            reference_median = float(np.median(self.reference_scores_))
-            relative = patch_scores / reference_median
-            pvals = pvalues(patch_scores, self.reference_scores_)
-        else:
-            relative = np.full(patch_scores.shape, np.nan)
-            pvals = np.full(patch_scores.shape, np.nan)
-        ccd = prepared["ccd"]
         score_map = NDData(
             patch_scores.astype(np.float32),
-            wcs=aeqa_io.score_map_wcs(ccd.wcs, self.patch_size, shape),
+            wcs=score_map_wcs(ccd.wcs, self.patch_size, shape),
             meta={"AEQAPSZ": self.patch_size},
         )
         return QualityResult(
             score=float(np.nanmean(patch_scores)),
             patch_scores=patch_scores,
-            relative_scores=relative,
-            pvalues=pvals,
-            n_valid=n_valid,
+            relative_scores=self.calibration_.relative(patch_scores),
+            pvalues=self.calibration_.pvalues(patch_scores),
+            n_valid=scored.n_valid,
             residual=residual.astype(np.float32, copy=False),
-            patch_mask=patch_mask,
-            mask=pixel_mask,
-            threshold=float(threshold),
-            fpr=used_fpr,
-            threshold_method=method,
+            patch_mask=masks.patch_mask,
+            mask=masks.pixel_mask,
+            threshold=float(masks.threshold),
+            fpr=masks.fpr,
+            threshold_method=masks.method,
             score_map=score_map,
-            valid=prepared["valid"],
+            valid=prepared.valid,
+            footprint=prepared.footprint,
+            camera_reference=self.camera_ is not None,
+            transparency=scored.transparency,
+            trails=scored.trails,
+            trail_mask=masks.trail_pixels,
             patch_size=self.patch_size,
             shape=shape,
-            _finite=prepared["finite"],
-            _saturated=prepared["saturated"],
-            _input_mask=prepared["input_mask"],
-            _star_kept=star_kept,
-            footprint=footprint,
-            camera_reference=self.camera_ is not None,
-            transparency=prepared.get("transparency"),
-            trails=trails,
-            trail_mask=trail_pixels,
+            finite=prepared.finite,
+            saturated=prepared.saturated,
+            input_mask=prepared.input_mask,
+            star_kept=masks.star_kept,
         )
-
-    def _threshold(self, patch_scores, *, threshold, fpr):
-        if threshold is not None and fpr is not None:
-            msg = "give either threshold or fpr, not both"
-            raise ValueError(msg)
-        if threshold is not None:
-            threshold = float(threshold)
-            if not np.isfinite(threshold):
-                msg = f"threshold must be a finite number, got {threshold}"
-                raise ValueError(msg)
-            return threshold, None, "explicit"
-        fpr = self.fpr if fpr is None else _check_fpr(fpr)
-        if self.reference_scores_ is None:
-            return robust_threshold(patch_scores), None, "robust"
-        calibrated = self._calibrated_threshold(fpr)
-        if self.camera_ is None and _fraction_above(patch_scores, calibrated) > 0.5:
-            # Zero-shot, most of the frame lies outside the model's reference:
-            # a camera the model never saw looks like that too, so the frame's
-            # own clean majority is the reference.
-            own = max(robust_threshold(patch_scores), calibrated)
-            warnings.warn(
-                f"more than half of the frame's patches score above the model's reference "
-                f"(threshold {calibrated:.4g} at fpr={fpr}), and the model has no reference of "
-                "this camera: the frame is masked against its own clean majority instead "
-                f"(median + 5 MAD, threshold {own:.4g}). Call calibrate() on two or more clean "
-                "frames of this camera for masks that say where.",
-                AstropyUserWarning,
-                stacklevel=4,
-            )
-            return own, None, "self"
-        return calibrated, fpr, "fpr"
-
-    def _calibrated_threshold(self, fpr):
-        # Calibrated on fewer than _FEW_FRAMES frames of a camera, the default
-        # fpr's threshold is never within _MIN_THRESHOLD_RATIO of a typical
-        # clean patch: a few alike frames understate how clean patches vary
-        # from night to night. Other fprs move by the same margin, so that
-        # they still order the thresholds.
-        reference = self.reference_scores_
-        threshold = conformal_threshold(reference, fpr)
-        if self.camera_ is None or self.camera_.n_frames >= _FEW_FRAMES:
-            return threshold
-        if not _supports(reference, self.fpr):  # (said by the line above if at all)
-            return threshold
-        default = conformal_threshold(reference, self.fpr)
-        if np.isfinite(default):
-            threshold += max(0.0, _MIN_THRESHOLD_RATIO * float(np.median(reference)) - default)
-        return threshold
 
     def mask(self, ccd, *, threshold=None, fpr=None, hdu=None):
         """
@@ -1456,40 +607,9 @@ class AEQualityEvaluator:
         self._check_fitted()
         image = aeqa_io.read_image(ccd, hdu=hdu)  # read once, for the scores and the output
         result = self._evaluate_ccd(image, threshold=threshold, fpr=fpr)
-        return self._masked_ccd(image, result)
-
-    def _masked_ccd(self, ccd, result):
-        # ccd is read_image's new object, shared with no caller: the output
-        # takes its arrays without another copy of the frame
-        out = CCDData(
-            ccd.data,
-            unit=ccd.unit,
-            mask=combine_masks(ccd.mask, result.mask | ~result._finite),  # NaN/inf are bad pixels
-            uncertainty=ccd.uncertainty,
-            wcs=ccd.wcs,
-            meta=ccd.meta.copy(),
+        return aeqa_io.masked_ccd(
+            image, result, model_name=self.model_name, model_sha=self.model_sha
         )
-        header = (
-            out.meta if isinstance(out.meta, fits.Header) else fits.Header(_fits_safe(out.meta))
-        )
-        for keyword, value, comment in aeqa_io.aeqa_header_cards(
-            version=_package_version(),
-            model_name=self.model_name,
-            model_sha=self.model_sha,
-            score=result.score,
-            threshold=result.threshold,
-            fpr=result.fpr,
-            patch_size=self.patch_size,
-            masked_fraction=result.masked_fraction,
-            n_trails=None if result.trails is None else len(result.trails),
-        ):
-            header[keyword] = (value, comment)
-        header.add_history(
-            f"astro_aeqa {_package_version()}: masked {result.masked_fraction:.2%} of pixels "
-            f"(score {result.score:.4g}, threshold {result.threshold:.4g}, {result.threshold_method})"
-        )
-        out.meta = header
-        return out
 
     def write_masked(self, image, path, *, threshold=None, fpr=None, hdu=None, overwrite=False):
         """
@@ -1503,14 +623,16 @@ class AEQualityEvaluator:
         path = Path(path)
         aeqa_io.check_output_path(path, inputs=[image])  # never replace the input
         if path.exists() and not overwrite:
-            msg = f"{path}: file exists; pass overwrite=True (or --overwrite) to replace it"
+            msg = f"{path}: file exists; pass overwrite=True to replace it"
             raise FileExistsError(msg)
         self._check_fitted()
-        ccd = aeqa_io.read_image(image, hdu=hdu)
-        result = self._evaluate_ccd(ccd, threshold=threshold, fpr=fpr)
+        frame = aeqa_io.read_frame(image, hdu=hdu)  # read once: pixels, original array, header
+        result = self._evaluate_ccd(frame.ccd, threshold=threshold, fpr=fpr)
         with thread_pool(min(2, self.reconstructor_.n_threads())) as pool:
             flags = pool.submit(result.flag_plane)
-            out = self._masked_ccd(ccd, result)
+            out = aeqa_io.masked_ccd(
+                frame.ccd, result, model_name=self.model_name, model_sha=self.model_sha
+            )
             flags = flags.result()
         aeqa_io.write_aeqa_fits(
             path,
@@ -1519,18 +641,16 @@ class AEQualityEvaluator:
             flags=flags,
             overwrite=overwrite,
             source=image,  # the output header is the input's plus the AEQA cards
-            source_hdu=hdu,
+            source_header=frame.header,
             trails=result.trails if result.trails is not None and len(result.trails) else None,
-            # a float32 file is written back from the array already read
-            original_data=None
-            if aeqa_io.stored_as_float32(image, hdu=hdu)
-            else aeqa_io.read_original_data(image, hdu=hdu),
+            original_data=frame.original,  # None: the float32 array already read
         )
         return result
 
     # -- files --------------------------------------------------------------
 
     def _metadata(self):
+        calibration = self.calibration_.to_dict()
         return {
             "package_version": _package_version(),
             "model_name": self.model_name,
@@ -1544,17 +664,12 @@ class AEQualityEvaluator:
             "star_aware": self.star_aware,
             "psf_term": self.psf_term,
             "trails": self.trails,
-            "psf_calibration": self.psf_calibration_,
+            "psf_calibration": calibration["psf_calibration"],
             "reference_fwhm": self.reference_fwhm_,
             "fpr": self.fpr,
             "morphology": list(self.morphology),
-            "camera": None if self.camera_ is None else self.camera_.to_dict(),
-            "calibration": None
-            if self.reference_scores_ is None
-            else {
-                "reference_scores": [float(s) for s in self.reference_scores_],
-                "n_reference": int(self.n_reference_),
-            },
+            "camera": calibration["camera"],
+            "calibration": calibration["calibration"],
             "training": self.training_,
             "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
@@ -1631,15 +746,9 @@ class AEQualityEvaluator:
         ev = cls(model.config, device=device, **options)
         ev.model_name = meta.get("model_name", "custom")
         ev.model_ = model.to(ev.device)
-        calibration = meta.get("calibration")
-        if calibration:
-            ev.reference_scores_ = np.asarray(calibration["reference_scores"], dtype=np.float64)
-            ev.n_reference_ = int(calibration.get("n_reference", ev.reference_scores_.size))
+        ev.calibration_ = Calibration.from_dict(meta, source=str(path))
         ev.training_ = meta.get("training", {})
         ev.reference_fwhm_ = meta.get("reference_fwhm")
-        ev.psf_calibration_ = meta.get("psf_calibration")
-        if meta.get("camera") is not None:
-            ev.camera_ = CameraReference.from_dict(meta["camera"], source=str(path))
         ev.is_fitted = True
         ev.model_sha = file_sha256(path)[:16]
         return ev
@@ -1728,112 +837,9 @@ def aeqa_mask(ccd, evaluator, *, threshold=None, fpr=None):
 # -- helpers -----------------------------------------------------------------
 
 
-def _frame_fwhm(frame):
-    """The PSF FWHM of a prepared frame, or None without a star to measure."""
-    try:
-        return measure_fwhm(frame["ccd"].data, frame["valid"], stats=frame["stats"])
-    except (InputDataError, ValueError):
-        return None
-
-
-def _find_trails(prepared):
-    """Trails in a prepared frame, searched on its S/N, ``(data - level) / noise``."""
-    stats, valid = prepared["stats"], prepared["valid"]
-    snr = np.subtract(prepared["ccd"].data, np.float32(stats.level), dtype=np.float32)
-    snr /= np.float32(stats.noise)
-    snr[~valid] = 0.0
-    return find_trails(snr, valid)
-
-
-def _star_counts(found, shape, patch_size):
-    """Sources per patch of a `find_stars` catalogue."""
-    n_py, n_px = patch_grid_shape(shape, patch_size)
-    iy = np.clip(np.asarray(found["y"], float) // patch_size, 0, n_py - 1).astype(int)
-    ix = np.clip(np.asarray(found["x"], float) // patch_size, 0, n_px - 1).astype(int)
-    return np.bincount(iy * n_px + ix, minlength=n_py * n_px).reshape(n_py, n_px).astype(float)
-
-
-def _coverage(footprint, shape, patch_size):
-    """Per patch, the fraction of its pixels inside ``footprint`` (None: all), a bool map."""
-    if footprint is None:
-        return np.ones(patch_grid_shape(shape, patch_size))
-    return aggregate_patches(footprint.astype(np.float32), patch_size, statistic="mean")[0]
-
-
-def _supports(reference, fpr):
-    """Whether the reference scores are enough for a finite threshold at ``fpr``."""
-    n = int(np.count_nonzero(np.isfinite(reference)))
-    return n >= math.ceil(1.0 / fpr - 1.0)
-
-
-def _fraction_above(scores, threshold):
-    """Fraction of the finite scores above ``threshold``."""
-    finite = scores[np.isfinite(scores)]
-    return float(np.mean(finite > threshold)) if finite.size else 0.0
-
-
-def _frame_info(prepared):
-    """What the sky term needs of a prepared frame."""
-    return {
-        "stats": prepared["stats"],
-        "shape": prepared["x"].shape,
-        "exptime": prepared["exptime"],
-    }
-
-
-def _patch_sky_level(sky, stats):
-    """Patch sky medians of the noise-normalised frame back in data units.
-
-    The median commutes with the normalisation's monotonic asinh stretch.
-    """
-    return stats.level + _ASINH_SOFTENING * stats.noise * np.sinh(sky)
-
-
-def _row_bands(n_rows, n_bands):
-    """``n_bands`` slices that split ``range(n_rows)`` into near-equal bands."""
-    edges = np.linspace(0, n_rows, max(1, min(n_bands, n_rows)) + 1).astype(int)
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-
-
-def _wait(futures):
-    """The results of ``futures``, in order (a task's error is raised here)."""
-    return [future.result() for future in futures]
-
-
-def _median_and_mad(values):
-    """Median and median absolute deviation (not scaled to a sigma); NaN when empty."""
-    if values.size == 0:
-        return np.nan, np.nan
-    median = float(np.median(values))
-    return median, float(np.median(np.abs(values - median)))
-
-
-def _check_fpr(fpr):
-    fpr = float(fpr)
-    if not 0.0 < fpr < 1.0:
-        msg = f"fpr must lie strictly between 0 and 1, got {fpr}"
-        raise ValueError(msg)
-    return fpr
-
-
-def _saturation_level(meta):
-    for key in ("SATURATE", "SATLEVEL", "SATURATION"):
-        value = meta.get(key) if meta is not None else None
-        if value is not None:
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                return None
-    return None
-
-
 def _iter_references(references, filter):
     if hasattr(references, "files_filtered"):  # ccdproc.ImageFileCollection
         return references.files_filtered(include_path=True, **(filter or {}))
     if isinstance(references, str | Path | CCDData | NDData | np.ndarray | fits.HDUList):
         return [references]
     return references
-
-
-def _fits_safe(meta):
-    return {k: v for k, v in dict(meta or {}).items() if isinstance(v, str | int | float | bool)}

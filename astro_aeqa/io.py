@@ -43,18 +43,20 @@ from astropy.nddata import (
     VarianceUncertainty,
 )
 from astropy.table import Table
-from astropy.wcs import WCS, FITSFixedWarning, Sip
+from astropy.wcs import WCS, FITSFixedWarning
 
 from .exceptions import AEQAWarning, InputDataError, OutputPathError
 from .flags import flag_header_cards
-from .tiling import patch_grid_shape
+from .masking import combine_masks
 from .utils import write_hdulist_atomic
 
 __all__ = [
     "read_image",
     "read_original_data",
     "stored_as_float32",
-    "score_map_wcs",
+    "read_frame",
+    "Frame",
+    "masked_ccd",
     "aeqa_header_cards",
     "write_aeqa_fits",
     "read_aeqa_fits",
@@ -346,7 +348,7 @@ def _read_hdulist(hdul, hdu, name, unit):
     )
 
 
-def _open_and_read(path, hdu, unit):
+def _open_and_read(path, hdu, unit, *, frame=False):
     path = Path(path)
     name = str(path)
     if not path.exists():
@@ -360,6 +362,8 @@ def _open_and_read(path, hdu, unit):
         try:
             with fits.open(path, memmap=False) as hdul:
                 ccd = _read_hdulist(hdul, hdu, name, unit)
+                if frame:
+                    ccd = _frame_of_hdulist(ccd, hdul, hdu, name)
         except (InputDataError, FileNotFoundError):
             raise
         except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
@@ -527,6 +531,75 @@ def read_image(image, *, hdu=None, unit=None):
     raise TypeError(msg)
 
 
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """
+    One input frame, read once (`read_frame`).
+
+    Attributes
+    ----------
+    ccd : `~astropy.nddata.CCDData`
+        As `read_image` returns it: float32 pixels, mask, uncertainty, WCS
+        and the header as ``meta``.
+    original : `~numpy.ndarray` or None
+        The stored pixel array in its own dtype (BZERO/BSCALE applied as
+        astropy does), to write the data back unchanged; None when the
+        input is stored as unscaled float32, so ``ccd.data`` is it.
+    header : `~astropy.io.fits.Header` or None
+        The header of the HDU read, as stored (INHERIT merged); None for
+        inputs that are not FITS.
+    """
+
+    ccd: CCDData
+    original: np.ndarray | None
+    header: fits.Header | None
+
+    @property
+    def dtype(self):
+        """The input's pixel dtype."""
+        return self.ccd.data.dtype if self.original is None else self.original.dtype
+
+
+def read_frame(image, *, hdu=None, unit=None):
+    """
+    Read an input once: its pixels, its original array and dtype, and its header.
+
+    Parameters
+    ----------
+    image, hdu, unit
+        As in `read_image`.
+
+    Returns
+    -------
+    frame : `Frame`
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_aeqa.io import read_frame
+    >>> frame = read_frame(np.zeros((2, 3), dtype=np.uint16))
+    >>> frame.ccd.data.dtype, frame.dtype, frame.header
+    (dtype('float32'), dtype('uint16'), None)
+    """
+    if isinstance(image, str | Path):
+        return _open_and_read(image, hdu, None if unit is None else u.Unit(unit), frame=True)
+    if isinstance(image, fits.HDUList):
+        ccd = read_image(image, hdu=hdu, unit=unit)
+        return _frame_of_hdulist(ccd, image, hdu, "the HDUList input")
+    ccd = read_image(image, hdu=hdu, unit=unit)
+    header = image.header.copy() if _is_image_hdu(image) else None
+    return Frame(ccd, None if stored_as_float32(image) else read_original_data(image), header)
+
+
+def _frame_of_hdulist(ccd, hdul, hdu, name):
+    """The `Frame` of the HDU of an open HDUList that ``ccd`` was read from."""
+    index = _select_hdu(hdul, hdu, name)
+    original = None
+    if not _header_is_float32(hdul[index].header):
+        original = np.array(_as_2d(hdul[index].data, name, f"HDU {index}"), copy=True)
+    return Frame(ccd, original, _selected_header(hdul, hdu, name))
+
+
 def read_original_data(image, *, hdu=None):
     """
     Return the input's pixel array in its own dtype, for writing it back unchanged.
@@ -627,115 +700,6 @@ def _data_header(header):
     for key in ("BZERO", "BSCALE", "XTENSION", "PCOUNT", "GCOUNT"):
         header.remove(key, ignore_missing=True)
     return header
-
-
-# --------------------------------------------------------------------------- score map WCS
-
-
-def _sliced_wcs(wcs, step):
-    """The WCS of ``wcs`` sampled every ``step`` pixels (linear part scaled, SIP rescaled)."""
-    new = wcs.deepcopy()
-    crpix = (wcs.wcs.crpix - 0.5) / step + 0.5
-    new.wcs.crpix = crpix
-    # Scale the matrix, not CDELT: sequent distortions (e.g. DSS plates) act on
-    # the intermediate pixel coordinates, which then stay unchanged.
-    if wcs.wcs.has_cd():
-        new.wcs.cd = wcs.wcs.cd * step
-    else:
-        new.wcs.pc = wcs.wcs.get_pc() * step
-    if wcs.sip is not None:
-
-        def scale(coeffs):
-            if coeffs is None:
-                return None
-            p, q = np.indices(coeffs.shape)
-            return coeffs * float(step) ** (p + q - 1)
-
-        sip = wcs.sip
-        new.sip = Sip(scale(sip.a), scale(sip.b), scale(sip.ap), scale(sip.bp), crpix)
-    new.wcs.set()
-    return new
-
-
-def _slice_error(original, sliced, step, shape):
-    """Largest offset (original pixels) between patch centres and the sliced WCS."""
-    n_py, n_px = shape
-    jj = np.array([0, n_px - 1, 0, n_px - 1, n_px // 2], dtype=float)
-    ii = np.array([0, 0, n_py - 1, n_py - 1, n_py // 2], dtype=float)
-    world = sliced.pixel_to_world_values(jj, ii)
-    x, y = original.world_to_pixel_values(*world)
-    expect_x = jj * step + (step - 1) / 2
-    expect_y = ii * step + (step - 1) / 2
-    return float(np.nanmax(np.hypot(x - expect_x, y - expect_y)))
-
-
-def score_map_wcs(wcs, patch_size, shape):
-    """
-    Return the WCS of the patch grid: ``wcs`` sampled every ``patch_size`` pixels.
-
-    Patch ``(i, j)`` of the score map (array order) is centred, in the image,
-    on pixel ``(i * p + (p - 1) / 2, j * p + (p - 1) / 2)``; the returned WCS
-    gives that patch centre's sky position at pixel ``(i, j)``. (A partial
-    patch at the far edge is given the position its centre would have if
-    it were whole.) This is ``wcs.slice((slice(None, None, p),) * 2)``, but
-    the linear matrix (not CDELT) is scaled and SIP coefficients are
-    rescaled, so that distorted WCSs (SIP, DSS plate solutions) stay exact.
-
-    Parameters
-    ----------
-    wcs : `~astropy.wcs.WCS` or None
-        The image WCS (2-D).
-    patch_size : int
-        Side of a patch, in pixels.
-    shape : tuple of int
-        Image shape ``(ny, nx)``; sets the WCS ``array_shape`` to the grid.
-
-    Returns
-    -------
-    wcs : `~astropy.wcs.WCS` or None
-        None if ``wcs`` is None.
-
-    Examples
-    --------
-    >>> from astropy.wcs import WCS
-    >>> from astro_aeqa.io import score_map_wcs
-    >>> w = WCS(naxis=2); w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    >>> w.wcs.crpix = [50.5, 50.5]; w.wcs.cdelt = [-1e-4, 1e-4]; w.wcs.crval = [10.0, 20.0]
-    >>> s = score_map_wcs(w, 10, (100, 100))
-    >>> s.array_shape, [round(float(v), 6) for v in s.wcs.crpix]
-    ((10, 10), [5.5, 5.5])
-    """
-    if wcs is None:
-        return None
-    if not isinstance(wcs, WCS) or wcs.pixel_n_dim != 2:
-        msg = f"wcs must be a 2-D astropy.wcs.WCS or None, got {type(wcs).__name__}"
-        raise TypeError(msg)
-    p = int(patch_size)
-    grid = patch_grid_shape(shape, p)
-    candidates = []
-    try:
-        candidates.append(_sliced_wcs(wcs, p))
-    except Exception as exc:  # unusual WCS: fall back to astropy's slicing
-        log.debug("own WCS slicing failed (%s); using WCS.slice", exc)
-    candidates.append(wcs.slice((slice(None, None, p), slice(None, None, p))))
-    best, best_err = None, math.inf
-    for cand in candidates:
-        try:
-            err = _slice_error(wcs, cand, p, grid)
-        except Exception:  # noqa: BLE001 - a WCS that cannot be inverted
-            err = math.inf
-        if err < best_err:
-            best, best_err = cand, err
-        if err < 1e-3:
-            break
-    if not best_err < 0.01:
-        msg = (
-            f"the score map WCS is approximate: patch centres are off by up to {best_err:.3g} "
-            "image pixels (the image WCS has a distortion that cannot be resampled exactly)"
-        )
-        warnings.warn(msg, AEQAWarning)
-    best.array_shape = grid
-    return best
 
 
 # --------------------------------------------------------------------------- writing
@@ -1019,6 +983,49 @@ def aeqa_header_cards(
     return cards
 
 
+def masked_ccd(ccd, result, *, model_name, model_sha):
+    """
+    A new `~astropy.nddata.CCDData` of ``ccd`` with the AEQA mask of ``result``.
+
+    The input mask is OR-ed with the AEQA mask (and the non-finite pixels);
+    the AEQA* cards and a HISTORY line join the header. ``ccd``'s arrays
+    are shared, not copied: pass a frame that no caller holds (`read_image`'s).
+    """
+    from . import __version__
+
+    out = CCDData(
+        ccd.data,
+        unit=ccd.unit,
+        mask=combine_masks(ccd.mask, result.mask | ~result.finite),  # NaN/inf are bad pixels
+        uncertainty=ccd.uncertainty,
+        wcs=ccd.wcs,
+        meta=ccd.meta.copy(),
+    )
+    header = out.meta if isinstance(out.meta, fits.Header) else fits.Header(_fits_safe(out.meta))
+    for keyword, value, comment in aeqa_header_cards(
+        version=__version__,
+        model_name=model_name,
+        model_sha=model_sha,
+        score=result.score,
+        threshold=result.threshold,
+        fpr=result.fpr,
+        patch_size=result.patch_size,
+        masked_fraction=result.masked_fraction,
+        n_trails=None if result.trails is None else len(result.trails),
+    ):
+        header[keyword] = (value, comment)
+    header.add_history(
+        f"astro_aeqa {__version__}: masked {result.masked_fraction:.2%} of pixels "
+        f"(score {result.score:.4g}, threshold {result.threshold:.4g}, {result.threshold_method})"
+    )
+    out.meta = header
+    return out
+
+
+def _fits_safe(meta):
+    return {k: v for k, v in dict(meta or {}).items() if isinstance(v, str | int | float | bool)}
+
+
 def _with_header_meta(ccd):
     """``ccd`` (its arrays not copied) with a meta that is a valid FITS header."""
     meta = ccd.meta
@@ -1065,6 +1072,7 @@ def write_aeqa_fits(
     source=None,
     source_hdu=None,
     trails=None,
+    source_header=None,
 ):
     """
     Write the AEQA products of one image to a FITS file, atomically.
@@ -1078,7 +1086,7 @@ def write_aeqa_fits(
         to ``MASK`` (uint8; all zero when the mask is None), its uncertainty to ``UNCERT``, its WCS, meta
         (including AEQA* keywords and HISTORY) to the primary header.
     score_map : `~astropy.nddata.NDData` or array-like
-        The patch score map; its ``wcs`` (see `score_map_wcs`) is written in
+        The patch score map; its ``wcs`` (the WCS of the patch grid) is written in
         the ``AEQA_SCORE`` header.
     flags : array-like
         The uint16 flag plane of the image shape (see
@@ -1104,6 +1112,9 @@ def write_aeqa_fits(
     trails : `~astropy.table.Table`, optional
         The trails found on the image (end points, angle, width, S/N...),
         written as the ``AEQA_TRAILS`` binary table.
+    source_header : `~astropy.io.fits.Header`, optional
+        The header of the HDU that was read (`Frame.header`), so that
+        ``source`` is not opened again.
 
     Returns
     -------
@@ -1128,7 +1139,7 @@ def write_aeqa_fits(
     if source is not None:
         check_output_path(path, inputs=[source])
     if path.exists() and not overwrite:
-        msg = f"{path}: file exists; pass overwrite=True (or --overwrite) to replace it"
+        msg = f"{path}: file exists; pass overwrite=True to replace it"
         raise FileExistsError(msg)
     shape = ccd.data.shape
     flags = np.asarray(flags)
@@ -1156,7 +1167,8 @@ def write_aeqa_fits(
         for key in list(primary_header.keys()):
             if _DSS_KEY.match(key):
                 primary_header.remove(key, ignore_missing=True, remove_all=True)
-    source_header = None if source is None else _source_header(source, source_hdu)
+    if source_header is None and source is not None:
+        source_header = _source_header(source, source_hdu)
     if source_header is not None:
         primary_header = _restore_source_cards(primary_header, source_header, ccd.wcs)
     for key in list(primary_header.keys()):

@@ -158,7 +158,7 @@ def process_file(
     if plots:
         plot_path = output_dir / f"{stem}_aeqa.png"
         if plot_path.exists() and not overwrite:
-            msg = f"{plot_path}: file exists; pass overwrite=True (or --overwrite) to replace it"
+            msg = f"{plot_path}: file exists; pass overwrite=True to replace it"
             raise FileExistsError(msg)
     if write_masks:
         image = None

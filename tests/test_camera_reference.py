@@ -10,6 +10,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from scipy import ndimage
 
 from astro_aeqa import AEQualityEvaluator
+from astro_aeqa._scoring import FrameInfo
 from astro_aeqa.calibration import CameraReference
 from astro_aeqa.exceptions import ModelFileError
 from astro_aeqa.flags import decode_flags
@@ -54,11 +55,10 @@ def test_sky_term_places_a_cloud_over_most_of_the_frame(calibrated, cloud):
     # Against the camera's clear sky, the cloudy 80 % stands out and the
     # clear 20 % does not (judged against its own frame, it was the reverse).
     ccd, truth = _frame(3, cloud=cloud)
-    prepared = calibrated._prepare_ccd(ccd)
-    parts = calibrated._score_parts(prepared)
-    sky = calibrated._sky_term(
-        parts["sky"], {"stats": prepared["stats"], "shape": ccd.shape, "exptime": 30.0}
-    )
+    scorer = calibrated._scorer()
+    prepared = scorer.prepare(ccd)
+    parts = scorer.parts(prepared)
+    sky = scorer.sky_term_of(parts["sky"], FrameInfo(prepared.stats, ccd.shape, 30.0))
     p = calibrated.patch_size
     patch_truth = truth.reshape(8, p, 8, p).mean(axis=(1, 3))
     assert np.median(sky[patch_truth == 1]) > 1.0
@@ -81,10 +81,11 @@ def test_two_frames_calibrate_the_default_fpr_and_fprs_differ(calibrated):
     assert calibrated.n_reference_ >= 4 * 2 * 64 * 0.9
     # from two frames, the default fpr's threshold is never closer to a typical
     # clean patch than the paper's relative threshold
-    threshold, _, method = calibrated._threshold(np.zeros(1), threshold=None, fpr=None)
+    scorer = calibrated._scorer()
+    threshold, _, method = scorer.threshold(np.zeros(1), threshold=None, fpr=None)
     assert method == "fpr" and threshold >= 1.25 * np.median(ref)
-    t01 = calibrated._threshold(np.zeros(1), threshold=None, fpr=0.01)[0]
-    t05 = calibrated._threshold(np.zeros(1), threshold=None, fpr=0.05)[0]
+    t01 = scorer.threshold(np.zeros(1), threshold=None, fpr=0.01)[0]
+    t05 = scorer.threshold(np.zeros(1), threshold=None, fpr=0.05)[0]
     assert threshold > t01 > t05
 
 

@@ -12,6 +12,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData, NDData
 
 from astro_aeqa import AEQualityEvaluator, QualityResult, aeqa_mask
+from astro_aeqa.calibration import Calibration
 from astro_aeqa.exceptions import AEQAWarning, InputDataError, ModelFileError
 from astro_aeqa.flags import decode_flags
 from astro_aeqa.nn import native_bfloat16, torch_threads
@@ -150,7 +151,7 @@ def test_tile_tasks_cover_the_frame_once(tiny_evaluator):
     tile = tiny_evaluator.tile_size
     tiny_evaluator.tile_size = 96
     try:
-        t, padded, tasks = tiny_evaluator._tile_tasks((300, 700), workers=2)
+        t, padded, tasks = tiny_evaluator._scorer().tile_tasks((300, 700), workers=2)
     finally:
         tiny_evaluator.tile_size = tile
     covered = np.zeros(padded, int)
@@ -372,10 +373,10 @@ def test_too_small_a_calibration_is_reported_when_it_is_made(caplog, monkeypatch
     ev = AEQualityEvaluator.pretrained(device="cpu")
     ev.fpr = 0.001  # needs 999 clean patches
     with caplog.at_level("WARNING", logger="astro_aeqa"):
-        ev._set_reference_scores(np.linspace(0.1, 0.3, 50))
+        Calibration.from_scores(np.linspace(0.1, 0.3, 50), fpr=ev.fpr)
     assert "too few for fpr=0.001 (it needs 999)" in caplog.text
     assert "calibrate()" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="astro_aeqa"):
-        ev._set_reference_scores(np.linspace(0.1, 0.3, 1000))
+        Calibration.from_scores(np.linspace(0.1, 0.3, 1000), fpr=ev.fpr)
     assert "too few" not in caplog.text

@@ -14,6 +14,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData, NDData, StdDevUncertainty
 from astropy.wcs import WCS
 
+from astro_aeqa._wcs import score_map_wcs
 from astro_aeqa.exceptions import AEQAWarning, InputDataError
 from astro_aeqa.flags import flag_header_cards
 from astro_aeqa.io import (
@@ -22,7 +23,6 @@ from astro_aeqa.io import (
     read_aeqa_fits,
     read_image,
     read_original_data,
-    score_map_wcs,
     write_aeqa_fits,
 )
 from astro_aeqa.masking import build_flag_plane

@@ -190,7 +190,7 @@ def test_false_mask_rate_tracks_fpr(tiny_evaluator):
         [ev.evaluate(_frame(400 + i).ccd).patch_scores.ravel() for i in range(8)]
     )
     for fpr in (0.05, 0.1, 0.2):
-        threshold = ev._threshold(scores, threshold=None, fpr=fpr)[0]
+        threshold = ev._scorer().threshold(scores, threshold=None, fpr=fpr)[0]
         rate = np.mean(scores > threshold)
         assert fpr / 2 <= rate <= 2 * fpr, (fpr, rate)
 

@@ -117,13 +117,13 @@ def _publish(tmp, path, overwrite):
     except FileExistsError as exc:
         msg = (
             f"{path}: file exists (written meanwhile by another run?); "
-            "pass overwrite=True (or --overwrite) to replace it"
+            "pass overwrite=True to replace it"
         )
         raise FileExistsError(msg) from exc
     except OSError as exc:  # no hard links on this file system: best effort
         log.debug("no hard link for %s (%s); renaming", path, exc)
         if path.exists():
-            msg = f"{path}: file exists; pass overwrite=True (or --overwrite) to replace it"
+            msg = f"{path}: file exists; pass overwrite=True to replace it"
             raise FileExistsError(msg) from exc
         os.replace(tmp, path)
         return
@@ -157,7 +157,7 @@ def atomic_write(path, *, overwrite=False):
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        msg = f"{path}: file exists; pass overwrite=True (or --overwrite) to replace it"
+        msg = f"{path}: file exists; pass overwrite=True to replace it"
         raise FileExistsError(msg)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(path.parent)

@@ -1,0 +1,899 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+The scoring pipeline, in numpy: a frame -> its residual -> per-patch
+statistics -> terms -> patch scores -> image score.
+
+`Scorer` runs it for one evaluator configuration (`ScoringOptions`), one
+`~astro_aeqa.calibration.Calibration` and one
+`~astro_aeqa.nn.Reconstructor`:
+
+1. `Scorer.prepare`: pixel masks (`~astro_aeqa.preprocessing.valid_pixels`),
+   the illuminated footprint, the sky statistics (against the camera's
+   clear sky when there is a camera reference) and the normalised frame.
+2. `Scorer.parts`: the network's residual ``|x - x_hat|``, and per patch its
+   aggregate (the MAE), the normalised sky, the PSF term and the source
+   counts, with the stars and the trails found.
+3. The terms: `Scorer.mae_scores` (MAE plus the sky term, against the
+   camera's clean sky or the frame's), `Scorer.combine` (the PSF term on the
+   MAE's clean scale), `Scorer.transparency` and `Scorer.with_transparency`
+   (missing sources).
+4. `Scorer.score`: the patch scores of a frame (`FrameScores`), and
+   `Scorer.mask`: its threshold and mask (`FrameMask`).
+
+All the threading of a frame lives here: bands of rows for the pixel masks
+and the normalisation; the network on a row of tiles per task, beside the
+star finding, the trail search and the patch statistics of the bands of
+patch rows already reconstructed.
+
+`Scorer.calibrate` turns clean frames' records into a
+`~astro_aeqa.calibration.Calibration`.
+"""
+
+import logging
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+from astropy.utils.exceptions import AstropyUserWarning
+from scipy.special import ndtri
+
+from ._trails import find_trails, trail_mask
+from .calibration import Calibration, CameraReference, exposure_time, needed_references
+from .exceptions import InputDataError
+from .footprint import detect_footprint
+from .masking import clean_patch_mask, patch_mask_to_pixel_mask, robust_threshold
+from .preprocessing import (
+    _ASINH_SOFTENING,
+    SkyStatistics,
+    minmax_tiles,
+    normalize_frame,
+    sky_statistics,
+    subtract_local_background,
+    subtract_tile_median,
+    valid_pixels,
+)
+from .stars import bright_star_mask, find_stars, measure_fwhm, psf_shape_map
+from .tiling import aggregate_patches, owned_regions, patch_any, patch_grid_shape, tile_origins
+from .utils import progress_bar as _progress_bar
+from .utils import thread_pool
+
+__all__ = ["ScoringOptions", "PreparedFrame", "FrameInfo", "FrameScores", "FrameMask", "Scorer"]
+
+log = logging.getLogger(__name__)
+
+# Faintest source peak (sky sigmas) that star-aware scoring leaves out and
+# whose shape enters the PSF term (chosen by benchmarks/quality.py).
+_STAR_MIN_SNR = 20.0
+# Fraction of the clear sky by which a patch's sky may differ from it before
+# the camera-referenced sky term counts it: about the change that 0.05 mag
+# of extinction makes, and what photometry tolerates.
+_SKY_DEAD_ZONE = 0.03
+# Faintest source peak (clean sky sigmas) that the transparency term counts:
+# fainter than the PSF term's, for counts large enough to place a cloud.
+_COUNT_MIN_SNR = 10.0
+# Fewest clean patches with a PSF-term value that calibrate its scale.
+_PSF_MIN_PATCHES = 20
+# Zero-shot (no camera reference), masking more than this fraction of a
+# frame's patches comes with a warning that names calibrate().
+_ZERO_SHOT_WARN_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """The evaluator's options that scoring reads (see `~astro_aeqa.AEQualityEvaluator`)."""
+
+    patch_size: int | None
+    normalization: str
+    aggregate: str
+    sky_term: bool
+    star_aware: bool
+    psf_term: bool
+    tile_size: int
+    overlap: int
+    fpr: float
+    reference_fwhm: float | None = None
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """What the sky and transparency terms need of a frame."""
+
+    stats: SkyStatistics
+    shape: tuple
+    exptime: float | None
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedFrame:
+    """A frame ready to score: its pixels, pixel masks, footprint, sky and normalisation."""
+
+    data: np.ndarray  # the frame's pixels (float32, as read)
+    meta: dict  # its header
+    x: np.ndarray  # the normalised frame
+    valid: np.ndarray  # pixels used: finite, unmasked, unsaturated, inside the footprint
+    finite: np.ndarray
+    saturated: np.ndarray
+    input_mask: np.ndarray
+    footprint: np.ndarray | None  # None: the whole frame
+    stats: SkyStatistics
+    exptime: float | None
+
+    @property
+    def shape(self):
+        return self.x.shape
+
+    @property
+    def info(self):
+        return FrameInfo(self.stats, self.x.shape, self.exptime)
+
+
+@dataclass(frozen=True, eq=False)
+class FrameScores:
+    """The scores of a frame: per patch, and what masking needs besides."""
+
+    scores: np.ndarray  # patch scores
+    n_valid: np.ndarray  # valid pixels per patch
+    residual: np.ndarray  # |x - x_hat| per pixel, NaN where not valid
+    raw_scores: np.ndarray | None  # the scores before star-aware scoring (None: not star-aware)
+    transparency: np.ndarray | None  # source deficit per patch (sigmas), None without the term
+    trails: object  # QTable of the trails found, None when not searched
+
+
+@dataclass(frozen=True, eq=False)
+class FrameMask:
+    """The mask of a frame: its threshold and how it was chosen, patches and pixels."""
+
+    threshold: float
+    fpr: float | None  # the false-mask rate the threshold was calibrated for
+    method: str  # 'explicit', 'fpr', 'robust' or 'self'
+    patch_mask: np.ndarray  # patches above the threshold, after the morphology
+    pixel_mask: np.ndarray  # their pixels inside the footprint, and the trails'
+    trail_pixels: np.ndarray | None
+    star_kept: np.ndarray  # pixels of patches above it only for their bright stars
+
+
+class Scorer:
+    """
+    Scores frames for one configuration, calibration and reconstructor.
+
+    Parameters
+    ----------
+    options : `ScoringOptions`
+    calibration : `~astro_aeqa.calibration.Calibration`
+    reconstructor : `~astro_aeqa.nn.Reconstructor`
+    """
+
+    def __init__(self, options, calibration, reconstructor):
+        self.options = options
+        self.calibration = calibration
+        self.reconstructor = reconstructor
+        self.patch_size = options.patch_size
+        self.aggregate = options.aggregate
+        self.sky_term = options.sky_term
+        self.star_aware = options.star_aware
+        self.psf_term = options.psf_term
+        self.reference_fwhm = options.reference_fwhm
+        self.camera = calibration.camera
+
+    def with_calibration(self, calibration):
+        """The same scorer with another calibration."""
+        return Scorer(self.options, calibration, self.reconstructor)
+
+    def workers(self):
+        """Threads that score one frame."""
+        return self.reconstructor.n_threads()
+
+    # -- preparation --------------------------------------------------------
+
+    def prepare(self, ccd):
+        """The `PreparedFrame` of a frame read by `astro_aeqa.io`."""
+        data = ccd.data
+        if data.ndim != 2:
+            msg = f"image must be 2-D, got shape {data.shape}"
+            raise InputDataError(msg)
+        check_patch_fits(data.shape, self.patch_size)
+        saturation = _saturation_level(ccd.meta)
+        shape = data.shape
+        finite, valid = np.empty(shape, bool), np.empty(shape, bool)
+        saturated = np.zeros(shape, bool)
+        input_mask = np.zeros(shape, bool) if ccd.mask is None else np.asarray(ccd.mask, bool)
+        mask = None if ccd.mask is None else input_mask
+        x = np.empty(shape, np.float32)
+
+        def pixel_masks(rows):
+            np.isfinite(data[rows], out=finite[rows])
+            valid[rows] = valid_pixels(
+                data[rows], None if mask is None else mask[rows], saturation=saturation
+            )
+            if saturation is not None:
+                with np.errstate(invalid="ignore"):
+                    np.greater_equal(data[rows], saturation, out=saturated[rows])
+                saturated[rows] &= finite[rows]
+
+        workers = self.workers()
+        bands = _row_bands(shape[0], workers)
+        with thread_pool(workers) as pool:  # bands of rows, one per core
+            _wait([pool.submit(pixel_masks, rows) for rows in bands])
+            if not finite.any():
+                msg = "every pixel of the image is NaN or inf: there is nothing to evaluate"
+                raise InputDataError(msg)
+            footprint = self.footprint(data, finite)
+            if footprint is not None:
+                valid &= footprint
+            stats = sky_statistics(data, valid)
+            exptime = exposure_time(ccd.meta)
+            if self.camera is not None:
+                # about the level and in the noise of the camera's clear sky
+                # tonight: a cloud over most of the frame moves the frame's own
+                p = self.patch_size
+                step = 2 if p % 2 == 0 and p >= 8 else 1
+                sample = np.where(valid[::step, ::step], data[::step, ::step], np.nan)
+                patch_sky, _ = aggregate_patches(sample, p // step, statistic="median")
+                _, noise, anchor = self.camera.clear_sky(patch_sky, shape, p, exptime)
+                level, _ = self.camera.expected_sky(shape, p, exptime, maps=False)
+                stats = SkyStatistics(level=level * anchor, noise=noise)
+            _wait(
+                [
+                    pool.submit(
+                        normalize_frame,
+                        data[rows],
+                        valid[rows],
+                        method=self.options.normalization,
+                        stats=stats,
+                        out=x[rows],
+                    )
+                    for rows in bands
+                ]
+            )
+        return PreparedFrame(
+            data=data,
+            meta=ccd.meta,
+            x=x,
+            valid=valid,
+            finite=finite,
+            saturated=saturated,
+            input_mask=input_mask,
+            footprint=footprint,
+            stats=stats,
+            exptime=exptime,
+        )
+
+    def footprint(self, data, finite):
+        """The illuminated footprint (None: the whole frame).
+
+        Where the camera reference has a footprint for frames of this shape,
+        its patches wholly inside or outside hold; only patches on its edge
+        are measured on the frame, so a cloud cannot move the footprint.
+        """
+        camera = self.camera
+        if camera is not None and camera.maps_apply(data.shape, self.patch_size):
+            p, (ny, nx) = self.patch_size, data.shape
+            coverage = np.repeat(np.repeat(camera.coverage, p, 0), p, 1)[:ny, :nx]
+            footprint = coverage >= 1
+            edge = (coverage > 0) & ~footprint
+            if edge.any():  # measured on the frame only where the reference is partial
+                footprint |= edge & detect_footprint(data, finite)
+        else:
+            footprint = detect_footprint(data, finite)
+        return None if footprint.all() else footprint
+
+    # -- the residual and the patch statistics ------------------------------
+
+    def tile_transform(self):
+        """What is done to the stack of tiles before the network sees them (or None)."""
+        # With the sky term the sky offset is scored apart, so the network sees
+        # tiles with their median removed and scores structure alone: the image
+        # score then does not depend on where tile edges fall (< 0.2 % with the
+        # overlap, against > 1 % without).
+        if self.options.normalization == "minmax":
+            return minmax_tiles
+        return subtract_tile_median if self.sky_term else None
+
+    def tile_tasks(self, shape, workers):
+        """Tile tasks of a frame, in row-major order.
+
+        Returns the tile side, the padded shape and, per task, its origins,
+        owned regions and the number of residual rows complete once it and
+        every task before it are done.
+        """
+        ny, nx = shape
+        t = self.reconstructor.tile_side(shape, self.options.tile_size)
+        padded = (max(ny, t), max(nx, t))
+        overlap = min(self.options.overlap, (t - 1) // 2)
+        origins = tile_origins(padded, t, overlap)
+        regions = owned_regions(origins, padded, t)
+        chunk = self.reconstructor.tiles_per_batch(t, workers)
+        tasks = []
+        for y in np.unique(origins[:, 0]):
+            row = np.flatnonzero(origins[:, 0] == y)
+            for start in range(0, len(row), chunk):
+                take = row[start : start + chunk]
+                rows_done = regions[row[0], 1] if start + chunk >= len(row) else None
+                tasks.append((origins[take], regions[take], rows_done))
+        return t, padded, tasks
+
+    def parts(
+        self, prepared, *, with_psf=True, progress_bar=False, local_background=None, trails=False
+    ):
+        """Per patch: the parts of the score (a dict).
+
+        ``mae`` (star-aware) and ``raw_mae`` (not) are the aggregated
+        residual, ``sky`` and ``raw_sky`` the median of the normalised patch
+        (None without the sky term), ``psf`` the PSF term or None, with
+        ``n_valid``, the ``residual``, the bright-star pixels
+        ``star_pixels``, the ``stars`` found and their ``star_counts`` per
+        patch (or None), and the ``trails`` (None unless ``trails``).
+
+        The frame is scored as independent tasks on one thread per core:
+        the network on a row of tiles at a time (one torch thread each,
+        which uses a CPU better than torch's own threads on these small
+        convolutions), the star finding, and the patch statistics of each
+        band of patch rows as soon as the tiles above it are done.
+        With ``local_background`` (the default when there is a camera
+        reference) the network sees the frame less its local background
+        (`~astro_aeqa.preprocessing.subtract_local_background`).
+        """
+        with_psf = with_psf and self.psf_term and self.reference_fwhm is not None
+        x = prepared.x
+        if local_background is None:  # as the camera reference was calibrated
+            local_background = self.camera is not None and self.sky_term
+        if local_background:
+            x = subtract_local_background(x, prepared.valid, max(1, self.patch_size // 2))
+        ny, nx = x.shape
+        p = self.patch_size
+        workers = self.workers()
+        t, padded, tasks = self.tile_tasks(x.shape, workers)
+        if padded != x.shape:  # shorter than a tile: reflect to one tile, crop after
+            x = np.pad(x, ((0, padded[0] - ny), (0, padded[1] - nx)), mode="reflect")
+        residual = np.empty(padded, dtype=np.float32)
+        bar = _progress_bar(
+            total=sum(len(o) for o, _, _ in tasks), enabled=progress_bar, desc="tiles", unit="tile"
+        )
+        rec = self.reconstructor
+        with thread_pool(workers) as pool, rec.threads(workers):
+            stars = None
+            if self.star_aware or with_psf or local_background:
+                stars = pool.submit(
+                    self.star_parts, prepared, with_psf=with_psf, count=local_background
+                )
+            found_trails = pool.submit(_find_trails, prepared) if trails else None
+            model = rec.prepare()  # compiled here, not by two tasks at once
+            transform = self.tile_transform()
+            pending = [
+                (
+                    pool.submit(
+                        rec.residuals,
+                        x,
+                        origins,
+                        regions,
+                        t,
+                        residual,
+                        transform=transform,
+                        model=model,
+                    ),
+                    len(origins),
+                    rows_done,
+                )
+                for origins, regions, rows_done in tasks
+            ]
+            bands, start = [], 0
+            for future, n_tiles, rows_done in pending:
+                future.result()
+                bar.update(n_tiles)
+                if rows_done is None:
+                    continue
+                stop = ny if rows_done >= ny else rows_done // p * p
+                if stop > start:
+                    bands.append(pool.submit(self.band, prepared, residual, start, stop, stars))
+                    start = stop
+            bands = _wait(bands)
+            psf, star_pixels, found = (None, None, None) if stars is None else stars.result()
+        bar.close()
+        mae, sky, raw_mae, raw_sky, n_valid = (
+            None if part[0] is None else np.concatenate(part) for part in zip(*bands, strict=True)
+        )
+        return {
+            "mae": mae,
+            "sky": sky,
+            "raw_mae": raw_mae,
+            "raw_sky": raw_sky,
+            "psf": psf,
+            "n_valid": n_valid,
+            "residual": residual[:ny, :nx],
+            "star_pixels": star_pixels,
+            "stars": found,
+            "star_counts": None if found is None else _star_counts(found, (ny, nx), p),
+            "trails": None if found_trails is None else found_trails.result(),
+        }
+
+    def star_parts(self, prepared, *, with_psf, count=False):
+        """The PSF term per patch (or None), the bright-star pixels (or None) and the sources
+        (down to _COUNT_MIN_SNR with ``count``, for the transparency term)."""
+        found = find_stars(
+            prepared.data,
+            prepared.valid,
+            stats=prepared.stats,
+            fwhm=self.reference_fwhm,
+            min_peak=_COUNT_MIN_SNR if count else _STAR_MIN_SNR,
+        )
+        psf = stars = None
+        shape = prepared.x.shape
+        if with_psf:
+            psf = psf_shape_map(
+                found, shape, self.patch_size, self.reference_fwhm, min_snr=_STAR_MIN_SNR
+            )
+        if self.star_aware:
+            stars, _ = bright_star_mask(
+                prepared.data, fwhm=self.reference_fwhm, found=found, min_snr=_STAR_MIN_SNR
+            )
+        return psf, stars, found
+
+    def band(self, prepared, residual, start, stop, stars):
+        """The patch rows in ``start:stop``: MAE, sky median (or None), both before
+        star-aware scoring, and the valid counts.
+
+        ``stars`` is the future of `star_parts` (bands are scored while the
+        stars are still being found) or the bright-star pixels themselves.
+        """
+        nx = prepared.x.shape[1]
+        band = residual[start:stop, :nx]
+        valid = prepared.valid[start:stop]
+        x = prepared.x[start:stop]
+        band[~valid] = np.nan
+        mae, n_valid = self.aggregate_patches(band, valid)
+        sky = self.patch_sky(x, valid) if self.sky_term else None
+        if not self.star_aware:
+            return mae, sky, mae, sky, n_valid
+        # Only patches that hold star pixels change; a patch that is all
+        # bright star keeps its own score. A star's wings also lift its
+        # patch's median, hence the sky term is taken without them too.
+        star_pixels = (stars.result()[1] if hasattr(stars, "result") else stars)[start:stop]
+        starless = valid & ~star_pixels
+        touched = patch_any(star_pixels, self.patch_size)
+        kept, _ = self.aggregate_patches(band, starless, patches=touched)
+        kept_mae = np.where(np.isfinite(kept), kept, mae)
+        kept_sky = sky
+        if self.sky_term:
+            starless_sky = self.patch_sky(x, starless, patches=touched)
+            kept_sky = np.where(np.isfinite(starless_sky), starless_sky, sky)
+        return kept_mae, kept_sky, mae, sky, n_valid
+
+    def aggregate_patches(self, residual, weights, patches=None):
+        """The configured aggregate of the residual per patch, and the weights' sums."""
+        return aggregate_patches(
+            residual, self.patch_size, weights=weights, statistic=self.aggregate, patches=patches
+        )
+
+    def patch_sky(self, x, valid, patches=None):
+        """The median of the normalised frame per patch."""
+        # The median of every other pixel in each axis: 4x cheaper than the
+        # full median and as good a sky estimate at these patch sizes.
+        p = self.patch_size
+        step = 2 if p % 2 == 0 and p >= 8 else 1
+        sky = np.where(valid[::step, ::step], x[::step, ::step], np.nan)
+        medians, _ = aggregate_patches(sky, p // step, statistic="median", patches=patches)
+        return medians[: -(-x.shape[0] // p), : -(-x.shape[1] // p)]
+
+    # -- the terms ----------------------------------------------------------
+
+    def mae_scores(self, parts, info, *, shift=(0, 0)):
+        """Per patch: the MAE score with its sky term, and the same before star-aware scoring (or None)."""
+        mae = parts["mae"] + self.sky_term_of(parts["sky"], info, shift=shift)
+        raw = None
+        if self.star_aware:
+            raw = parts["raw_mae"] + self.sky_term_of(parts["raw_sky"], info, shift=shift)
+        return mae, raw
+
+    def sky_term_of(self, sky, info, *, shift=(0, 0)):
+        """The sky term: the patch sky against the camera's clean sky, or against the frame's."""
+        if sky is None:
+            return 0.0
+        if self.camera is None:
+            return np.abs(sky)
+        stats = info.stats
+        patch_sky = _patch_sky_level(sky, stats)
+        clear, noise, _ = self.camera.clear_sky(
+            patch_sky, info.shape, self.patch_size, info.exptime, shift=shift
+        )
+        # the frame-relative term's form, in the camera's clear sky and
+        # noise; a change of the sky under _SKY_DEAD_ZONE does not count
+        excess = np.abs(patch_sky - clear) - _SKY_DEAD_ZONE * np.abs(clear)
+        return np.arcsinh(np.maximum(excess, 0.0) / (_ASINH_SOFTENING * noise))
+
+    def combine(self, mae, psf):
+        """The patch score: the MAE, or the PSF term on the MAE's clean scale if larger."""
+        cal = self.calibration.psf_scale
+        if psf is None or cal is None or not self.psf_term:
+            return mae
+        on_mae_scale = (
+            cal["mae_median"] + cal["mae_mad"] * (psf - cal["psf_median"]) / cal["psf_mad"]
+        )
+        return np.where(np.isfinite(on_mae_scale), np.fmax(mae, on_mae_scale), mae)
+
+    def transparency(self, parts, info, *, shift=(0, 0)):
+        """Per patch, the deficit of sources against the camera reference (sigmas), or None."""
+        if self.camera is None or parts.get("star_counts") is None:
+            return None
+        if self.camera.star_density is None:
+            return None
+        return self.camera.transparency_deficit(
+            parts["star_counts"], parts["coverage"], info.exptime, shift=shift
+        )
+
+    def with_transparency(self, scores, deficit):
+        """``scores``, raised where sources are missing.
+
+        A deficit of ``z`` sigmas scores ``z / z_fpr`` times the threshold
+        of the default ``fpr``, where ``z_fpr`` is the deficit that a clean
+        sky shows with probability ``fpr``: both terms then mask at the
+        same rate.
+        """
+        fpr = self.options.fpr
+        if not self.calibration.supports(fpr):
+            return scores  # too few references: said when masking
+        threshold = self.calibration.threshold(fpr, default_fpr=fpr)
+        if not np.isfinite(threshold):
+            return scores
+        equivalent = threshold * deficit / ndtri(1.0 - fpr)
+        raise_it = np.isfinite(deficit) & (deficit > 0)
+        return np.where(raise_it, np.fmax(scores, equivalent), scores)
+
+    # -- a frame's scores ---------------------------------------------------
+
+    def score(self, prepared, *, progress_bar=False, trails=False):
+        """The `FrameScores` of a prepared frame."""
+        parts = self.parts(
+            prepared,
+            with_psf=self.calibration.psf_scale is not None,
+            progress_bar=progress_bar,
+            trails=trails,
+        )
+        mae, raw = self.mae_scores(parts, prepared.info)
+        raw_scores = None if raw is None else self.combine(raw, parts["psf"])
+        scores = self.combine(mae, parts["psf"])
+        deficit = None
+        if self.camera is not None:  # the transparency term needs the camera's star density
+            parts["coverage"] = _coverage(prepared.footprint, prepared.x.shape, self.patch_size)
+            deficit = self.transparency(parts, prepared.info)
+        if deficit is not None:
+            scores = self.with_transparency(scores, deficit)
+        return FrameScores(
+            scores=scores,
+            n_valid=parts["n_valid"],
+            residual=parts["residual"],
+            raw_scores=raw_scores,
+            transparency=deficit,
+            trails=parts["trails"],
+        )
+
+    def threshold(self, patch_scores, *, threshold, fpr):
+        """The threshold of a frame's patch scores, the fpr it was calibrated for and how it was chosen."""
+        if threshold is not None and fpr is not None:
+            msg = "give either threshold or fpr, not both"
+            raise ValueError(msg)
+        if threshold is not None:
+            threshold = float(threshold)
+            if not np.isfinite(threshold):
+                msg = f"threshold must be a finite number, got {threshold}"
+                raise ValueError(msg)
+            return threshold, None, "explicit"
+        fpr = self.options.fpr if fpr is None else check_fpr(fpr)
+        if not self.calibration.calibrated:
+            return robust_threshold(patch_scores), None, "robust"
+        calibrated = self.calibration.threshold(fpr, default_fpr=self.options.fpr)
+        if self.camera is None and _fraction_above(patch_scores, calibrated) > 0.5:
+            # Zero-shot, most of the frame lies outside the model's reference:
+            # a camera the model never saw looks like that too, so the frame's
+            # own clean majority is the reference.
+            own = max(robust_threshold(patch_scores), calibrated)
+            warnings.warn(
+                f"more than half of the frame's patches score above the model's reference "
+                f"(threshold {calibrated:.4g} at fpr={fpr}), and the model has no reference of "
+                "this camera: the frame is masked against its own clean majority instead "
+                f"(median + 5 MAD, threshold {own:.4g}). Call calibrate() on two or more clean "
+                "frames of this camera for masks that say where.",
+                AstropyUserWarning,
+                stacklevel=5,  # from evaluate() through mask()
+            )
+            return own, None, "self"
+        return calibrated, fpr, "fpr"
+
+    def mask(self, prepared, scored, *, threshold, fpr, morphology):
+        """The `FrameMask` of a frame's scores: threshold, morphology, pixels, trails."""
+        patch_scores = scored.scores
+        threshold, used_fpr, method = self.threshold(patch_scores, threshold=threshold, fpr=fpr)
+        with np.errstate(invalid="ignore"):
+            raw_mask = patch_scores > threshold
+        patch_mask = clean_patch_mask(raw_mask, opening=morphology[0], closing=morphology[1])
+        shape = scored.residual.shape
+        pixel_mask = patch_mask_to_pixel_mask(patch_mask, self.patch_size, shape)
+        footprint = prepared.footprint
+        if footprint is not None:
+            pixel_mask &= footprint
+        trails, trail_pixels = scored.trails, None
+        if trails is not None and len(trails):
+            trail_pixels = trail_mask(shape, trails)
+            if footprint is not None:
+                trail_pixels &= footprint
+            pixel_mask |= trail_pixels
+        if self.camera is None and method == "fpr":
+            masked = (
+                float(patch_mask[np.isfinite(patch_scores)].mean()) if patch_mask.any() else 0.0
+            )
+            if masked > _ZERO_SHOT_WARN_FRACTION:
+                warnings.warn(
+                    f"{masked:.0%} of the frame's patches are masked by a model that has no "
+                    "reference of this camera; a model trained on other cameras can take a good "
+                    "frame's ordinary features for defects. Call calibrate() on two or more "
+                    "clean frames of this camera for masks you can trust.",
+                    AstropyUserWarning,
+                    stacklevel=4,
+                )
+        star_kept = np.zeros(shape, bool)
+        if scored.raw_scores is not None:
+            with np.errstate(invalid="ignore"):
+                kept = (scored.raw_scores > threshold) & ~patch_mask
+            star_kept = patch_mask_to_pixel_mask(kept, self.patch_size, shape)
+        return FrameMask(
+            threshold, used_fpr, method, patch_mask, pixel_mask, trail_pixels, star_kept
+        )
+
+    # -- calibration --------------------------------------------------------
+
+    def grid_shifts(self, n_frames, first):
+        """Patch grid origins to sample each clean frame on: half-shifted grids too when few."""
+        shape = first.x.shape
+        n_patches = n_frames * int(np.count_nonzero(_coverage(first.valid, shape, self.patch_size)))
+        need = needed_references(self.options.fpr)
+        half = self.patch_size // 2
+        shifts = [(0, 0)]
+        if n_patches < 4 * need and half > 0:
+            shifts += [(half, 0), (0, half), (half, half)]
+        return shifts
+
+    def record(self, prepared, parts, shift=(0, 0), inside=None):
+        """What calibration keeps of a scored clean frame: patch-level parts, on a grid moved by ``shift``."""
+        info = prepared.info
+        camera = None
+        if shift != (0, 0):
+            parts = self.shifted_parts(prepared, parts, shift)
+        else:
+            parts = {k: v for k, v in parts.items() if k not in ("residual", "star_pixels")}
+            coverage = _coverage(prepared.footprint, prepared.x.shape, self.patch_size)
+            parts["coverage"] = coverage
+            if parts["sky"] is not None:
+                camera = {
+                    "level": prepared.stats.level,
+                    "noise": prepared.stats.noise,
+                    "exptime": prepared.exptime,
+                    "patch_sky": _patch_sky_level(parts["sky"], prepared.stats),
+                    "coverage": coverage,
+                    "shape": prepared.x.shape,
+                    "star_counts": parts["star_counts"],
+                }
+        return {"parts": parts, "info": info, "shift": shift, "inside": inside, "camera": camera}
+
+    def shifted_parts(self, prepared, parts, shift):
+        """The patch-level parts of a frame on a patch grid moved by ``shift`` (same residual)."""
+        dy, dx = shift
+        moved = replace(prepared, x=prepared.x[dy:, dx:], valid=prepared.valid[dy:, dx:])
+        residual = parts["residual"][dy:, dx:].copy()
+        star_pixels = None if parts["star_pixels"] is None else parts["star_pixels"][dy:, dx:]
+        mae, sky, raw_mae, raw_sky, n_valid = self.band(
+            moved, residual, 0, residual.shape[0], star_pixels
+        )
+        psf = None
+        counts = None
+        if parts["stars"] is not None:
+            found = parts["stars"]
+            keep = (np.asarray(found["x"]) >= dx) & (np.asarray(found["y"]) >= dy)
+            found = found[keep]
+            found["x"] = np.asarray(found["x"]) - dx
+            found["y"] = np.asarray(found["y"]) - dy
+            counts = _star_counts(found, residual.shape, self.patch_size)
+            if parts["psf"] is not None:
+                psf = psf_shape_map(
+                    found,
+                    residual.shape,
+                    self.patch_size,
+                    self.reference_fwhm,
+                    min_snr=_STAR_MIN_SNR,
+                )
+        return {
+            "mae": mae,
+            "sky": sky,
+            "raw_mae": raw_mae,
+            "raw_sky": raw_sky,
+            "psf": psf,
+            "n_valid": n_valid,
+            "star_counts": counts,
+            "coverage": _coverage(
+                None if prepared.footprint is None else prepared.footprint[dy:, dx:],
+                residual.shape,
+                self.patch_size,
+            ),
+        }
+
+    def held_out_records(self, frames, val_patches, crop_size, *, progress_bar):
+        """Calibration records of the patches of training frames that lie inside held-out tiles."""
+        # Patches that lie entirely inside a held-out training tile were never
+        # seen in training: their scores calibrate the thresholds. The camera
+        # reference is learnt from the whole of these frames (the sky is not
+        # what the network learns).
+        held_out = {}
+        for index, y0, x0 in val_patches:
+            held_out.setdefault(index, []).append((y0, x0))
+        records = []
+        p, t = self.patch_size, crop_size
+        for index, origins in held_out.items():
+            parts = self.parts(
+                frames[index], progress_bar=progress_bar, local_background=self.sky_term
+            )
+            inside = np.zeros(parts["mae"].shape, bool)
+            for y0, x0 in origins:
+                iy0, ix0 = -(-y0 // p), -(-x0 // p)
+                inside[iy0 : (y0 + t) // p, ix0 : (x0 + t) // p] = True
+            records.append(self.record(frames[index], parts, inside=inside))
+        return records
+
+    def calibrate(self, records):
+        """The `~astro_aeqa.calibration.Calibration` of clean frames' records.
+
+        The camera reference first (the terms are taken against it), then
+        the PSF-term scale, the reference scores and, with the transparency
+        term, the reference scores with it.
+        """
+        cameras = [r["camera"] for r in records if r["camera"] is not None]
+        camera = CameraReference.from_frames(cameras, self.patch_size) if cameras else None
+        scorer = self.with_calibration(Calibration(camera=camera))
+        parts, deficits = [], []
+        for record in records:
+            mae, _ = scorer.mae_scores(record["parts"], record["info"], shift=record["shift"])
+            psf = record["parts"]["psf"]
+            deficit = scorer.transparency(record["parts"], record["info"], shift=record["shift"])
+            inside = record["inside"]
+            if inside is not None:
+                mae, psf = mae[inside], None if psf is None else psf[inside]
+                deficit = None if deficit is None else deficit[inside]
+            parts.append((mae, psf))
+            deficits.append(deficit)
+        return scorer.calibrate_parts(parts, deficits=deficits)
+
+    def calibrate_parts(self, parts, deficits=None):
+        """The PSF-term scale, then the reference scores, from clean patches' ``(mae, psf)`` parts."""
+        mae = np.concatenate([m.ravel() for m, _ in parts]) if parts else np.array([])
+        finite = np.isfinite(mae)
+        psf_scale = None
+        if self.psf_term and parts and all(psf is not None for _, psf in parts):
+            psf = np.concatenate([q.ravel() for _, q in parts])[finite]
+            psf = psf[np.isfinite(psf)]
+            mae_median, mae_mad = _median_and_mad(mae[finite])
+            psf_median, psf_mad = _median_and_mad(psf)
+            scale = {
+                "mae_median": mae_median,
+                "mae_mad": mae_mad,
+                "psf_median": psf_median,
+                "psf_mad": psf_mad,
+            }
+            if psf.size >= _PSF_MIN_PATCHES and psf_mad > 0 and mae_mad > 0:
+                psf_scale = scale
+            else:
+                log.warning(
+                    "psf_term: too few stars on the clean frames (%d patches near one) to "
+                    "calibrate the PSF term; it is not used",
+                    psf.size,
+                )
+        scorer = self.with_calibration(Calibration(camera=self.camera, psf_scale=psf_scale))
+        scores = [scorer.combine(m.ravel(), None if q is None else q.ravel()) for m, q in parts]
+        scores = np.concatenate(scores) if scores else np.array([])
+        fpr = self.options.fpr
+        calibration = Calibration.from_scores(
+            scores[np.isfinite(scores)], fpr=fpr, camera=self.camera, psf_scale=psf_scale
+        )
+        if deficits and all(d is not None for d in deficits) and calibration.calibrated:
+            # the transparency term maps onto the scores just calibrated
+            deficit = np.concatenate([d.ravel() for d in deficits])
+            scores = scorer.with_calibration(calibration).with_transparency(scores, deficit)
+            calibration = Calibration.from_scores(
+                scores[np.isfinite(scores)], fpr=fpr, camera=self.camera, psf_scale=psf_scale
+            )
+        return calibration
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def check_patch_fits(shape, patch_size):
+    """Raise `~astro_aeqa.exceptions.InputDataError` if a frame is smaller than one patch."""
+    ny, nx = shape
+    if patch_size is not None and (ny < patch_size or nx < patch_size):
+        msg = (
+            f"image of {ny}x{nx} pixels is smaller than one patch of "
+            f"{patch_size}x{patch_size}; use a smaller patch_size"
+        )
+        raise InputDataError(msg)
+
+
+def check_fpr(fpr):
+    """``fpr`` as a float, checked to lie strictly between 0 and 1."""
+    fpr = float(fpr)
+    if not 0.0 < fpr < 1.0:
+        msg = f"fpr must lie strictly between 0 and 1, got {fpr}"
+        raise ValueError(msg)
+    return fpr
+
+
+def frame_fwhm(prepared):
+    """The PSF FWHM of a prepared frame, or None without a star to measure."""
+    try:
+        return measure_fwhm(prepared.data, prepared.valid, stats=prepared.stats)
+    except (InputDataError, ValueError):
+        return None
+
+
+def _find_trails(prepared):
+    """Trails in a prepared frame, searched on its S/N, ``(data - level) / noise``."""
+    stats, valid = prepared.stats, prepared.valid
+    snr = np.subtract(prepared.data, np.float32(stats.level), dtype=np.float32)
+    snr /= np.float32(stats.noise)
+    snr[~valid] = 0.0
+    return find_trails(snr, valid)
+
+
+def _star_counts(found, shape, patch_size):
+    """Sources per patch of a `find_stars` catalogue."""
+    n_py, n_px = patch_grid_shape(shape, patch_size)
+    iy = np.clip(np.asarray(found["y"], float) // patch_size, 0, n_py - 1).astype(int)
+    ix = np.clip(np.asarray(found["x"], float) // patch_size, 0, n_px - 1).astype(int)
+    return np.bincount(iy * n_px + ix, minlength=n_py * n_px).reshape(n_py, n_px).astype(float)
+
+
+def _coverage(footprint, shape, patch_size):
+    """Per patch, the fraction of its pixels inside ``footprint`` (None: all), a bool map."""
+    if footprint is None:
+        return np.ones(patch_grid_shape(shape, patch_size))
+    return aggregate_patches(footprint.astype(np.float32), patch_size, statistic="mean")[0]
+
+
+def _fraction_above(scores, threshold):
+    """Fraction of the finite scores above ``threshold``."""
+    finite = scores[np.isfinite(scores)]
+    return float(np.mean(finite > threshold)) if finite.size else 0.0
+
+
+def _patch_sky_level(sky, stats):
+    """Patch sky medians of the noise-normalised frame back in data units.
+
+    The median commutes with the normalisation's monotonic asinh stretch.
+    """
+    return stats.level + _ASINH_SOFTENING * stats.noise * np.sinh(sky)
+
+
+def _row_bands(n_rows, n_bands):
+    """``n_bands`` slices that split ``range(n_rows)`` into near-equal bands."""
+    edges = np.linspace(0, n_rows, max(1, min(n_bands, n_rows)) + 1).astype(int)
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _wait(futures):
+    """The results of ``futures``, in order (a task's error is raised here)."""
+    return [future.result() for future in futures]
+
+
+def _median_and_mad(values):
+    """Median and median absolute deviation (not scaled to a sigma); NaN when empty."""
+    if values.size == 0:
+        return np.nan, np.nan
+    median = float(np.median(values))
+    return median, float(np.median(np.abs(values - median)))
+
+
+def _saturation_level(meta):
+    for key in ("SATURATE", "SATLEVEL", "SATURATION"):
+        value = meta.get(key) if meta is not None else None
+        if value is not None:
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                return None
+    return None
