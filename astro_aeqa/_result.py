@@ -7,6 +7,8 @@ import numpy as np
 from astropy.nddata import NDData
 from astropy.table import QTable
 
+from ._wcs import score_map_wcs
+from .io import KEYWORDS
 from .masking import build_flag_plane
 
 __all__ = ["QualityResult"]
@@ -111,6 +113,47 @@ class QualityResult:
     saturated: np.ndarray
     input_mask: np.ndarray
     star_kept: np.ndarray
+
+    @classmethod
+    def of_frame(cls, prepared, scored, masks, calibration, *, wcs, patch_size):
+        """The result of a frame scored by ``astro_aeqa._scoring.Scorer``.
+
+        ``prepared``, ``scored`` and ``masks`` are its ``PreparedFrame``,
+        ``FrameScores`` and ``FrameMask``; ``wcs`` the frame's WCS.
+        """
+        patch_scores, residual = scored.scores, scored.residual
+        shape = residual.shape
+        score_map = NDData(
+            patch_scores.astype(np.float32),
+            wcs=score_map_wcs(wcs, patch_size, shape),
+            meta={KEYWORDS["patch_size"]: patch_size},
+        )
+        return cls(
+            score=float(np.nanmean(patch_scores)),
+            patch_scores=patch_scores,
+            relative_scores=calibration.relative(patch_scores),
+            pvalues=calibration.pvalues(patch_scores),
+            n_valid=scored.n_valid,
+            residual=residual.astype(np.float32, copy=False),
+            patch_mask=masks.patch_mask,
+            mask=masks.pixel_mask,
+            threshold=float(masks.threshold),
+            fpr=masks.fpr,
+            threshold_method=masks.method,
+            score_map=score_map,
+            valid=prepared.valid,
+            footprint=prepared.footprint,
+            camera_reference=calibration.camera is not None,
+            transparency=scored.transparency,
+            trails=scored.trails,
+            trail_mask=masks.trail_pixels,
+            patch_size=patch_size,
+            shape=shape,
+            finite=prepared.finite,
+            saturated=prepared.saturated,
+            input_mask=prepared.input_mask,
+            star_kept=masks.star_kept,
+        )
 
     @property
     def masked_fraction(self):

@@ -44,6 +44,7 @@ from .footprint import detect_footprint
 from .masking import clean_patch_mask, patch_mask_to_pixel_mask, robust_threshold
 from .preprocessing import (
     _ASINH_SOFTENING,
+    NORMALIZATIONS,
     SkyStatistics,
     minmax_tiles,
     normalize_frame,
@@ -52,10 +53,10 @@ from .preprocessing import (
     subtract_tile_median,
     valid_pixels,
 )
-from .stars import bright_star_mask, find_stars, measure_fwhm, psf_shape_map
+from .stars import auto_patch_size, bright_star_mask, find_stars, measure_fwhm, psf_shape_map
 from .tiling import aggregate_patches, owned_regions, patch_any, patch_grid_shape, tile_origins
+from .utils import check_int, thread_pool
 from .utils import progress_bar as _progress_bar
-from .utils import thread_pool
 
 __all__ = ["ScoringOptions", "PreparedFrame", "FrameInfo", "FrameScores", "FrameMask", "Scorer"]
 
@@ -71,6 +72,10 @@ _SKY_DEAD_ZONE = 0.03
 # Faintest source peak (clean sky sigmas) that the transparency term counts:
 # fainter than the PSF term's, for counts large enough to place a cloud.
 _COUNT_MIN_SNR = 10.0
+#: Statistics of the absolute residual within a patch.
+AGGREGATES = ("mean", "trimmed_mean", "median")
+# Largest patch_size='auto' picks: the default crops (128 px) hold one such patch.
+_AUTO_PATCH_MAX = 64
 # Fewest clean patches with a PSF-term value that calibrate its scale.
 _PSF_MIN_PATCHES = 20
 # Zero-shot (no camera reference), masking more than this fraction of a
@@ -92,6 +97,22 @@ class ScoringOptions:
     overlap: int
     fpr: float
     reference_fwhm: float | None = None
+
+    @classmethod
+    def of(cls, ev):
+        """The options of an `~astro_aeqa.AEQualityEvaluator`."""
+        return cls(
+            patch_size=ev.patch_size,
+            normalization=ev.normalization,
+            aggregate=ev.aggregate,
+            sky_term=ev.sky_term,
+            star_aware=ev.star_aware,
+            psf_term=ev.psf_term,
+            tile_size=ev.tile_size,
+            overlap=ev.overlap,
+            fpr=ev.fpr,
+            reference_fwhm=ev.reference_fwhm_,
+        )
 
 
 @dataclass(frozen=True)
@@ -651,6 +672,23 @@ class Scorer:
             shifts += [(half, 0), (0, half), (half, half)]
         return shifts
 
+    def frame_records(self, frames, first, read, progress_bar=False):
+        """Calibration records of clean frames, scored one at a time (a set can be large).
+
+        ``first`` holds the frames already prepared (they are freed once
+        used), ``read`` reads the others.
+        """
+        shifts = self.grid_shifts(len(frames), first[0])
+        records = []
+        for index, frame in enumerate(frames):
+            if index < len(first):
+                prepared, first[index] = first[index], None
+            else:
+                prepared = self.prepare(read(frame))
+            parts = self.parts(prepared, progress_bar=progress_bar, local_background=self.sky_term)
+            records += [self.record(prepared, parts, shift) for shift in shifts]
+        return records
+
     def record(self, prepared, parts, shift=(0, 0), inside=None):
         """What calibration keeps of a scored clean frame: patch-level parts, on a grid moved by ``shift``."""
         info = prepared.info
@@ -803,6 +841,66 @@ class Scorer:
 # -- helpers -----------------------------------------------------------------
 
 
+def check_options(
+    multiple, *, patch_size, tile_size, crop_size, overlap, normalization, aggregate, sky_term
+):
+    """
+    The evaluator's sizes and scoring choices, checked, with their defaults.
+
+    ``multiple`` is the tile side unit of the network. ``patch_size='auto'``
+    gives None (set by ``fit`` from the references' FWHM).
+    """
+    if isinstance(patch_size, str) and patch_size == "auto":
+        patch_size = None  # set by fit from the references' FWHM
+        sizing = _AUTO_PATCH_MAX
+    else:
+        patch_size = sizing = check_int(patch_size, "patch_size", minimum=2)
+    tile_size = check_tile(
+        max(512, 2 * sizing) if tile_size is None else tile_size, "tile_size", multiple
+    )
+    crop_size = check_tile(
+        max(128, 2 * sizing) if crop_size is None else crop_size, "crop_size", multiple
+    )
+    # The image score changes by < 0.3 % from 32 to 48 pixels of margin
+    # (benchmarks/evaluator_quality.py); narrower margins keep tile-edge pixels.
+    given_overlap = overlap
+    overlap = check_int(
+        min(32, tile_size // 4) if overlap is None else overlap, "overlap", minimum=0
+    )
+    if 2 * overlap >= tile_size:
+        msg = f"overlap must be less than half of tile_size ({tile_size}), got {given_overlap}"
+        raise ValueError(msg)
+    if normalization not in NORMALIZATIONS:
+        msg = f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
+        raise ValueError(msg)
+    if aggregate not in AGGREGATES:
+        msg = f"aggregate must be one of {AGGREGATES}, got {aggregate!r}"
+        raise ValueError(msg)
+    if sky_term is None:
+        sky_term = normalization == "noise"
+    if sky_term and normalization != "noise":
+        msg = "sky_term needs normalization='noise': min-max scaled tiles have no common sky level"
+        raise ValueError(msg)
+    return {
+        "patch_size": patch_size,
+        "tile_size": tile_size,
+        "crop_size": crop_size,
+        "overlap": overlap,
+        "normalization": normalization,
+        "aggregate": aggregate,
+        "sky_term": bool(sky_term),
+    }
+
+
+def check_tile(value, name, unit):
+    """A tile or crop side, checked to be a multiple of the network's ``unit``."""
+    value = check_int(value, name, minimum=unit)
+    if value % unit:
+        msg = f"{name} must be a multiple of {unit} for this model, got {value}"
+        raise ValueError(msg)
+    return value
+
+
 def check_patch_fits(shape, patch_size):
     """Raise `~astro_aeqa.exceptions.InputDataError` if a frame is smaller than one patch."""
     ny, nx = shape
@@ -821,6 +919,34 @@ def check_fpr(fpr):
         msg = f"fpr must lie strictly between 0 and 1, got {fpr}"
         raise ValueError(msg)
     return fpr
+
+
+def reference_fwhm(frames, fwhm, patch_size):
+    """
+    The reference PSF FWHM of prepared frames, and the patch size.
+
+    The FWHM is the median over the first five frames that have a star to
+    measure (``fwhm``, the former value, when none has); ``patch_size=None``
+    ('auto') is chosen from it. Every frame must hold a patch.
+    """
+    fwhms = [frame_fwhm(frame) for frame in frames[:5]]
+    fwhms = [f for f in fwhms if f is not None]
+    if fwhms:
+        fwhm = float(np.median(fwhms))
+    if patch_size is None:
+        if fwhm is None:
+            msg = (
+                "patch_size='auto' needs isolated bright stars in the reference frames to "
+                "measure the PSF FWHM on, and none was found; give an explicit patch_size"
+            )
+            raise InputDataError(msg)
+        patch_size = auto_patch_size(fwhm, maximum=_AUTO_PATCH_MAX)
+        log.info(
+            "patch_size='auto': %d pixels for a reference FWHM of %.2f pixels", patch_size, fwhm
+        )
+    for frame in frames:
+        check_patch_fits(frame.shape, patch_size)
+    return fwhm, patch_size
 
 
 def frame_fwhm(prepared):

@@ -9,68 +9,24 @@ patch, and mask the patches that the autoencoder cannot reconstruct.
 `astro_aeqa.calibration.Calibration`.
 """
 
-import importlib.resources
-import logging
-import time
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.nddata import CCDData, NDData
 
+from . import _model_file
 from . import io as aeqa_io
+from ._model_file import default_model_path
 from ._result import QualityResult
-from ._scoring import Scorer, ScoringOptions, check_fpr, check_patch_fits, frame_fwhm
-from ._wcs import score_map_wcs
+from ._scoring import Scorer, ScoringOptions, check_fpr, check_options, reference_fwhm
 from .calibration import Calibration
 from .config import conf
-from .exceptions import InputDataError, ModelFileError
-from .nn import (
-    PRESETS,
-    AutoencoderConfig,
-    Reconstructor,
-    build_model,
-    load_model,
-    save_model,
-    train_autoencoder,
-    weights_sha,
-)
-from .preprocessing import NORMALIZATIONS
-from .stars import auto_patch_size
-from .utils import check_int, file_sha256, thread_pool
+from .exceptions import InputDataError
+from .nn import Reconstructor, build_model, load_model, save_model, train_autoencoder, weights_sha
+from .utils import file_sha256, forwarded_property
 
 __all__ = ["AEQualityEvaluator", "QualityResult", "aeqa_mask", "default_model_path"]
-
-#: File name of the pretrained ``small`` model in ``astro_aeqa/data``.
-DEFAULT_MODEL_FILE = "aeqa_small_default.safetensors"
-
-log = logging.getLogger(__name__)
-
-AGGREGATES = ("mean", "trimmed_mean", "median")
-# Largest patch_size='auto' picks: the default crops (128 px) hold one such patch.
-_AUTO_PATCH_MAX = 64
-
-
-def _package_version():
-    from . import __version__
-
-    return __version__
-
-
-def _forwarded(owner, name, doc, settable=True):
-    """A property that reads (and sets) ``name`` of the evaluator's ``owner`` (a frozen one is replaced)."""
-
-    def get(self):
-        return getattr(getattr(self, owner), name)
-
-    def set_(self, value):
-        held = getattr(self, owner)
-        if hasattr(held, "replace"):  # a frozen Calibration
-            setattr(self, owner, held.replace(**{name: value}))
-        else:
-            setattr(held, name, value)
-
-    return property(get, set_ if settable else None, doc=doc)
 
 
 class AEQualityEvaluator:
@@ -216,52 +172,18 @@ class AEQualityEvaluator:
         compile=False,  # noqa: A002 (the torch name)
         trails=True,
     ):
-        if isinstance(model, str):
-            if model not in PRESETS:
-                msg = f"model must be one of the presets {sorted(PRESETS)} or an AutoencoderConfig, got {model!r}"
-                raise ValueError(msg)
-            self.model_name = model
-            config = PRESETS[model]
-        elif isinstance(model, AutoencoderConfig):
-            self.model_name = "custom"
-            config = model
-        else:
-            msg = f"model must be a preset name or an AutoencoderConfig, got {type(model).__name__}"
-            raise TypeError(msg)
-        if isinstance(patch_size, str) and patch_size == "auto":
-            self.patch_size = None  # set by fit from the references' FWHM
-            sizing = _AUTO_PATCH_MAX
-        else:
-            self.patch_size = sizing = check_int(patch_size, "patch_size", minimum=2)
-        unit = config.multiple
-        self.tile_size = self._check_tile(
-            max(512, 2 * sizing) if tile_size is None else tile_size, "tile_size", unit
-        )
-        self.crop_size = self._check_tile(
-            max(128, 2 * sizing) if crop_size is None else crop_size, "crop_size", unit
-        )
-        # The image score changes by < 0.3 % from 32 to 48 pixels of margin
-        # (benchmarks/evaluator_quality.py); narrower margins keep tile-edge pixels.
-        self.overlap = check_int(
-            min(32, self.tile_size // 4) if overlap is None else overlap, "overlap", minimum=0
-        )
-        if 2 * self.overlap >= self.tile_size:
-            msg = f"overlap must be less than half of tile_size ({self.tile_size}), got {overlap}"
-            raise ValueError(msg)
-        if normalization not in NORMALIZATIONS:
-            msg = f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
-            raise ValueError(msg)
-        self.normalization = normalization
-        if aggregate not in AGGREGATES:
-            msg = f"aggregate must be one of {AGGREGATES}, got {aggregate!r}"
-            raise ValueError(msg)
-        self.aggregate = aggregate
-        if sky_term is None:
-            sky_term = normalization == "noise"
-        if sky_term and normalization != "noise":
-            msg = "sky_term needs normalization='noise': min-max scaled tiles have no common sky level"
-            raise ValueError(msg)
-        self.sky_term = bool(sky_term)
+        self.model_name, config = _model_file.model_config(model)
+        for name, value in check_options(
+            config.multiple,
+            patch_size=patch_size,
+            tile_size=tile_size,
+            crop_size=crop_size,
+            overlap=overlap,
+            normalization=normalization,
+            aggregate=aggregate,
+            sky_term=sky_term,
+        ).items():
+            setattr(self, name, value)
         self.star_aware = bool(star_aware)
         self.psf_term = bool(psf_term)
         self.trails = bool(trails)
@@ -282,42 +204,20 @@ class AEQualityEvaluator:
         self.is_fitted = False
         self.model_sha = None
 
-    @staticmethod
-    def _check_tile(value, name, unit):
-        value = check_int(value, name, minimum=unit)
-        if value % unit:
-            msg = f"{name} must be a multiple of {unit} for this model, got {value}"
-            raise ValueError(msg)
-        return value
-
-    model_ = _forwarded(
-        "reconstructor_", "model", "The network (`~astro_aeqa.nn.ConvAutoencoder`)."
-    )
-    device = _forwarded(
-        "reconstructor_", "device", "The `torch.device` the network runs on.", False
-    )
-    batch_size = _forwarded("reconstructor_", "batch_size", "Most tiles reconstructed at once.")
-    precision = _forwarded("reconstructor_", "precision", "Forward-pass arithmetic at inference.")
-    compile = _forwarded("reconstructor_", "compile", "Whether inference runs `torch.compile`.")
-    reference_scores_ = _forwarded("calibration_", "reference_scores", "Sorted clean scores.")
-    n_reference_ = _forwarded("calibration_", "n_reference", "Clean reference patches.", False)
-    camera_ = _forwarded("calibration_", "camera", "The camera reference (None: zero-shot).", False)
-    psf_calibration_ = _forwarded("calibration_", "psf_scale", "The scale of the PSF term.")
+    # the network and how it runs (nn.Reconstructor), and the calibration
+    model_ = forwarded_property("reconstructor_", "model", "The network.")
+    device = forwarded_property("reconstructor_", "device", "Its `torch.device`.", False)
+    batch_size = forwarded_property("reconstructor_", "batch_size", "Tiles per forward pass.")
+    precision = forwarded_property("reconstructor_", "precision", "Forward-pass arithmetic.")
+    compile = forwarded_property("reconstructor_", "compile", "Whether `torch.compile` runs.")
+    reference_scores_ = forwarded_property("calibration_", "reference_scores", "Clean scores.")
+    n_reference_ = forwarded_property("calibration_", "n_reference", "Their number.", False)
+    camera_ = forwarded_property("calibration_", "camera", "The camera reference.", False)
+    psf_calibration_ = forwarded_property("calibration_", "psf_scale", "The PSF term's scale.")
 
     def _scorer(self, calibration=None):
         """The scoring pipeline of the current options (and calibration)."""
-        options = ScoringOptions(
-            patch_size=self.patch_size,
-            normalization=self.normalization,
-            aggregate=self.aggregate,
-            sky_term=self.sky_term,
-            star_aware=self.star_aware,
-            psf_term=self.psf_term,
-            tile_size=self.tile_size,
-            overlap=self.overlap,
-            fpr=self.fpr,
-            reference_fwhm=self.reference_fwhm_,
-        )
+        options = ScoringOptions.of(self)
         calibration = self.calibration_ if calibration is None else calibration
         return Scorer(options, calibration, self.reconstructor_)
 
@@ -392,12 +292,10 @@ class AEQualityEvaluator:
             msg = "references is empty: give at least one good reference frame"
             raise InputDataError(msg)
         self._measure_reference_fwhm(frames)
-        images = [frame.x for frame in frames]
-        weights = [frame.valid.astype(np.float32) for frame in frames]
         history = train_autoencoder(
             self.model_,
-            images,
-            weights=weights,
+            [frame.x for frame in frames],
+            weights=[frame.valid.astype(np.float32) for frame in frames],
             patch_size=self.crop_size,
             n_epochs=n_epochs,
             batch_size=batch_size,
@@ -413,21 +311,9 @@ class AEQualityEvaluator:
             transform=scorer.tile_transform(),
         )
         self.model_.to(self.device)
-        self.training_ = {
-            "n_frames": len(frames),
-            "n_epochs_run": len(history.train_loss),
-            "best_epoch": int(history.best_epoch),
-            "final_train_loss": float(history.train_loss[-1]) if history.train_loss else None,
-            "best_val_loss": float(min(history.val_loss)) if history.val_loss else None,
-            "n_train_patches": int(history.n_train_patches),
-            "n_val_patches": int(history.n_val_patches),
-            "seconds": float(history.seconds),
-            "learning_rate": float(learning_rate),
-            "batch_size": int(batch_size),
-            "seed": self.seed,
-            "shapes": [list(frame.shape) for frame in frames[:20]],
-            "fwhm_pixels": self.reference_fwhm_,
-        }
+        self.training_ = _model_file.training_summary(
+            self, history, frames, learning_rate, batch_size
+        )
         self.history_ = history
         self.is_fitted = True
         self.model_sha = weights_sha(self.model_)
@@ -442,28 +328,11 @@ class AEQualityEvaluator:
         return self
 
     def _measure_reference_fwhm(self, frames):
-        # The median over a few frames: the FWHM sizes auto patches and tells
-        # star-aware scoring and the PSF term what a well-modelled star looks
-        # like. Frames without a star to measure keep the former value.
-        fwhms = [frame_fwhm(frame) for frame in frames[:5]]
-        fwhms = [f for f in fwhms if f is not None]
-        if fwhms:
-            self.reference_fwhm_ = float(np.median(fwhms))
-        if self.patch_size is None:
-            if self.reference_fwhm_ is None:
-                msg = (
-                    "patch_size='auto' needs isolated bright stars in the reference frames to "
-                    "measure the PSF FWHM on, and none was found; give an explicit patch_size"
-                )
-                raise InputDataError(msg)
-            self.patch_size = auto_patch_size(self.reference_fwhm_, maximum=_AUTO_PATCH_MAX)
-            log.info(
-                "patch_size='auto': %d pixels for a reference FWHM of %.2f pixels",
-                self.patch_size,
-                self.reference_fwhm_,
-            )
-        for frame in frames:
-            check_patch_fits(frame.shape, self.patch_size)
+        # the FWHM sizes auto patches and tells star-aware scoring and the PSF
+        # term what a well-modelled star looks like
+        self.reference_fwhm_, self.patch_size = reference_fwhm(
+            frames, self.reference_fwhm_, self.patch_size
+        )
 
     def calibrate(self, frames, *, hdu=None, progress_bar=True):
         """
@@ -495,17 +364,9 @@ class AEQualityEvaluator:
         first = [scorer.prepare(aeqa_io.read_image(frame, hdu=hdu)) for frame in frames[:5]]
         self._measure_reference_fwhm(first)
         scorer = self._scorer(Calibration())
-        shifts = scorer.grid_shifts(len(frames), first[0])
-        records = []
-        for index, frame in enumerate(frames):  # one at a time: a calibration set can be large
-            if index < len(first):
-                prepared, first[index] = first[index], None  # freed once used
-            else:
-                prepared = scorer.prepare(aeqa_io.read_image(frame, hdu=hdu))
-            parts = scorer.parts(
-                prepared, progress_bar=progress_bar, local_background=self.sky_term
-            )
-            records += [scorer.record(prepared, parts, shift) for shift in shifts]
+        records = scorer.frame_records(
+            frames, first, lambda frame: aeqa_io.read_image(frame, hdu=hdu), progress_bar
+        )
         self.calibration_ = scorer.calibrate(records)
         return self
 
@@ -548,41 +409,11 @@ class AEQualityEvaluator:
         scorer = self._scorer()
         prepared = scorer.prepare(ccd)
         scored = scorer.score(prepared, progress_bar=progress_bar, trails=self.trails)
-        patch_scores, residual = scored.scores, scored.residual
         masks = scorer.mask(
             prepared, scored, threshold=threshold, fpr=fpr, morphology=self.morphology
         )
-        shape = residual.shape
-        score_map = NDData(
-            patch_scores.astype(np.float32),
-            wcs=score_map_wcs(ccd.wcs, self.patch_size, shape),
-            meta={"AEQAPSZ": self.patch_size},
-        )
-        return QualityResult(
-            score=float(np.nanmean(patch_scores)),
-            patch_scores=patch_scores,
-            relative_scores=self.calibration_.relative(patch_scores),
-            pvalues=self.calibration_.pvalues(patch_scores),
-            n_valid=scored.n_valid,
-            residual=residual.astype(np.float32, copy=False),
-            patch_mask=masks.patch_mask,
-            mask=masks.pixel_mask,
-            threshold=float(masks.threshold),
-            fpr=masks.fpr,
-            threshold_method=masks.method,
-            score_map=score_map,
-            valid=prepared.valid,
-            footprint=prepared.footprint,
-            camera_reference=self.camera_ is not None,
-            transparency=scored.transparency,
-            trails=scored.trails,
-            trail_mask=masks.trail_pixels,
-            patch_size=self.patch_size,
-            shape=shape,
-            finite=prepared.finite,
-            saturated=prepared.saturated,
-            input_mask=prepared.input_mask,
-            star_kept=masks.star_kept,
+        return QualityResult.of_frame(
+            prepared, scored, masks, self.calibration_, wcs=ccd.wcs, patch_size=self.patch_size
         )
 
     def mask(self, ccd, *, threshold=None, fpr=None, hdu=None):
@@ -628,51 +459,18 @@ class AEQualityEvaluator:
         self._check_fitted()
         frame = aeqa_io.read_frame(image, hdu=hdu)  # read once: pixels, original array, header
         result = self._evaluate_ccd(frame.ccd, threshold=threshold, fpr=fpr)
-        with thread_pool(min(2, self.reconstructor_.n_threads())) as pool:
-            flags = pool.submit(result.flag_plane)
-            out = aeqa_io.masked_ccd(
-                frame.ccd, result, model_name=self.model_name, model_sha=self.model_sha
-            )
-            flags = flags.result()
-        aeqa_io.write_aeqa_fits(
+        aeqa_io.write_result(
             path,
-            out,
-            score_map=result.score_map,
-            flags=flags,
+            frame,
+            result,
+            source=image,
             overwrite=overwrite,
-            source=image,  # the output header is the input's plus the AEQA cards
-            source_header=frame.header,
-            trails=result.trails if result.trails is not None and len(result.trails) else None,
-            original_data=frame.original,  # None: the float32 array already read
+            model=(self.model_name, self.model_sha),
+            workers=min(2, self.reconstructor_.n_threads()),
         )
         return result
 
     # -- files --------------------------------------------------------------
-
-    def _metadata(self):
-        calibration = self.calibration_.to_dict()
-        return {
-            "package_version": _package_version(),
-            "model_name": self.model_name,
-            "patch_size": self.patch_size,
-            "tile_size": self.tile_size,
-            "overlap": self.overlap,
-            "crop_size": self.crop_size,
-            "normalization": self.normalization,
-            "aggregate": self.aggregate,
-            "sky_term": self.sky_term,
-            "star_aware": self.star_aware,
-            "psf_term": self.psf_term,
-            "trails": self.trails,
-            "psf_calibration": calibration["psf_calibration"],
-            "reference_fwhm": self.reference_fwhm_,
-            "fpr": self.fpr,
-            "morphology": list(self.morphology),
-            "camera": calibration["camera"],
-            "calibration": calibration["calibration"],
-            "training": self.training_,
-            "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
 
     def save(self, path, *, overwrite=False):
         """
@@ -682,7 +480,7 @@ class AEQualityEvaluator:
         if not self.is_fitted:
             msg = "the evaluator is untrained: fit it before saving"
             raise RuntimeError(msg)
-        path = save_model(path, self.model_, self._metadata(), overwrite=overwrite)
+        path = save_model(path, self.model_, _model_file.metadata(self), overwrite=overwrite)
         self.model_sha = file_sha256(path)[:16]
         return path
 
@@ -711,38 +509,7 @@ class AEQualityEvaluator:
             its weights do not match its architecture.
         """
         model, meta = load_model(path, device="cpu")
-        stored = meta.get("patch_size")
-        if patch_size is not None and stored is not None and int(patch_size) != int(stored):
-            msg = (
-                f"{path}: the model was calibrated with patch_size={stored}, not {patch_size}; "
-                f"load it with patch_size={stored}, or load it and call calibrate(clean_frames) "
-                "after setting the new patch size"
-            )
-            raise ModelFileError(msg)
-        options = {
-            key: meta[key]
-            for key in (
-                "patch_size",
-                "tile_size",
-                "overlap",
-                "crop_size",
-                "normalization",
-                "aggregate",
-                "sky_term",
-                "star_aware",
-                "psf_term",
-                "trails",
-                "fpr",
-            )
-            if meta.get(key) is not None
-        }
-        if meta.get("morphology") is not None:
-            options["morphology"] = tuple(meta["morphology"])
-        # A file from before star-aware scoring was calibrated without it. One
-        # from before the PSF term has no scale for it, so the term stays
-        # unused until calibrate() or fit() sets one.
-        options.setdefault("star_aware", False)
-        options.update(kwargs)
+        options = _model_file.options(meta, path, patch_size=patch_size, **kwargs)
         ev = cls(model.config, device=device, **options)
         ev.model_name = meta.get("model_name", "custom")
         ev.model_ = model.to(ev.device)
@@ -784,27 +551,6 @@ class AEQualityEvaluator:
         ('small', 64, True)
         """
         return cls.load(default_model_path(), device=device, **kwargs)
-
-
-def default_model_path():
-    """
-    Path of the default model file: ``conf.default_model``, or the shipped one.
-
-    Raises
-    ------
-    astro_aeqa.exceptions.ModelFileError
-        If the file does not exist.
-    """
-    if conf.default_model:
-        path = Path(conf.default_model).expanduser()
-        fix = "fix or empty the default_model item of astro_aeqa.cfg"
-    else:
-        path = Path(str(importlib.resources.files("astro_aeqa") / "data" / DEFAULT_MODEL_FILE))
-        fix = "reinstall astro_aeqa, or run scripts/train_default_model.py in a source checkout"
-    if not path.is_file():
-        msg = f"{path}: the default model file is missing; {fix}"
-        raise ModelFileError(msg)
-    return path
 
 
 def aeqa_mask(ccd, evaluator, *, threshold=None, fpr=None):

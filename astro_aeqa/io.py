@@ -48,7 +48,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from .exceptions import AEQAWarning, InputDataError, OutputPathError
 from .flags import flag_header_cards
 from .masking import combine_masks
-from .utils import write_hdulist_atomic
+from .utils import thread_pool, write_hdulist_atomic
 
 __all__ = [
     "read_image",
@@ -57,6 +57,7 @@ __all__ = [
     "read_frame",
     "Frame",
     "masked_ccd",
+    "write_result",
     "aeqa_header_cards",
     "write_aeqa_fits",
     "read_aeqa_fits",
@@ -69,6 +70,7 @@ __all__ = [
     "FLAGS_EXTNAME",
     "TRAILS_EXTNAME",
     "AEQA_KEYWORDS",
+    "KEYWORDS",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,8 @@ AEQA_KEYWORDS = {
     "masked_fraction": ("AEQAMFR", "AEQA masked fraction of pixels"),
     "n_trails": ("AEQATRN", "AEQA number of trails (AEQA_TRAILS table)"),
 }
+#: The AEQA header keywords by argument name (``KEYWORDS["score"] == "AEQASCOR"``).
+KEYWORDS = {arg: keyword for arg, (keyword, _) in AEQA_KEYWORDS.items()}
 _SHA_LENGTH = 16
 
 _OUR_EXTNAMES = (MASK_EXTNAME, UNCERT_EXTNAME, SCORE_EXTNAME, FLAGS_EXTNAME, TRAILS_EXTNAME)
@@ -1022,6 +1026,32 @@ def masked_ccd(ccd, result, *, model_name, model_sha):
     return out
 
 
+def write_result(path, frame, result, *, source, overwrite, model, workers=1):
+    """
+    Write the AEQA products of ``result`` for a `Frame` read by `read_frame`.
+
+    The masked CCDData (`masked_ccd`) is built while the flag plane is made
+    on another thread (with ``workers=2``); the primary data are written back
+    as they were read and the header is the input's plus the AEQA cards.
+    ``model`` is ``(model_name, model_sha)``.
+    """
+    with thread_pool(workers) as pool:
+        flags = pool.submit(result.flag_plane)
+        out = masked_ccd(frame.ccd, result, model_name=model[0], model_sha=model[1])
+        flags = flags.result()
+    return write_aeqa_fits(
+        path,
+        out,
+        score_map=result.score_map,
+        flags=flags,
+        overwrite=overwrite,
+        source=source,  # the output header is the input's plus the AEQA cards
+        source_header=frame.header,
+        trails=result.trails if result.trails is not None and len(result.trails) else None,
+        original_data=frame.original,  # None: the float32 array already read
+    )
+
+
 def _fits_safe(meta):
     return {k: v for k, v in dict(meta or {}).items() if isinstance(v, str | int | float | bool)}
 
@@ -1190,9 +1220,9 @@ def write_aeqa_fits(
             warnings.simplefilter("ignore", FITSFixedWarning)
             score_header.extend(score_wcs.to_header(relax=True))
     score_header["COMMENT"] = "AEQA patch scores: one pixel per patch of the primary image."
-    patch = primary_header.get("AEQAPSZ")
+    patch = primary_header.get(KEYWORDS["patch_size"])
     if isinstance(patch, int):
-        score_header["AEQAPSZ"] = (patch, AEQA_KEYWORDS["patch_size"][1])
+        score_header[KEYWORDS["patch_size"]] = (patch, AEQA_KEYWORDS["patch_size"][1])
     hdul.append(
         fits.ImageHDU(data=score_data.astype(np.float32), header=score_header, name=SCORE_EXTNAME)
     )

@@ -82,11 +82,13 @@ def _values_from_header(path):
     """Summary values of an existing output file, from its AEQA keywords."""
     from astropy.io import fits
 
+    from .io import KEYWORDS
+
     header = fits.getheader(path, 0)
     return {
-        "score": float(header.get("AEQASCOR", np.nan)),
-        "masked_fraction": float(header.get("AEQAMFR", np.nan)),
-        "threshold": float(header.get("AEQATHR", np.nan)),
+        "score": float(header.get(KEYWORDS["score"], np.nan)),
+        "masked_fraction": float(header.get(KEYWORDS["masked_fraction"], np.nan)),
+        "threshold": float(header.get(KEYWORDS["threshold"], np.nan)),
     }
 
 
@@ -285,20 +287,20 @@ _TORCH_THREADS = {"users": 0, "original": None}
 
 
 def _claim_torch_threads(n_threads):
-    import torch
+    from .nn import Reconstructor, set_torch_threads
 
     if _TORCH_THREADS["users"] == 0:
-        _TORCH_THREADS["original"] = torch.get_num_threads()
+        _TORCH_THREADS["original"] = Reconstructor.n_threads()
     _TORCH_THREADS["users"] += 1
-    torch.set_num_threads(int(n_threads))
+    set_torch_threads(int(n_threads))
 
 
 def _release_torch_threads():
-    import torch
+    from .nn import set_torch_threads
 
     _TORCH_THREADS["users"] = max(0, _TORCH_THREADS["users"] - 1)
     if _TORCH_THREADS["users"] == 0 and _TORCH_THREADS["original"]:
-        torch.set_num_threads(_TORCH_THREADS["original"])
+        set_torch_threads(_TORCH_THREADS["original"])
 
 
 _PLUGIN_CLASS = None

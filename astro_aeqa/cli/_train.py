@@ -139,6 +139,7 @@ def register(subparsers):
 
 
 def _build_evaluator(args):
+    from .._scoring import check_tile
     from ..evaluator import AEQualityEvaluator
 
     if args.init is not None:
@@ -155,7 +156,7 @@ def _build_evaluator(args):
         # fit() trains ev.model_ in place, starting from the loaded weights.
         ev.seed = int(args.seed)
         if args.crop_size is not None:
-            ev.crop_size = ev._check_tile(args.crop_size, "--crop-size", ev.config.multiple)
+            ev.crop_size = check_tile(args.crop_size, "--crop-size", ev.config.multiple)
         if args.fpr is not None:
             ev.fpr = _check_fpr(args.fpr)
         return ev

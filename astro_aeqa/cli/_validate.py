@@ -144,7 +144,7 @@ def _read(path, hdu):
 
     score_map = None
     try:
-        from ..io import read_aeqa_fits
+        from ..io import KEYWORDS, read_aeqa_fits
     except ImportError:
         read_aeqa_fits = None
     if read_aeqa_fits is not None and hdu is None:
@@ -154,10 +154,11 @@ def _read(path, hdu):
             log.debug("%s is not an AEQA output file; reading it as an image", path)
         else:
             score_map = products.score_map
-            if score_map is not None and "AEQAPSZ" not in (score_map.meta or {}):
+            psz = KEYWORDS["patch_size"]
+            if score_map is not None and psz not in (score_map.meta or {}):
                 header = getattr(products, "header", None) or {}
-                if "AEQAPSZ" in header:
-                    score_map.meta["AEQAPSZ"] = header["AEQAPSZ"]
+                if psz in header:
+                    score_map.meta[psz] = header[psz]
                 else:
                     score_map = None
             return products.ccd, score_map

@@ -13,6 +13,7 @@ from .reconstructor import (
     native_bfloat16,
     reconstruct,
     resolve_device,
+    set_torch_threads,
     torch_threads,
     weights_sha,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "PRECISIONS",
     "reconstruct",
     "torch_threads",
+    "set_torch_threads",
     "native_bfloat16",
     "weights_sha",
     "FORMAT_VERSION",

@@ -24,6 +24,7 @@ __all__ = [
     "resolve_device",
     "reconstruct",
     "torch_threads",
+    "set_torch_threads",
     "native_bfloat16",
     "weights_sha",
 ]
@@ -108,6 +109,11 @@ def native_bfloat16(device):
         probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
     return False
+
+
+def set_torch_threads(n):
+    """Let torch use ``n`` threads (`torch.set_num_threads`: process-wide)."""
+    torch.set_num_threads(int(n))
 
 
 @contextmanager

@@ -240,7 +240,7 @@ def _check_field(name, field, value, kind, **limits):
 
 
 _STR_FIELDS = ("package_version", "model_name", "normalization", "aggregate", "saved")
-# The values the evaluator accepts (`astro_aeqa.evaluator.AGGREGATES` and
+# The values the evaluator accepts (``astro_aeqa._scoring.AGGREGATES`` and
 # `astro_aeqa.preprocessing.NORMALIZATIONS`; a test keeps them equal).
 _CHOICES = {"normalization": ("noise", "minmax"), "aggregate": ("mean", "trimmed_mean", "median")}
 _BOOL_FIELDS = ("sky_term", "star_aware", "psf_term")

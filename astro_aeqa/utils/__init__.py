@@ -6,7 +6,13 @@ from ._files import file_sha256, save_figure_atomic, write_table_atomic
 from ._nanstats import nanmean, nanmedian
 from ._progress import progress_bar
 from ._threads import thread_pool
-from ._validation import check_2d_float, check_fraction, check_int, check_positive_quantity
+from ._validation import (
+    check_2d_float,
+    check_fraction,
+    check_int,
+    check_positive_quantity,
+    forwarded_property,
+)
 
 __all__ = [
     "atomic_write",
@@ -22,6 +28,7 @@ __all__ = [
     "check_fraction",
     "check_int",
     "check_2d_float",
+    "forwarded_property",
     "nanmedian",
     "nanmean",
 ]

@@ -4,7 +4,13 @@
 import numpy as np
 from astropy import units as u
 
-__all__ = ["check_positive_quantity", "check_fraction", "check_int", "check_2d_float"]
+__all__ = [
+    "check_positive_quantity",
+    "check_fraction",
+    "check_int",
+    "check_2d_float",
+    "forwarded_property",
+]
 
 
 def check_positive_quantity(value, name, unit, *, allow_zero=False):
@@ -88,3 +94,23 @@ def check_2d_float(data, name="data"):
         msg = f"{name} must be numeric, got dtype {arr.dtype}"
         raise TypeError(msg)
     return np.asarray(arr, dtype=np.float32)
+
+
+def forwarded_property(owner, name, doc, settable=True):
+    """
+    A property that reads (and, if ``settable``, sets) attribute ``name`` of
+    the object held in attribute ``owner``; an owner with a ``replace``
+    method (a frozen dataclass) is replaced by its changed copy.
+    """
+
+    def get(self):
+        return getattr(getattr(self, owner), name)
+
+    def set_(self, value):
+        held = getattr(self, owner)
+        if hasattr(held, "replace"):
+            setattr(self, owner, held.replace(**{name: value}))
+        else:
+            setattr(held, name, value)
+
+    return property(get, set_ if settable else None, doc=doc)
