@@ -1,0 +1,47 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""find_stars on frames with nothing to find, and its cuts."""
+
+import numpy as np
+import pytest
+
+from astro_aeqa.preprocessing import sky_statistics
+from astro_aeqa.stars import find_stars
+
+
+def _stats():
+    """The sky statistics of a noise frame: level about 100, noise about 1."""
+    flat = np.full((64, 64), 100.0, np.float32)
+    flat += np.random.default_rng(0).normal(0.0, 1.0, flat.shape).astype(np.float32)
+    return sky_statistics(flat, np.ones(flat.shape, bool))
+
+
+@pytest.mark.parametrize("kind", ["flat", "tiny"])
+def test_find_stars_finds_nothing_without_a_warning(kind):
+    # pytest turns warnings into errors: photutils' NoDetectionsWarning would fail here
+    data = np.full((64, 64), 100.0, np.float32)
+    if kind == "tiny":
+        data[10, 10] = data[30, 31] = data[30, 32] = 200.0  # segments smaller than n_pixels
+    found = find_stars(data, stats=_stats(), min_peak=20.0)
+    assert len(found) == 0
+    assert found.colnames == ["x", "y", "peak_snr", "fwhm", "elongation", "star"]
+    assert np.isnan(found.meta["fwhm"])
+
+
+def test_find_stars_cuts_small_segments_and_faint_peaks():
+    stats = _stats()
+    data = np.full((80, 80), float(stats.level), np.float32)
+    yy, xx = np.mgrid[:80, :80]
+    for x, y, peak in ((20.0, 20.0, 100.0), (60.0, 20.0, 12.0), (40.0, 60.0, 400.0)):
+        data += (
+            peak * stats.noise * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5**2))
+        ).astype(np.float32)
+    data[5, 70] = stats.level + 50 * stats.noise  # a hot pixel: one pixel, not a source
+    every = find_stars(data, stats=stats)
+    assert len(every) == 3
+    np.testing.assert_allclose(np.sort(every["x"]), [20.0, 40.0, 60.0], atol=0.05)
+    bright = find_stars(data, stats=stats, min_peak=50.0)
+    np.testing.assert_allclose(np.sort(bright["peak_snr"]), np.sort(every["peak_snr"])[1:])
+    assert find_stars(data, stats=stats, min_peak=1000.0).colnames == every.colnames
+    # round Gaussians of FWHM 2.355 * 1.5 px: round and, from the bright ones, the FWHM
+    assert (every["elongation"] < 1.05).all()
+    assert every.meta["fwhm"] == pytest.approx(2.355 * 1.5, rel=0.1)
