@@ -304,7 +304,7 @@ class Reconstructor:
 
     @property
     def model(self):
-        """The network, on `device`."""
+        """The network, on ``device``."""
         return self._model
 
     @model.setter
