@@ -1,6 +1,6 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """
-Quality of the evaluator on simulated truth (issue 3; the paper's Figs. 4 and 6).
+Quality of the evaluator on simulated truth (the paper's Figs. 4 and 6).
 
 Run from the repository root::
 

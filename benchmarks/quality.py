@@ -1,6 +1,6 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """
-The quality benchmark of issue 7: the paper's configuration, ours and a
+The quality benchmark: the paper's configuration, ours and a
 classical baseline on the same simulated frames, against the simulator's truth.
 
 Run from the repository root (about 10 min on two cores; ``--quick``: 2 min)::

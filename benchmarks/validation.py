@@ -1,6 +1,6 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """
-Quality benchmark of `astro_aeqa.validation` (issue 4).
+Quality benchmark of `astro_aeqa.validation`.
 
 Run ``python benchmarks/validation.py`` (about 2 minutes on 2 cores). It
 reports, with a one-line verdict each:
