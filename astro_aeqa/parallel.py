@@ -11,6 +11,7 @@ Dask (``dask[distributed]``) is needed only for the cluster path; it is
 imported when a cluster is used.
 """
 
+import contextlib
 import logging
 import os
 import sys
@@ -344,43 +345,101 @@ def _row_on_worker(path, plugin_name, options):
     """The Dask task: one file, with the evaluator the worker plugin loaded."""
     from distributed import get_worker
 
-    evaluator = get_worker().plugins[plugin_name].evaluator
-    return _file_row(path, _job(evaluator, options))
+    from .nn import torch_threads
+
+    plugin = get_worker().plugins[plugin_name]
+    # torch's thread count is kept per thread: set it in the thread that scores,
+    # which is also the count of the evaluator's own scoring threads
+    with torch_threads(plugin.torch_threads):
+        return _file_row(path, _job(plugin.evaluator, options))
 
 
-def _new_local_cluster(n_workers, threads_per_worker, processes):
+#: Environment variables that size the thread pools of OpenMP, MKL, OpenBLAS,
+#: Accelerate and numexpr in a worker process (they act only at its start).
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def _worker_environment(torch_threads):
+    """
+    The environment local worker processes start with.
+
+    Dask's own (``distributed.nanny.pre-spawn-environ``) with every thread
+    pool sized to ``torch_threads``, and without ``MALLOC_TRIM_THRESHOLD_``:
+    setting it turns off glibc's adaptive mmap threshold, so that every
+    large array is mapped afresh and its pages faulted in again. On 4096x4096
+    frames that doubled a worker's time per frame (4x the system time).
+    """
+    import dask
+
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", None) or {})
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    env.update({name: str(int(torch_threads)) for name in THREAD_VARIABLES})
+    return env
+
+
+def _new_local_cluster(n_workers, threads_per_worker, processes, torch_threads=1):
+    import dask
     from distributed import LocalCluster
 
+    env = _worker_environment(torch_threads)
+    # the nanny writes the start-up environment of its workers into this
+    # process's os.environ; it is put back once they are started
+    saved = {name: os.environ.get(name) for name in env}
     # Local workers listen on localhost only, and the dashboards take any free port:
     # nothing is exposed to the network and several clusters can share a machine.
     localhost = "127.0.0.1"
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        processes=processes,
-        protocol="tcp://",
-        host=localhost,
-        dashboard_address=f"{localhost}:0",
-        worker_dashboard_address=f"{localhost}:0",
-    )
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+            cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=threads_per_worker,
+                processes=processes,
+                protocol="tcp://",
+                host=localhost,
+                dashboard_address=f"{localhost}:0",
+                worker_dashboard_address=f"{localhost}:0",
+            )
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     log.info("local Dask cluster: %d workers; dashboard %s", n_workers, cluster.dashboard_link)
     return cluster
 
 
-def _connect(scheduler, n_workers, threads_per_worker, processes, torch_threads):
-    """Return ``(client, to_close, torch_threads)`` for the scheduler argument."""
-    _require_distributed()
-    from distributed import Client
+def _reap_children(children_before):
+    """
+    End the child processes started since ``children_before`` that still run.
 
-    if scheduler is not None:
-        if n_workers is not None:
-            msg = "give n_workers (a local cluster) or scheduler (an existing one), not both"
-            raise ValueError(msg)
-        if isinstance(scheduler, Client):
-            return scheduler, [], torch_threads or 1
-        client = Client(scheduler)
-        # each worker thread runs one file: one torch thread each keeps threads <= cores
-        return client, [client], torch_threads or 1
+    Called after a local cluster is closed: its worker processes have stopped,
+    and are reaped here; one that did not stop is terminated, so that no worker
+    outlives the call that started it.
+    """
+    import multiprocessing
+
+    for child in multiprocessing.active_children():  # also reaps those that ended
+        if child in children_before:
+            continue
+        child.join(timeout=5)
+        if child.is_alive():
+            log.warning("Dask worker process %s did not stop; ending it", child.pid)
+            child.terminate()
+            child.join(timeout=5)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def _local_sizes(n_workers, threads_per_worker, torch_threads):
+    """``(n_workers, torch_threads)`` of a local cluster: threads in all <= cores."""
     cores = _cpu_count()
     if n_workers is None:
         n_workers = max(1, cores // threads_per_worker)
@@ -390,9 +449,37 @@ def _connect(scheduler, n_workers, threads_per_worker, processes, torch_threads)
     n_workers = int(n_workers)
     if torch_threads is None:
         torch_threads = max(1, cores // (n_workers * threads_per_worker))
-    cluster = _new_local_cluster(n_workers, threads_per_worker, processes)
-    client = Client(cluster)
-    return client, [client, cluster], torch_threads
+    return n_workers, int(torch_threads)
+
+
+def _connect(scheduler, n_workers, threads_per_worker, processes, torch_threads, stack):
+    """
+    Return ``(client, torch_threads)`` for the scheduler argument.
+
+    What is started here is closed by ``stack`` (a `contextlib.ExitStack`):
+    the client first, then the local cluster and its worker processes.
+    """
+    _require_distributed()
+    from distributed import Client
+
+    if scheduler is not None:
+        if n_workers is not None:
+            msg = "give n_workers (a local cluster) or scheduler (an existing one), not both"
+            raise ValueError(msg)
+        if isinstance(scheduler, Client):
+            return scheduler, torch_threads or 1
+        # each worker thread runs one file: one torch thread each keeps threads <= cores
+        client = stack.enter_context(Client(scheduler))
+        return client, torch_threads or 1
+    n_workers, torch_threads = _local_sizes(n_workers, threads_per_worker, torch_threads)
+    import multiprocessing
+
+    # closed in reverse order: the client, the cluster, then any worker left running
+    stack.callback(_reap_children, set(multiprocessing.active_children()))
+    cluster = _new_local_cluster(n_workers, threads_per_worker, processes, torch_threads)
+    stack.callback(cluster.close)
+    client = stack.enter_context(Client(cluster))
+    return client, torch_threads
 
 
 def _register_plugin(client, model, device, torch_threads, compile=False):  # noqa: A002
@@ -406,6 +493,59 @@ def _register_plugin(client, model, device, torch_threads, compile=False):  # no
             msg = f"worker {worker} could not load the model {model}: {exc}"
             raise RuntimeError(msg)
     return name
+
+
+def _window(client, least):
+    """Files to keep submitted: two per worker thread of the cluster now, at least ``least``."""
+    try:
+        threads = sum(client.nthreads().values())
+    except Exception as exc:  # noqa: BLE001 - a busy scheduler: keep the window as it is
+        log.debug("could not count the worker threads: %s", exc)
+        threads = 0
+    return max(least, 2 * threads)
+
+
+def _stream(client, func, items, *, window=None, **kwargs):
+    """
+    Run ``func(item, **kwargs)`` on Dask for each item; yield ``(index, future)`` as each ends.
+
+    At most ``window`` tasks are submitted at a time (default: two per worker
+    thread, counted again as tasks end, so that workers that join later are
+    used): each worker has its next file at hand, and a batch of thousands
+    of files never sits in the scheduler at once. Items are sent as they are
+    (paths: the workers read the files themselves).
+    """
+    from distributed import as_completed
+
+    items = list(items)
+    run = uuid.uuid4().hex[:8]  # keys of their own: runs sharing a cluster do not collide
+    fixed = window is not None
+    window = window if fixed else _window(client, 2)
+    pending = iter(range(len(items)))
+    index = {}
+    running = as_completed()
+
+    def submit_more():
+        while len(index) < window:
+            i = next(pending, None)
+            if i is None:
+                return
+            key = f"aeqa-{fits_stem(items[i])}-{run}-{i}"
+            future = client.submit(func, items[i], key=key, pure=False, **kwargs)
+            index[future.key] = i
+            running.add(future)
+
+    try:
+        submit_more()
+        for future in running:
+            i = index.pop(future.key)
+            if not fixed:
+                window = _window(client, window)
+            submit_more()
+            yield i, future
+    finally:
+        client.cancel([f for f in running.futures if not f.done()])
+        running.clear()
 
 
 def _rows_on_dask(
@@ -423,49 +563,47 @@ def _rows_on_dask(
     progress_bar,
     show_traceback,
 ):
-    client, to_close, torch_threads = _connect(
-        scheduler, n_workers, threads_per_worker, processes, torch_threads
-    )
-    from distributed import as_completed
-
-    name = None
-    try:
-        name = _register_plugin(client, model, device, torch_threads, compile)
-        futures = client.map(
-            _row_on_worker,
-            [str(p) for p in paths],
-            plugin_name=name,
-            options=options,
-            pure=False,
-            key=[f"aeqa-{fits_stem(p)}-{i}" for i, p in enumerate(paths)],
+    with contextlib.ExitStack() as stack:
+        client, torch_threads = _connect(
+            scheduler, n_workers, threads_per_worker, processes, torch_threads, stack
         )
-        index = {future.key: i for i, future in enumerate(futures)}
+        name = _register_plugin(client, model, device, torch_threads, compile)
+        # frees the workers' copies of the model (and gives back torch's threads)
+        stack.callback(_unregister_plugin, client, name)
         rows = [None] * len(paths)
-        bar = _progress_bar(enabled=progress_bar, total=len(paths), desc="score", unit="file")
-        try:
-            for future in as_completed(futures):
-                i = index[future.key]
-                if future.status == "finished":
-                    row = future.result()
-                else:  # the worker died or the task was lost: only this file fails
-                    row = _failed_row(paths[i], future.exception())
-                rows[i] = row
-                _report(row, show_traceback)
-                future.release()
-                bar.update()
-        finally:
-            bar.close()
-            client.cancel([f for f in futures if not f.done()])
+        bar = stack.enter_context(
+            contextlib.closing(
+                _progress_bar(enabled=progress_bar, total=len(paths), desc="score", unit="file")
+            )
+        )
+        tasks = stack.enter_context(
+            contextlib.closing(
+                _stream(
+                    client,
+                    _row_on_worker,
+                    [str(p) for p in paths],
+                    plugin_name=name,
+                    options=options,
+                )
+            )
+        )
+        for i, future in tasks:
+            if future.status == "finished":
+                row = future.result()
+            else:  # the worker died or the task was lost: only this file fails
+                row = _failed_row(paths[i], future.exception())
+            rows[i] = row
+            _report(row, show_traceback)
+            future.release()
+            bar.update()
         return rows
-    finally:
-        if name is not None:
-            # frees the workers' copies of the model (and gives back torch's threads)
-            try:
-                client.unregister_worker_plugin(name)
-            except Exception as exc:  # noqa: BLE001 - cleaning up must not hide the result
-                log.debug("could not remove the worker plugin %s: %s", name, exc)
-        for thing in to_close:
-            thing.close()
+
+
+def _unregister_plugin(client, name):
+    try:
+        client.unregister_worker_plugin(name)
+    except Exception as exc:  # noqa: BLE001 - cleaning up must not hide the result
+        log.debug("could not remove the worker plugin %s: %s", name, exc)
 
 
 def _rows_here(paths, model, options, *, device, compile, progress_bar, show_traceback):  # noqa: A002

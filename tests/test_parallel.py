@@ -7,7 +7,10 @@ One in-process LocalCluster (two single-threaded workers) serves the module:
 worker processes take many seconds to start here.
 """
 
+import contextlib
+import os
 import shutil
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -187,33 +190,178 @@ def test_torch_threads_are_capped_on_the_workers(client, model_file):
 
 def test_local_cluster_sizes(monkeypatch):
     """Torch threads times worker threads fill the cores and never exceed them."""
-    import distributed
-
-    started = []
     monkeypatch.setattr(parallel, "_cpu_count", lambda: 8)
-    monkeypatch.setattr(parallel, "_new_local_cluster", lambda *args: started.append(args))
-
-    class FakeClient:
-        def __init__(self, cluster):
-            pass
-
-    monkeypatch.setattr(distributed, "Client", FakeClient)
     for n_workers, threads_per_worker, expect in [
         (2, 1, (2, 4)),
         (8, 1, (8, 1)),
         (None, 1, (8, 1)),
         (None, 2, (4, 1)),
         (3, 1, (3, 2)),
+        (16, 1, (16, 1)),  # more workers than cores: one thread each, the least there is
     ]:
-        _, _, torch_threads = parallel._connect(None, n_workers, threads_per_worker, True, None)
-        assert (started[-1][0], torch_threads) == expect
-        assert started[-1][0] * threads_per_worker * torch_threads <= 8
-    # an existing cluster: one torch thread per Dask thread
-    assert parallel._connect("tcp://127.0.0.1:1", None, 1, True, None)[2] == 1
-    with pytest.raises(ValueError, match="not both"):
-        parallel._connect("tcp://127.0.0.1:1", 2, 1, True, None)
+        sizes = parallel._local_sizes(n_workers, threads_per_worker, None)
+        assert sizes == expect
+        if sizes[0] * threads_per_worker <= 8:
+            assert sizes[0] * threads_per_worker * sizes[1] <= 8
     with pytest.raises(ValueError, match="at least 1"):
-        parallel._connect(None, 0, 1, True, None)
+        parallel._local_sizes(0, 1, None)
+    # an existing cluster: one torch thread per Dask thread
+    with contextlib.ExitStack() as stack:
+        with pytest.raises(ValueError, match="not both"):
+            parallel._connect("tcp://127.0.0.1:1", 2, 1, True, None, stack)
+
+
+def test_worker_environment_sizes_every_thread_pool(monkeypatch):
+    """Worker processes start with BLAS/OpenMP pools of the torch threads, without malloc trim."""
+    import dask
+
+    default = dask.config.get("distributed.nanny.pre-spawn-environ")
+    assert "MALLOC_TRIM_THRESHOLD_" in default  # what distributed sets, and is taken out
+    env = parallel._worker_environment(2)
+    assert "MALLOC_TRIM_THRESHOLD_" not in env
+    for name in parallel.THREAD_VARIABLES:
+        assert env[name] == "2"
+    # dask's other start-up variables are kept
+    assert set(env) == (set(default) - {"MALLOC_TRIM_THRESHOLD_"}) | set(parallel.THREAD_VARIABLES)
+
+
+@pytest.mark.parametrize("torch_threads", [1, 2])
+def test_files_are_scored_with_the_workers_thread_budget(
+    client, model_file, night, tmp_path, monkeypatch, torch_threads
+):
+    """Torch, and the evaluator's own scoring threads, use the worker's share of the cores."""
+    import torch
+
+    from astro_aeqa.nn import Reconstructor
+
+    seen = []
+    real = parallel._file_row
+
+    def recording(path, job):
+        seen.append((torch.get_num_threads(), Reconstructor.n_threads()))
+        return real(path, job)
+
+    monkeypatch.setattr(parallel, "_file_row", recording)
+    threads = torch.get_num_threads()
+    table = parallel.score_files(
+        night[:4],
+        model_file,
+        output_dir=tmp_path,
+        scheduler=client,
+        torch_threads=torch_threads,
+        fpr=FPR,
+        progress_bar=False,
+    )
+    assert list(table["status"]) == ["ok"] * 4
+    assert seen == [(torch_threads, torch_threads)] * 4
+    assert torch.get_num_threads() == threads  # this thread's setting is untouched
+
+
+class _CountingClient:
+    """A client whose submit counts the tasks submitted."""
+
+    def __init__(self, client):
+        self._client = client
+        self.submitted = 0
+
+    def submit(self, *args, **kwargs):
+        self.submitted += 1
+        return self._client.submit(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def _sleep_then_echo(item, *, seconds):
+    time.sleep(seconds.get(item, 0))
+    return item
+
+
+def test_stream_keeps_a_window_of_tasks_and_yields_them_as_they_end(client):
+    counting = _CountingClient(client)
+    items = [f"f{i}.fits" for i in range(9)]
+    order, in_flight = [], []
+    tasks = parallel._stream(counting, _sleep_then_echo, items, window=3, seconds={"f0.fits": 0.5})
+    for i, future in tasks:
+        in_flight.append(counting.submitted - len(order) - 1)  # submitted, not ended
+        assert future.result() == items[i]
+        order.append(i)
+    assert sorted(order) == list(range(9))  # each file once
+    assert order[0] != 0  # the slow first file did not hold back the others
+    assert max(in_flight) <= 3 and counting.submitted == 9
+    # by default the window is two files per worker thread (here 2 threads)
+    assert parallel._window(client, 1) == 4
+
+
+def test_rows_come_back_in_the_order_given(client, model_file, night, tmp_path, monkeypatch):
+    real = parallel._row_on_worker
+
+    def first_is_slow(path, plugin_name, options):
+        if path.endswith("frame_000.fits"):
+            time.sleep(0.5)
+        return real(path, plugin_name, options)
+
+    monkeypatch.setattr(parallel, "_row_on_worker", first_is_slow)
+    files = night[:6]
+    table = parallel.score_files(
+        files, model_file, output_dir=tmp_path, scheduler=client, fpr=FPR, progress_bar=False
+    )
+    assert list(table["file"]) == [str(p) for p in files]
+    assert np.all(table["status"] == "ok")
+
+
+def _children():
+    """This process's child processes, but Python's resource tracker (one per interpreter)."""
+    import psutil
+
+    return [
+        child
+        for child in psutil.Process().children(recursive=True)
+        if "resource_tracker" not in " ".join(_cmdline(child))
+    ]
+
+
+def _cmdline(process):
+    import psutil
+
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def test_local_worker_processes_end_with_the_call(model_file, night, tmp_path):
+    """score_files(n_workers=2) starts two worker processes and leaves none behind."""
+    before = _children()
+    environ = {name: os.environ.get(name) for name in parallel.THREAD_VARIABLES}
+    table = parallel.score_files(
+        night[15:19], model_file, output_dir=tmp_path, n_workers=2, fpr=FPR, progress_bar=False
+    )
+    assert list(table["status"]) == ["ok", "ok", "failed", "ok"]
+    assert _children() == before
+    # the workers' start-up environment did not leak into this process
+    assert {name: os.environ.get(name) for name in parallel.THREAD_VARIABLES} == environ
+
+
+def test_worker_processes_are_ended_if_the_cluster_does_not_stop_them(monkeypatch):
+    """The last resort of the shutdown: a child that outlives the cluster is ended."""
+    import multiprocessing
+
+    before = set(multiprocessing.active_children())
+    stuck = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,))
+    stuck.start()
+    monkeypatch.setattr(stuck, "join", _short_join(stuck.join))
+    t0 = time.perf_counter()
+    parallel._reap_children(before)
+    assert not stuck.is_alive() and stuck.exitcode is not None
+    assert time.perf_counter() - t0 < 30
+
+
+def _short_join(join):
+    def short(timeout=None):
+        return join(timeout=None if timeout is None else min(timeout, 0.2))
+
+    return short
 
 
 def test_a_lost_task_fails_alone(client, model_file, night, tmp_path, monkeypatch):
@@ -278,9 +426,9 @@ def test_cli_score_n_workers(model_file, night, tiny_evaluator, tmp_path, capsys
     real = parallel._new_local_cluster
     sizes = []
 
-    def threads_cluster(n_workers, threads_per_worker, processes):
-        sizes.append((n_workers, threads_per_worker, processes))
-        return real(n_workers, threads_per_worker, False)
+    def threads_cluster(n_workers, threads_per_worker, processes, torch_threads):
+        sizes.append((n_workers, threads_per_worker, processes, torch_threads))
+        return real(n_workers, threads_per_worker, False, torch_threads)
 
     monkeypatch.setattr(parallel, "_new_local_cluster", threads_cluster)
     out = tmp_path / "out"
@@ -289,7 +437,7 @@ def test_cli_score_n_workers(model_file, night, tiny_evaluator, tmp_path, capsys
         "--n-workers", 2, "--fpr", FPR,
     )  # fmt: skip
     assert status == 1  # a file failed
-    assert sizes == [(2, 1, True)]
+    assert sizes == [(2, 1, True, max(1, parallel._cpu_count() // 2))]
     captured = capsys.readouterr()
     assert CORRUPT in captured.err and "Traceback" not in captured.err
     assert "1 of 50 files failed" in captured.err
