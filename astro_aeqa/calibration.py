@@ -425,7 +425,7 @@ class Calibration:
     >>> from astro_aeqa.calibration import Calibration
     >>> cal = Calibration.from_scores(np.linspace(0.1, 0.3, 1000), fpr=0.01)
     >>> round(cal.threshold(0.01), 4), cal.n_reference
-    (0.298, 1000)
+    (0.2982, 1000)
     """
 
     reference_scores: np.ndarray | None = None
