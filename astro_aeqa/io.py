@@ -71,6 +71,7 @@ __all__ = [
     "TRAILS_EXTNAME",
     "AEQA_KEYWORDS",
     "KEYWORDS",
+    "SKYMAP_KEYWORDS",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,15 @@ AEQA_KEYWORDS = {
     "masked_fraction": ("AEQAMFR", "AEQA masked fraction of pixels"),
     "n_trails": ("AEQATRN", "AEQA number of trails (AEQA_TRAILS table)"),
 }
-#: The AEQA header keywords by argument name (``KEYWORDS["score"] == "AEQASCOR"``).
-KEYWORDS = {arg: keyword for arg, (keyword, _) in AEQA_KEYWORDS.items()}
+#: The header keywords of a sky quality map (`astro_aeqa.skymap`): name -> (keyword, comment).
+SKYMAP_KEYWORDS = {
+    "combine": ("AEQACOMB", "how overlapping frames were combined"),
+    "n_frames": ("AEQANFRM", "number of frames in the map"),
+    "max_coverage": ("AEQAMAXC", "most frames on one map pixel"),
+}
+#: The AEQA header keywords by argument name (``KEYWORDS["score"] == "AEQASCOR"``),
+#: the sky quality map's included.
+KEYWORDS = {arg: keyword for arg, (keyword, _) in (AEQA_KEYWORDS | SKYMAP_KEYWORDS).items()}
 _SHA_LENGTH = 16
 
 _OUR_EXTNAMES = (MASK_EXTNAME, UNCERT_EXTNAME, SCORE_EXTNAME, FLAGS_EXTNAME, TRAILS_EXTNAME)

@@ -19,6 +19,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData, NDData
 
 from .exceptions import InputDataError
+from .io import KEYWORDS, SKYMAP_KEYWORDS
 from .utils import save_figure_atomic, write_hdulist_atomic
 from .utils._optional import _MissingDependency
 
@@ -168,9 +169,9 @@ def sky_quality_map(
     covered = coverage > 0.5
     array = np.where(covered, array, np.nan).astype(np.float32)
     meta = fits.Header()
-    meta["AEQACOMB"] = (combine, "how overlapping frames were combined")
-    meta["AEQANFRM"] = (len(maps), "number of frames in the map")
-    meta["AEQAMAXC"] = (int(round(coverage.max())), "most frames on one map pixel")
+    values = {"combine": combine, "n_frames": len(maps), "max_coverage": int(round(coverage.max()))}
+    for name, (keyword, comment) in SKYMAP_KEYWORDS.items():
+        meta[keyword] = (values[name], comment)
     return CCDData(array, wcs=wcs_out, unit=u.dimensionless_unscaled, mask=~covered, meta=meta)
 
 
@@ -228,13 +229,14 @@ def plot_sky_quality_map(skymap, *, path=None, overwrite=False, cmap="viridis", 
     finite = data.compressed()
     vmax = np.percentile(finite, 99.5) if finite.size else 1.0
     im = ax.imshow(data, origin="lower", cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
-    fig.colorbar(im, ax=ax, label=f"AEQA patch score ({skymap.meta.get('AEQACOMB', 'mean')})")
+    combined = skymap.meta.get(KEYWORDS["combine"], "mean")
+    fig.colorbar(im, ax=ax, label=f"AEQA patch score ({combined})")
     ax.coords[0].set_axislabel("Right ascension")
     ax.coords[1].set_axislabel("Declination")
     ax.coords.grid(color="0.6", alpha=0.5, linestyle=":")
     if title is None:
-        n = skymap.meta.get("AEQANFRM", "?")
-        title = f"Sky quality map: {skymap.meta.get('AEQACOMB', 'mean')} of {n} frames"
+        n = skymap.meta.get(KEYWORDS["n_frames"], "?")
+        title = f"Sky quality map: {combined} of {n} frames"
     ax.set_title(title)
     if path is not None:
         save_figure_atomic(fig, path, overwrite=overwrite)
