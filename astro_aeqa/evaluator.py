@@ -131,6 +131,13 @@ class AEQualityEvaluator:
         but the first frame waits tens of seconds for the compilation, so it
         pays for batches of frames, not for one. Default `False`.
 
+    Attributes
+    ----------
+    calibration_ : `~astro_aeqa.calibration.Calibration`
+        The calibration on clean frames (set by `fit`, `calibrate`, `load`).
+    reconstructor_ : `~astro_aeqa.nn.Reconstructor`
+        Runs the network: device, precision, compilation, batches of tiles.
+
     Notes
     -----
     A frame is scored on as many threads as torch may use
