@@ -85,12 +85,22 @@ def _block_view(a, b):
     return a[: ny * b, : nx * b].reshape(ny, b, nx, b)
 
 
-def _bin(snr, valid, b):
-    """Binned S/N (the sum over valid pixels over its square root) and valid fraction."""
+def _bin(snr, valid, b, sums=None):
+    """Binned S/N (the sum over valid pixels over its square root) and valid fraction.
+
+    ``sums = (total, count, b0)``: the sums of a finer binning ``b0`` that
+    divides ``b``, binned further instead of the frame.
+    """
     if b == 1:
         return snr.astype(np.float32, copy=True), valid.astype(np.float32)
-    total = _block_view(snr, b).sum(axis=(1, 3), dtype=np.float64)
-    count = _block_view(valid, b).sum(axis=(1, 3), dtype=np.float64)
+    if sums is not None and b % sums[2] == 0:
+        r = b // sums[2]
+        ny, nx = snr.shape[0] // b, snr.shape[1] // b
+        total = _block_view(sums[0][: ny * r, : nx * r], r).sum(axis=(1, 3))
+        count = _block_view(sums[1][: ny * r, : nx * r], r).sum(axis=(1, 3))
+    else:
+        total = _block_view(snr, b).sum(axis=(1, 3), dtype=np.float64)
+        count = _block_view(valid, b).sum(axis=(1, 3), dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = total / np.sqrt(count)
     frac = count / b**2
@@ -373,29 +383,54 @@ class _Finder:
         self.bleed_peak = bleed_peak
         self.stars = np.zeros((0, 4))  # x, y, radius, peak (full-resolution pixels)
 
-    def refine(self, theta, rho, width_guess, half_band):
-        """Refine a line; return a dict or None."""
+    def refine(self, theta, rho, width_guess, half_band, *, near=None, coarse=1):
+        """Refine a line; return a dict or None.
+
+        ``near = (x, y, reach)`` keeps the search within ``reach`` pixels of
+        ``(x, y)`` along the line (a short candidate), unless the trail found
+        runs to that limit. ``coarse`` samples every ``coarse``-th row along
+        the line in the first iterations (large frames).
+        """
         f = self.f
         for _ in range(3):
             chord = _chord(f.shape, theta, rho)
             if chord is None:
                 return None
-            t0, t1 = chord
-            res = self._measure(theta, rho, t0, t1, width_guess, half_band)
+            res = self._measure(
+                theta,
+                rho,
+                *chord,
+                width_guess,
+                half_band,
+                window=_window(theta, near),
+                step_t=coarse,
+            )
             if res is None or res["snr"] < 0.5 * self.min_snr:
                 return None  # nothing there: do not spend more time on it
-            theta, rho, t0, t1, sigma = res["theta"], res["rho"], res["t0"], res["t1"], res["sigma"]
+            theta, rho, sigma = res["theta"], res["rho"], res["sigma"]
             width_guess = sigma * _FWHM_PER_SIGMA
             half_band = min(max(4.0, 4 * width_guess), 2 * self.max_width)
         chord = _chord(f.shape, theta, rho)
         if chord is None:
             return None
-        return self._measure(theta, rho, *chord, width_guess, half_band, final=True)
+        window = _window(theta, near)
+        res = self._measure(theta, rho, *chord, width_guess, half_band, final=True, window=window)
+        if (
+            res is not None
+            and window is not None
+            and (res["t0"] <= window[0] + 2 or res["t1"] >= window[1] - 2)
+        ):
+            # it runs on: a longer trail than the candidate
+            res = self._measure(theta, rho, *chord, width_guess, half_band, final=True)
+        return res
 
-    def _measure(self, theta, rho, t0, t1, width_guess, half_band, final=False):
+    def _measure(
+        self, theta, rho, t0, t1, width_guess, half_band, final=False, window=None, step_t=1
+    ):
         f = self.f
         c, s = np.cos(theta), np.sin(theta)
-        ts = np.arange(np.ceil(t0), np.floor(t1) + 1.0)
+        lo, hi = (t0, t1) if window is None else (max(t0, window[0]), min(t1, window[1]))
+        ts = np.arange(np.ceil(lo), np.floor(hi) + 1.0, 1 if final else step_t)
         if ts.size < 3:
             return None
         step = 0.5 if half_band < 12 else (1.0 if half_band < 40 else 2.0)
@@ -708,7 +743,16 @@ def find_trails(
         return _empty_table()
 
     b = max(1, int(np.ceil(max(shape) / search_size)))
-    z, frac = _bin(snr, good, b)
+    # the short-segment search bins to ~1024 pixels a side: its sums serve here too
+    b0 = max(1, int(np.ceil(max(shape) / 1024)))
+    sums = None
+    if b0 > 1 and b % b0 == 0:
+        sums = (
+            _block_view(snr, b0).sum(axis=(1, 3), dtype=np.float64),
+            _block_view(good, b0).sum(axis=(1, 3), dtype=np.float64),
+            b0,
+        )
+    z, frac = _bin(snr, good, b, sums)
     zgood = frac >= 0.5
     block = max(8, int(round(128 / b)))
     stats = _local_stats(z, zgood, block)
@@ -720,11 +764,14 @@ def find_trails(
     z = z.astype(np.float32)
 
     # full-resolution background and noise: per pixel, from a subsample
-    pstats = _local_stats(snr[::2, ::2], good[::2, ::2], max(8, 64))
+    # (every other pixel, every fourth on frames binned by 8 or more)
+    st = 4 if b >= 8 else 2
+    pstats = _local_stats(snr[::st, ::st], good[::st, ::st], max(8, 128 // st))
     if pstats is None:
         return _empty_table()
     pbg, psd, pcell = pstats
-    frame = _Frame(snr, good, pbg, psd, (2 * pcell[0], 2 * pcell[1]))
+    frame = _Frame(snr, good, pbg, psd, (st * pcell[0], st * pcell[1]))
+    frame.sums = sums
 
     finder = _Finder(
         frame,
@@ -788,9 +835,9 @@ def find_trails(
     def accept(res, method):
         trails.append((res, method))
 
-    def process(theta, rho, width, method):
+    def process(theta, rho, width, method, near=None):
         half_band = min(max(6.0, 3 * width, 2.0 * b), 2 * max_width)
-        res = finder.refine(theta, rho, width, half_band)
+        res = finder.refine(theta, rho, width, half_band, near=near, coarse=max(1, b // 2))
         if res is None:
             return None, "lost"
         why = finder.judge(res)
@@ -887,11 +934,11 @@ def find_trails(
         keep &= ~band
 
     if short_snr is not None and len(trails) < n_max:
-        _short_search(snr, good, b, frame.star_bin, trails, process, clip=clip, threshold=short_snr)
+        _short_search(frame, b, trails, process, clip=clip, threshold=short_snr)
     return _to_table(trails)
 
 
-def _short_search(snr, good, b, star_bin, trails, process, *, clip, threshold, n_refine=8):
+def _short_search(frame, b, trails, process, *, clip, threshold, n_refine=8):
     """Short and faint segments: a multi-scale segment search at fine binning.
 
     The line transform above runs on a frame binned to ~512 pixels, where a
@@ -901,15 +948,16 @@ def _short_search(snr, good, b, star_bin, trails, process, *, clip, threshold, n
     to 64 rows (or columns) of it, and of it binned twice more, are summed
     by a partial fast Radon transform; the most significant are refined.
     """
+    snr, good, star_bin = frame.snr, frame.valid, frame.star_bin
     shape = snr.shape
     b0 = max(1, int(np.ceil(max(shape) / 1024)))
-    z0, frac = _bin(snr, good, b0)
+    z0, frac = _bin(snr, good, b0, getattr(frame, "sums", None))
     zgood = frac >= 0.5
-    stats = _local_stats(z0, zgood, max(8, int(round(128 / b0))))
-    if stats is None:
-        return
-    bg, sd, cell = stats
-    z0 = (z0 - _upsample(bg, cell, z0.shape)) / _upsample(sd, cell, z0.shape)
+    # the frame's own background and noise (a binned pixel's background is
+    # sqrt(n) times a pixel's; the scale of each plane is measured below)
+    cell = (frame.cell[0] / b0, frame.cell[1] / b0)
+    z0 -= _upsample(frame.bg, cell, z0.shape) * np.sqrt(frac * b0**2)
+    z0 /= _upsample(frame.noise, cell, z0.shape)
     np.clip(z0, -clip, clip, out=z0)
     z0[~zgood] = 0
     if star_bin is not None:
@@ -968,7 +1016,8 @@ def _short_search(snr, good, b, star_bin, trails, process, *, clip, threshold, n
         rho = mx * np.cos(theta) + my * np.sin(theta)
         tried.append((theta, rho, mx, my))
         n += 1
-        res, why = process(theta, rho, max(2.0, 1.5 * big), "short")
+        reach = 2 * np.hypot(xb - xa, yb - ya) + 32
+        res, why = process(theta, rho, max(2.0, 1.5 * big), "short", near=(mx, my, reach))
         if res is not None and "theta_used" in res:
             looked.append(res)
         log.debug(
@@ -1065,6 +1114,15 @@ def _segment_candidates(img, *, kmin, kmax, threshold, n_best):
                 out.append((float(v), xa, ya, xb, yb))
     out.sort(key=lambda r: -r[0])
     return out
+
+
+def _window(theta, near):
+    """Along-line limits ``(lo, hi)`` within ``reach`` of a point, or None."""
+    if near is None:
+        return None
+    x, y, reach = near
+    t = -x * np.sin(theta) + y * np.cos(theta)
+    return t - reach, t + reach
 
 
 def _on_trail(xs, ys, b, extra=0.0):
