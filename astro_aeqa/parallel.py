@@ -727,7 +727,7 @@ def read_summary_rows(path):
     if missing:
         msg = (
             f"{path}: not a summary table of astro_aeqa (missing {', '.join(map(str, missing))}); "
-            "move it away, or pass overwrite (--overwrite) to replace it"
+            "move it away, or pass overwrite=True to replace it"
         )
         raise ValueError(msg)
     rows = []

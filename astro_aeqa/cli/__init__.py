@@ -141,8 +141,8 @@ def main(argv=None):
         if args.traceback:
             raise
         message = " ".join(str(exc).split())  # one line, even for multi-line messages
-        if isinstance(exc, FileExistsError):  # the library names its keyword, not the option
-            message = message.replace("overwrite=True", "--overwrite")
+        # the library names its keyword, the command its option
+        message = message.replace("pass overwrite=True", "pass --overwrite")
         print(f"aeqa {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
