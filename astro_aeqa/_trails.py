@@ -564,6 +564,95 @@ class _Finder:
             out["theta_used"], out["rho_used"] = theta, rho
         return out
 
+    def grow_ends(self, res, *, level=3.0, gap=3):
+        """Carry a trail's end points over a bright, saturated end (a meteor's head).
+
+        Pixels saturated or masked on input are left out of the search, so a
+        trail stops where its core is invalid. Beyond each end, a row across
+        the line still belongs to the trail while its centre is invalid and
+        the valid pixels beside it are bright (``level`` sigma), or while its
+        centre itself is that bright; ``gap`` rows may fail in a row.
+        """
+        f = self.f
+        theta, rho = res["theta_used"], res["rho_used"]
+        c, s = np.cos(theta), np.sin(theta)
+        fwhm = res["sigma"] * _FWHM_PER_SIGMA
+        core = max(1.5, 0.75 * fwhm)
+        ds = np.arange(-np.ceil(core + 10), np.ceil(core + 10) + 0.5)
+        inner = np.abs(ds) <= core
+        near = (np.abs(ds) <= core + 4) & ~inner
+        heads = []
+        length = res["t1"] - res["t0"]
+        reach = int(max(30.0, 0.5 * length))
+        chord = _chord(f.shape, theta, rho)
+        if chord is None:
+            return res
+        for sign, key in ((-1, "t0"), (1, "t1")):
+            t_end = res[key]
+            ts = t_end + sign * np.arange(1, reach + 1)
+            ts = ts[(ts >= chord[0]) & (ts <= chord[1])]
+            if ts.size == 0:
+                continue
+            xs = (rho + ds)[None, :] * c - ts[:, None] * s
+            ys = (rho + ds)[None, :] * s + ts[:, None] * c
+            coords = np.array([ys.ravel(), xs.ravel()])
+            v = ndimage.map_coordinates(f.snr, coords, order=1, mode="nearest").reshape(xs.shape)
+            ok = ndimage.map_coordinates(f.valid, coords, order=0, mode="nearest")
+            ok = ok.reshape(xs.shape).astype(bool)
+            v = np.where(ok, v, np.nan)
+            with np.errstate(all="ignore"):
+                centre = nanmean(v[:, inner], axis=1)
+                side = nanmedian(v[:, near], axis=1)
+            saturated = (~ok[:, inner]).any(axis=1) & (side >= level)
+            bright = centre >= level
+            on = np.nan_to_num(saturated | bright).astype(bool)
+            last, misses = 0, 0
+            for k, flag in enumerate(on):
+                if flag:
+                    last, misses = k + 1, 0
+                else:
+                    misses += 1
+                    if misses > gap:
+                        break
+            if last:
+                res[key] = float(ts[last - 1])
+                # where the head lies across the band, and how wide it is: the
+                # run of bright or invalid pixels through the middle of each row
+                lit = ~ok | (np.nan_to_num(v) >= level)
+                rows = np.flatnonzero(on[:last])
+                offs, widths = [], []
+                for r in rows:
+                    lab, _ = ndimage.label(lit[r])
+                    mid = lab[np.abs(ds) <= core]
+                    mid = mid[mid > 0]
+                    if mid.size:
+                        sel = np.isin(lab, np.unique(mid))
+                        offs.append(ds[sel].mean())
+                        widths.append(ds[sel].max() - ds[sel].min() + 1)
+                if len(offs) >= 3 and np.median(widths) > 2 * (1.5 * fwhm + 1) - 1:
+                    tt = ts[rows[: len(offs)]] if len(offs) == rows.size else None
+                    if tt is not None:
+                        a, b0 = np.polyfit(tt, offs, 1)
+                        heads.append((tt[0], tt[-1], a, b0, float(np.median(widths))))
+        t0, t1 = res["t0"], res["t1"]
+        res["x0"], res["y0"] = rho * c - t0 * s, rho * s + t0 * c
+        res["x1"], res["y1"] = rho * c - t1 * s, rho * s + t1 * c
+        # a head wider than the trail's mask: its own band (method 'head')
+        res["heads"] = []
+        for ta, tb, a, b0, width in heads:
+            da, db = b0 + a * ta, b0 + a * tb
+            res["heads"].append(
+                {
+                    "x0": (rho + da) * c - ta * s,
+                    "y0": (rho + da) * s + ta * c,
+                    "x1": (rho + db) * c - tb * s,
+                    "y1": (rho + db) * s + tb * c,
+                    # the mask reaches 1.5 FWHM + 1 pixel each side
+                    "fwhm": max((width / 2 + 1) / 1.5, fwhm),
+                }
+            )
+        return res
+
     def judge(self, res):
         """Why a refined candidate is not a trail (a string), or None if it is."""
         length = res["t1"] - res["t0"] + 1
@@ -576,8 +665,10 @@ class _Finder:
             return "clumpy"
         if fwhm > self.max_width:
             return "wide"
-        if length < 6 * fwhm:
-            return "blob"  # wide and short: a galaxy or a blend
+        if length < 6 * fwhm or (fwhm > 8 and length < 20 * fwhm):
+            # wide and short: a galaxy or a blend; a wide one (sky structure, a
+            # cloud's edge, the horizon glow) must be long to be a trail
+            return "blob"
         if (length < 8 * fwhm or (res["amp"] < 3 and length < 15 * fwhm)) and res["evenness"] < 0.8:
             # a short and wide one, or a faint one, must be even along its
             # length: an edge-on galaxy is brightest in its middle
@@ -592,7 +683,9 @@ class _Finder:
         line_angle = (theta + np.pi / 2) % (np.pi / 2)
         # (a short one is measured less well: a 50-pixel piece of a 3-pixel bleed
         # column may come out a few degrees off its axis)
-        tolerance = max(np.deg2rad(self.bleed_angle), np.arctan(2 * fwhm / length))
+        tolerance = np.deg2rad(self.bleed_angle)
+        if res["amp"] >= self.bleed_peak:
+            tolerance = max(tolerance, np.arctan(2 * fwhm / length))
         axis_aligned = min(line_angle, np.pi / 2 - line_angle) <= tolerance
         near_star = False
         if self.stars.size:
@@ -616,13 +709,16 @@ class _Finder:
                     return "spike"
         # a bleed runs along a detector axis from a saturated star: a star, saturated
         # (invalid) pixels on the line, or a saturation-like brightness
-        if axis_aligned and _along_edge(res, self.f.shape, 3 * fwhm + 3):
+        off_axis = min(line_angle, np.pi / 2 - line_angle)
+        if off_axis <= max(tolerance, np.deg2rad(3.0)) and _along_edge(
+            res, self.f.shape, 3 * fwhm + 3
+        ):
             return "edge"  # a first or last column or row: a detector defect
         short = length <= 0.5 * max(self.f.shape)
         if (
             axis_aligned
             and short
-            and (near_star or res["gaps"] >= 0.1 or res["amp"] >= self.bleed_peak)
+            and (near_star or res["gaps"] >= 0.25 or res["amp"] >= self.bleed_peak)
         ):
             return "bleed"
         return None
@@ -833,7 +929,7 @@ def find_trails(
     trails = []
 
     def accept(res, method):
-        trails.append((res, method))
+        trails.append((finder.grow_ends(res), method))
 
     def process(theta, rho, width, method, near=None):
         half_band = min(max(6.0, 3 * width, 2.0 * b), 2 * max_width)
@@ -1234,23 +1330,27 @@ def _to_table(trails):
         return t
     rows = sorted(trails, key=lambda r: -r[0]["snr"])
     cols = {name: [] for name in TRAIL_COLUMNS}
-    for res, method in rows:
-        theta_n = res["theta_used"]
-        pa = np.rad2deg(theta_n + np.pi / 2) % 180.0
-        # rho along the normal at pa + 90 degrees: flip sign with the normal
+
+    def add(r, fwhm, peak, snr, method):
+        pa = np.rad2deg(np.arctan2(r["y1"] - r["y0"], r["x1"] - r["x0"])) % 180.0
+        # rho along the normal at pa + 90 degrees
         normal = np.deg2rad(pa + 90.0)
-        mx, my = 0.5 * (res["x0"] + res["x1"]), 0.5 * (res["y0"] + res["y1"])
-        cols["x0"].append(res["x0"])
-        cols["y0"].append(res["y0"])
-        cols["x1"].append(res["x1"])
-        cols["y1"].append(res["y1"])
+        mx, my = 0.5 * (r["x0"] + r["x1"]), 0.5 * (r["y0"] + r["y1"])
+        for k in ("x0", "y0", "x1", "y1"):
+            cols[k].append(r[k])
         cols["theta"].append(pa)
         cols["rho"].append(mx * np.cos(normal) + my * np.sin(normal))
-        cols["fwhm"].append(res["sigma"] * _FWHM_PER_SIGMA)
-        cols["peak"].append(res["amp"])
-        cols["snr"].append(res["snr"])
-        cols["length"].append(np.hypot(res["x1"] - res["x0"], res["y1"] - res["y0"]) + 1)
+        cols["fwhm"].append(fwhm)
+        cols["peak"].append(peak)
+        cols["snr"].append(snr)
+        cols["length"].append(np.hypot(r["x1"] - r["x0"], r["y1"] - r["y0"]) + 1)
         cols["method"].append(method)
+
+    for res, method in rows:
+        add(res, res["sigma"] * _FWHM_PER_SIGMA, res["amp"], res["snr"], method)
+        # a saturated head wider than the trail: the row after its trail
+        for head in res.get("heads", ()):
+            add(head, head["fwhm"], res["amp"], res["snr"], "head")
     return QTable(cols, names=TRAIL_COLUMNS)
 
 
