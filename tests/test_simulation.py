@@ -427,3 +427,27 @@ def test_galaxy_flux_conserved():
     xy = (sim.catalog["x"][0], sim.catalog["y"][0])
     phot = aperture_photometry(sim.ccd.data - sky_adu(sim), CircularAperture(xy, r=60))
     assert phot["aperture_sum"][0] == pytest.approx(sim.catalog["flux_adu"][0].value, rel=0.03)
+
+
+def test_large_clouds_cover_and_scattered_light():
+    """cloud_cover sets the clouded fraction; cloud_scatter decides whether the sky dims,
+    stays or brightens under the cloud."""
+    kwargs = dict(
+        shape=(256, 256), instrument=PAPER_2P5M, fwhm=0.7 * u.arcsec, background="cloud",
+        level=0.9, outer_scale=1024, seed=3, n_stars=0, n_galaxies=0,
+    )
+    clear = simulate_image(**{**kwargs, "background": None}).ccd.data
+    skies = {}
+    for scatter in (0.0, 1.0, 2.5):
+        sim = simulate_image(**kwargs, cloud_cover=0.8, cloud_scatter=scatter)
+        assert abs((sim.truth > 0).mean() - 0.8) < 0.01
+        assert sim.ccd.meta["CLDSCAT"] == scatter
+        deep = sim.truth > 0.5
+        skies[scatter] = np.median(sim.ccd.data[deep]) / np.median(clear[deep])
+    assert skies[0.0] < 0.9  # dims with the stars (the bias stays)
+    assert abs(skies[1.0] - 1) < 0.02  # a dark site: the sky stays
+    assert skies[2.5] > 1.2  # lit cloud
+    with pytest.raises(ValueError, match="not both"):
+        simulate_image(**kwargs, cloud_cover=0.5, cloud_threshold=0.2)
+    with pytest.raises(ValueError, match="cloud_scatter"):
+        simulate_image(**kwargs, cloud_cover=0.5, cloud_scatter=-1)

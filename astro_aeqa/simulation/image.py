@@ -420,6 +420,8 @@ def _simulate(
     date_obs,
     extra_meta,
     n_bright=2,
+    cloud_cover=None,
+    cloud_scatter=None,
 ):
     ny, nx = shape
     names = _check_backgrounds(background)
@@ -500,10 +502,14 @@ def _simulate(
         screen = (
             cloud_screen if cloud_screen is not None else bg.screen_for(shape, rng, outer_scale)
         )
+        if cloud_cover is not None:  # the screen's quantile that leaves 1 - cover clear
+            cloud_threshold = float(np.quantile(screen, 1.0 - cloud_cover))
         ext = bg.cloud(screen, levels["cloud"], cloud_threshold)
         # Lit clouds, as in the paper's sec. 3.2: the light they reflect (moon, town)
         # exceeds the sky they block, so a cloud brightens the sky by ext * (scatter - 1).
-        scatter = float(rng.uniform(1.5, 3.0))
+        scatter = float(rng.uniform(1.5, 3.0))  # drawn always: a seed gives the same frame
+        if cloud_scatter is not None:
+            scatter = float(cloud_scatter)
         transmission = 1.0 - ext
         extra_sky += ext * scatter * sky_e
         components["cloud"] = ext
@@ -651,6 +657,8 @@ def simulate_image(
     rotation=0 * u.deg,
     outer_scale=None,
     cloud_threshold=0.0,
+    cloud_cover=None,
+    cloud_scatter=None,
     n_trails=1,
     date_obs=None,
     seed=None,
@@ -715,6 +723,16 @@ def simulate_image(
     cloud_threshold : float, optional
         Screen values below it are clear sky (0, the default, is the paper's
         coverage: extinction = level x screen everywhere).
+    cloud_cover : float, optional
+        Fraction of the frame under cloud, in (0, 1]: sets ``cloud_threshold``
+        to the screen's ``1 - cloud_cover`` quantile (give one of the two).
+        With an ``outer_scale`` larger than the frame, a cover of 0.5-0.95
+        makes the large smooth clouds that leave a clear corner.
+    cloud_scatter : float, optional
+        The cloud's scattered light in units of the extinction times the
+        sky: 0 dims the sky with the stars, 1 dims the stars alone (a dark
+        site), above 1 brightens the sky (a lit cloud). Default: drawn
+        from 1.5-3 for each frame.
     n_trails : int, optional
         Number of satellite trails.
     date_obs : str or `~astropy.time.Time`, optional
@@ -779,6 +797,19 @@ def simulate_image(
         )
     else:
         sources = _catalog_sources(catalog, mag_column, instrument, rng)
+    if cloud_cover is not None:
+        if cloud_threshold != 0.0:
+            msg = "give cloud_cover or cloud_threshold, not both"
+            raise ValueError(msg)
+        cloud_cover = check_fraction(cloud_cover, "cloud_cover")
+        if cloud_cover == 0.0:
+            msg = "cloud_cover must be above 0 (background=None makes a clear frame)"
+            raise ValueError(msg)
+    if cloud_scatter is not None:
+        cloud_scatter = float(cloud_scatter)
+        if not (np.isfinite(cloud_scatter) and cloud_scatter >= 0):
+            msg = f"cloud_scatter must be a finite number >= 0, got {cloud_scatter}"
+            raise ValueError(msg)
     date_obs = Time(date_obs if date_obs is not None else _DEFAULT_DATE).isot
     extra = {"SEED": (str(seed) if seed is not None else "none", "random seed")}
     return _simulate(
@@ -803,6 +834,8 @@ def simulate_image(
         n_trails=int(n_trails),
         date_obs=date_obs,
         extra_meta=extra,
+        cloud_cover=cloud_cover,
+        cloud_scatter=cloud_scatter,
     )
 
 
