@@ -1030,11 +1030,11 @@ def find_trails(
         keep &= ~band
 
     if short_snr is not None and len(trails) < n_max:
-        _short_search(frame, b, trails, process, clip=clip, threshold=short_snr)
+        _short_search(frame, b, trails, process, clip=clip, threshold=short_snr, stars=finder.stars)
     return _to_table(trails)
 
 
-def _short_search(frame, b, trails, process, *, clip, threshold, n_refine=8):
+def _short_search(frame, b, trails, process, *, clip, threshold, stars, n_refine=12):
     """Short and faint segments: a multi-scale segment search at fine binning.
 
     The line transform above runs on a frame binned to ~512 pixels, where a
@@ -1073,7 +1073,7 @@ def _short_search(frame, b, trails, process, *, clip, threshold, n_refine=8):
     if seg is not None:
         compact = (seg["major"] < 2.0 * seg["minor"]) | (np.sqrt(12.0) * seg["major"] < 12)
         # (pieces of a faint trail are not peaked)
-        compact &= seg["peak"] >= 10.0
+        compact &= seg["peak"] >= 8.0
         compact[0] = False
         out = ndimage.binary_dilation(compact[labels], _EIGHT, iterations=2)
         z0[out] = 0
@@ -1097,6 +1097,7 @@ def _short_search(frame, b, trails, process, *, clip, threshold, n_refine=8):
             )
     cands.sort(key=lambda r: -r[0])
     tried, looked = [], []
+    bright = stars[stars[:, 3] >= 50.0] if stars.size else np.zeros((0, 4))
     n = 0
     for z, xa, ya, xb, yb, big in cands:
         if n >= n_refine:
@@ -1105,11 +1106,16 @@ def _short_search(frame, b, trails, process, *, clip, threshold, n_refine=8):
         theta = np.arctan2(-(xb - xa), yb - ya)
         if any(_on_trail(np.array([mx]), np.array([my]), other)[0] for other, _ in trails):
             continue
+        if bright.size and np.any(
+            np.hypot(bright[:, 0] - mx, bright[:, 1] - my) <= 3 * bright[:, 2] + 8
+        ):
+            continue  # in the halo of a bright star: its rings and spikes
         if any(_on_trail(np.array([mx]), np.array([my]), other, extra=4)[0] for other in looked):
             continue  # on a line refined already (a galaxy, a chain of stars)
         if any(np.hypot(mx - x, my - y) <= 16 * big for _, _, x, y in tried):
             continue  # one refinement per place
-        rho = mx * np.cos(theta) + my * np.sin(theta)
+        seg_len = np.hypot(xb - xa, yb - ya)
+        theta, rho = _scan_line(frame, theta, mx, my, seg_len, 1.5 * big, clip)
         tried.append((theta, rho, mx, my))
         n += 1
         reach = 2 * np.hypot(xb - xa, yb - ya) + 32
@@ -1210,6 +1216,39 @@ def _segment_candidates(img, *, kmin, kmax, threshold, n_best):
                 out.append((float(v), xa, ya, xb, yb))
     out.sort(key=lambda r: -r[0])
     return out
+
+
+def _scan_line(frame, theta, mx, my, length, width, clip):
+    """The angle and offset that best fit a short candidate through ``(mx, my)``.
+
+    The transform's slopes are coarse for short segments and a segment of the
+    noise may tilt it: angles within a few of its steps and offsets within a
+    few pixels are tried with a matched filter over twice its length.
+    """
+    step = 1.0 / max(length, 16.0)
+    thetas = theta + step * np.arange(-4, 5)
+    offsets = np.arange(-3.0, 3.5, 0.5)
+    ds = np.arange(-10.0, 10.5, 0.5)
+    ts = np.arange(-length, length + 1.0)
+    sigma = max(width / _FWHM_PER_SIGMA, 0.6)
+    best = (-np.inf, theta, 0.0)
+    for th in thetas:
+        c, s = np.cos(th), np.sin(th)
+        r0 = mx * c + my * s
+        t0 = -mx * s + my * c
+        xs = (r0 + ds)[None, :] * c - (t0 + ts)[:, None] * s
+        ys = (r0 + ds)[None, :] * s + (t0 + ts)[:, None] * c
+        v = frame.sample(xs, ys)
+        v = np.nan_to_num(np.clip(v, -clip, clip))
+        for off in offsets:
+            g = np.exp(-0.5 * ((ds - off) / sigma) ** 2)
+            m = v @ (g / np.sqrt(np.sum(g**2)))
+            i, j = _kadane(m - 0.5 * max(np.median(m[m > 0]) if (m > 0).any() else 1.0, 1.0))
+            score = m[i:j].sum() / np.sqrt(max(j - i, 1))
+            if score > best[0]:
+                best = (score, th, off)
+    _, th, off = best
+    return th, mx * np.cos(th) + my * np.sin(th) + off
 
 
 def _window(theta, near):
