@@ -184,3 +184,62 @@ def test_trail_mask_width_and_end_points():
     out = np.zeros((100, 100), bool)
     out[0, 0] = True
     assert trail_mask((100, 100), trails, out=out) is out and out[0, 0]
+
+
+@pytest.fixture(scope="module")
+def large_star_field():
+    # 1024 x 1024: the line transform runs on the frame binned by 2, where a
+    # 50-pixel trail is 25 binned pixels long
+    return to_snr(simulate_image((1024, 1024), instrument=PAPER_2P5M, seed=12))
+
+
+@pytest.mark.parametrize(
+    ("x0", "y0", "angle", "fwhm"),
+    [
+        (122, 703, 1.69, 1.0),
+        (263, 310, 2.36, 1.0),
+        (869, 680, 1.70, 6.0),
+    ],
+)
+def test_short_faint_trail_found(large_star_field, x0, y0, angle, fwhm):
+    # peak 2 sigma, 50 pixels: a matched-filter S/N of 12-30, found by the
+    # short-segment search
+    snr, valid = large_star_field
+    snr = snr.copy()
+    truth = add_trail(snr, x0=x0, y0=y0, angle=angle, length=50, fwhm=fwhm, peak=2.0)
+    trails = find_trails(snr, valid)
+    assert len(trails) == 1
+    recall, false_rate = rates(trail_mask(snr.shape, trails), truth)
+    assert recall >= 0.95
+    assert false_rate <= 0.001
+    assert trails["length"][0] == pytest.approx(50, abs=12)
+
+
+def test_meteor_head_masked(star_field):
+    # a meteor: a thin tail and a bright, wider head whose core is saturated
+    # (invalid, as the evaluator passes saturated pixels)
+    snr, valid = star_field
+    snr = snr.copy()
+    yy, xx = np.mgrid[:512, :512].astype(np.float32)
+    x0, y0, angle, length = 80.0, 300.0, -0.15, 260.0
+    ux, uy = np.cos(angle), np.sin(angle)
+    t = (xx - x0) * ux + (yy - y0) * uy
+    d = -(xx - x0) * uy + (yy - y0) * ux
+    tail = (t >= 0) & (t <= length)
+    head = (t > length) & (t <= length + 50)
+    snr += (6.0 * np.exp(-0.5 * (d / (2.0 / 2.3548)) ** 2) * tail).astype(np.float32)
+    snr += (
+        2000.0
+        * np.exp(-0.5 * (d / (5.0 / 2.3548)) ** 2)
+        * np.exp(-0.5 * ((t - length - 25) / 15) ** 2)
+        * head
+    ).astype(np.float32)
+    usable = valid & (snr < 500)
+    trails = find_trails(np.where(usable, snr, 0), usable)
+    assert "head" in list(trails["method"])
+    mask = trail_mask(SHAPE, trails)
+    head_pixels = head & (np.abs(d) <= 4)
+    tail_pixels = tail & (np.abs(d) <= 3)
+    assert mask[head_pixels].mean() >= 0.95
+    assert mask[tail_pixels].mean() >= 0.95
+    assert mask[~(head_pixels | tail_pixels)].mean() <= 0.01
