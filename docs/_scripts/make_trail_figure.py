@@ -1,9 +1,9 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """
 Make ``docs/figures/trails.png``: a simulated star field with a faint
-satellite trail (peak 2 sigma per pixel, FWHM 3 pixels) and a short bright
-meteor, the trails `astro_aeqa._trails.find_trails` finds and the pixel mask
-of `~astro_aeqa._trails.trail_mask`.
+satellite trail (peak 2 sigma per pixel, FWHM 3 pixels), a short faint one
+(50 pixels, peak 2 sigma) and a short bright meteor, the trails
+`astro_aeqa._trails.find_trails` finds and the pixel mask of `~astro_aeqa._trails.trail_mask`.
 
 Run from the repository root (a few seconds)::
 
@@ -24,6 +24,7 @@ from astro_aeqa.preprocessing import sky_statistics  # noqa: E402
 from astro_aeqa.simulation import PAPER_2P5M, simulate_image  # noqa: E402
 
 OUT = Path(__file__).parents[1] / "figures" / "trails.png"
+SHORT = (600.0, 250.0, 1.9)
 
 
 def segment(snr, *, x0, y0, angle, length, fwhm, peak):
@@ -46,13 +47,15 @@ def main():
     snr = (data - stats.level) / stats.noise
     segment(snr, x0=-10, y0=120, angle=0.45, length=1000, fwhm=3.0, peak=2.0)
     segment(snr, x0=480, y0=560, angle=2.6, length=90, fwhm=2.5, peak=12.0)
-    trails = find_trails(snr, valid)
+    # a short faint trail: 50 pixels of peak 2 sigma
+    segment(snr, x0=SHORT[0], y0=SHORT[1], angle=SHORT[2], length=50, fwhm=2.0, peak=2.0)
+    trails = find_trails(np.where(valid, snr, 0), valid)
     mask = trail_mask(snr.shape, trails)
 
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.8), sharex=True, sharey=True)
     kw = {"origin": "lower", "cmap": "gray", "vmin": -2, "vmax": 5, "interpolation": "nearest"}
     axes[0].imshow(snr, **kw)
-    axes[0].set_title("S/N: trail of peak 2 sigma, meteor")
+    axes[0].set_title("S/N: trails of peak 2 sigma (long, 50 px), meteor")
     axes[1].imshow(snr, **kw)
     for row in trails:
         axes[1].plot([row["x0"], row["x1"]], [row["y0"], row["y1"]], "-", color="tab:red", lw=1)
