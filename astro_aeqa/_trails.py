@@ -29,8 +29,17 @@ a star-cleaned image) and of a matched filter:
    diffraction spike (short, reaching out from a bright star) nor a bleed
    column (along a detector axis, from a bright star).
 
+5. Short segments, which the line transform spreads over the look-elsewhere
+   noise of all the long lines, are searched on the frame binned to about
+   1024 pixels a side: a partial fast Radon transform sums every segment
+   spanning 16 to 64 rows (or columns), at two scales, in units of each
+   plane's own scatter; the most significant are refined as above.
+6. A trail's end is carried over a saturated (invalid) core with bright
+   sides, and a head wider than the trail gets its own row.
+
 Memory is linear in the pixels and the search does not depend on the frame
-size beyond the binning; a 4096x4096 frame takes about a second on one core.
+size beyond the binning; a 4096x4096 frame takes one to two seconds on one
+core.
 
 This module sits in the preprocessing layer: numpy, scipy and astropy only.
 """
@@ -787,6 +796,11 @@ def find_trails(
     search_snr : float, optional
         Peaks of the line transform above this many of its own sigmas
         (measured angle by angle) are refined as candidates.
+    short_snr : float or None, optional
+        Short segments (16 to 64 rows or columns of the frame binned to
+        about 1024 pixels a side, and of it binned twice more) whose sums
+        reach this many of their own sigmas (measured slope by slope) are
+        refined as candidates. None turns the short-segment search off.
     n_max : int, optional
         At most this many trails are reported.
 
@@ -801,7 +815,9 @@ def find_trails(
         pixel at the centre of the line), ``snr`` (matched-filter S/N over
         the extent), ``length`` (pixels) and ``method`` (``'segment'`` for a
         bright feature found by its shape, ``'hough'`` for one found by the
-        line transform).
+        line transform, ``'short'`` for one found by the short-segment
+        search, and ``'head'`` for the saturated head of the trail in the
+        row above it, wider than the trail: its band follows the head).
 
     Examples
     --------
