@@ -612,7 +612,9 @@ class _Finder:
             with np.errstate(all="ignore"):
                 centre = nanmean(v[:, inner], axis=1)
                 side = nanmedian(v[:, near], axis=1)
-            saturated = (~ok[:, inner]).any(axis=1) & (side >= level)
+            # (an invalid core inside the frame's valid pixels: not the edge of
+            # a footprint or of a masked region, where the whole row is invalid)
+            saturated = (~ok[:, inner]).any(axis=1) & (side >= level) & ok[:, 0] & ok[:, -1]
             bright = centre >= level
             on = np.nan_to_num(saturated | bright).astype(bool)
             last, misses = 0, 0
@@ -953,6 +955,10 @@ def find_trails(
         if res is None:
             return None, "lost"
         why = finder.judge(res)
+        if why is None and method == "short" and res["amp"] < 1.2:
+            # a short one fainter than this per pixel cannot reach the S/N
+            # that it has: wings of something bright, or blended faint stars
+            why = "faint"
         # the same trail found twice
         for other, _ in trails:
             if _same_line(res, other):
@@ -1078,7 +1084,9 @@ def _short_search(frame, b, trails, process, *, clip, threshold, stars, n_refine
         z0[star_bin[iy[:, None], ix[None, :]]] = 0
     # a high-pass over ~25 pixels: galaxies, halos and sky structure are not thin
     z0 -= ndimage.uniform_filter(z0, 25, mode="nearest")
-    z0[~zgood] = 0
+    # and the rim of invalid regions (the wings of saturated stars and bleeds,
+    # the edge of a footprint) out
+    z0[ndimage.binary_dilation(~zgood, _EIGHT, iterations=3)] = 0
     z0 = z0.astype(np.float32)
     # compact sources left by the coarse star removal (faint stars, knots) would
     # outshine a faint segment: round or small pieces of the smoothed S/N out
