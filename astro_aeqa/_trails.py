@@ -955,8 +955,8 @@ def find_trails(
         if res is None:
             return None, "lost"
         why = finder.judge(res)
-        if why is None and method == "short" and res["amp"] < 1.2:
-            # a short one fainter than this per pixel cannot reach the S/N
+        if why is None and method == "short" and res["amp"] < 1.0:
+            # a short one fainter than 1 sigma per pixel cannot reach the S/N
             # that it has: wings of something bright, or blended faint stars
             why = "faint"
         # the same trail found twice
