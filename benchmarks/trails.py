@@ -6,7 +6,7 @@ The trail benchmark of issue 15: `astro_aeqa._trails.find_trails` and
 Run from the repository root (a few minutes on two cores; ``--quick``: one
 seed, fewer lengths)::
 
-    flock /tmp/aeqa_cpu.lock python benchmarks/trails.py [--quick]
+    flock /tmp/aeqa_bench.lock python benchmarks/trails.py [--quick] [--no-evaluator]
 
 Sections of ``benchmarks/results/trails.json``:
 
@@ -31,6 +31,15 @@ Sections of ``benchmarks/results/trails.json``:
     in each frame (one holds a meteor), and trails injected into the clean
     frames; the same injections into the SDSS g, r, i frames
     (``sdss_reprojected``) and the raw M13 series (``m13_raw_series``).
+``evaluator``
+    Simulated trail frames (both presets, peak 2, 5, 20 sigma, FWHM 1, 3,
+    6 pixels) through ``AEQualityEvaluator.pretrained()``: pixel recall of
+    the trail mask and of the whole mask, and patch AUROC of the network's
+    patch scores alone, of the same raised above the threshold where the
+    trail mask covers the patch, and of the masked fraction of each patch.
+``meteor``
+    The meteor of ``IMG01329`` through the evaluator, against a by-eye band
+    (head and tail).
 ``timing``
     Seconds per frame (best of three) on one core, for noise frames of
     1024, 2048 and 4096 pixels a side with one faint trail.
@@ -371,6 +380,154 @@ def timing():
     return out
 
 
+def _auroc(score, label):
+    """AUROC with average ranks for ties."""
+    score, label = np.asarray(score, float), np.asarray(label, bool)
+    n1, n0 = label.sum(), (~label).sum()
+    if n1 == 0 or n0 == 0:
+        return None
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(score.size)
+    ranks[order] = np.arange(1, score.size + 1)
+    for v in np.unique(score):
+        tie = score == v
+        ranks[tie] = ranks[tie].mean()
+    return float((ranks[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def evaluator(quick):
+    """Trails through `AEQualityEvaluator.pretrained()`: pixel recall and patch AUROC.
+
+    Simulated 1024x1024 frames of both presets with one trail injected in data
+    units (peak times the frame's sky noise). Patch truth: the patch holds a
+    trail pixel. Patch scores: ``res.patch_scores`` alone (the network), and
+    the same raised above the threshold where the trail mask covers the patch
+    (``max(score, threshold * (1 + covered fraction))``), and the fraction of
+    the patch in ``res.mask`` (what the user gets).
+    """
+    from astro_aeqa import AEQualityEvaluator
+
+    ev = AEQualityEvaluator.pretrained()
+    shape = (1024, 1024)
+    rows, pooled = [], {"network": ([], []), "network+trails": ([], []), "mask": ([], [])}
+    lengths = (50, 150, None) if quick else (50, 150, 500, None)
+    for inst in (PAPER_2P5M, GWAC_LIKE):
+        sim = simulate_image(shape, instrument=inst, seed=300)
+        data0 = np.asarray(sim.ccd.data, np.float32)
+        noise = float(sky_statistics(data0, np.isfinite(data0)).noise)
+        rng = np.random.default_rng(30)
+        for peak in (2.0, 5.0, 20.0):
+            for fwhm in (1.0, 3.0, 6.0):
+                for length in lengths:
+                    trail = np.zeros(shape, np.float32)
+                    truth = add_trail(trail, rng, fwhm=fwhm, peak=peak * noise, length=length)
+                    ccd = sim.ccd.copy()
+                    ccd.data = data0 + trail
+                    res = ev.evaluate(ccd)
+                    ps = res.patch_size
+                    py, px = np.shape(res.patch_scores)
+                    cut = np.s_[: py * ps, : px * ps]
+
+                    def per_patch(a, ps=ps, py=py, px=px, cut=cut):
+                        return a[cut].reshape(py, ps, px, ps).mean(axis=(1, 3)).ravel()
+
+                    label = per_patch(truth) > 0
+                    score = np.asarray(res.patch_scores, float).ravel()
+                    tm = res.trail_mask if res.trail_mask is not None else np.zeros(shape, bool)
+                    covered = per_patch(tm)
+                    raised = np.where(
+                        covered > 0, np.maximum(score, res.threshold * (1 + covered)), score
+                    )
+                    masked = per_patch(res.mask)
+                    for key, val in (
+                        ("network", score),
+                        ("network+trails", raised),
+                        ("mask", masked),
+                    ):
+                        pooled[key][0].append(val)
+                        pooled[key][1].append(label)
+                    rows.append(
+                        {
+                            "instrument": inst.name,
+                            "peak": peak,
+                            "fwhm_true": fwhm,
+                            "length": length or "full",
+                            "n_trails": 0 if res.trails is None else len(res.trails),
+                            "recall": float(res.mask[truth].mean()),
+                            "false_rate": float(res.mask[~truth].mean()),
+                            "trail_recall": float(tm[truth].mean()),
+                            "trail_false_rate": float(tm[~truth].mean()),
+                            "patch_auroc_network": _auroc(score, label),
+                            "patch_auroc_network_trails": _auroc(raised, label),
+                            "patch_auroc_mask": _auroc(masked, label),
+                        }
+                    )
+    summary = {}
+    for key, (scores, labels) in pooled.items():
+        summary[f"pooled patch AUROC ({key})"] = round(
+            _auroc(np.concatenate(scores), np.concatenate(labels)), 4
+        )
+    for peak in (2.0, 5.0, 20.0):
+        sel = [r for r in rows if r["peak"] == peak]
+        summary[f"peak {peak:g}"] = {
+            "n_cases": len(sel),
+            "mean_trail_recall": round(float(np.mean([r["trail_recall"] for r in sel])), 4),
+            "min_trail_recall": round(float(np.min([r["trail_recall"] for r in sel])), 4),
+            "max_mask_false_rate": round(max(r["false_rate"] for r in sel), 5),
+            "mean_patch_auroc_network": round(
+                float(np.mean([r["patch_auroc_network"] for r in sel])), 4
+            ),
+            "mean_patch_auroc_network_trails": round(
+                float(np.mean([r["patch_auroc_network_trails"] for r in sel])), 4
+            ),
+        }
+    return {"summary": summary, "rows": rows}
+
+
+def meteor():
+    """The meteor of IMG01329 through the evaluator: by-eye band, head and tail."""
+    from astro_aeqa import AEQualityEvaluator
+
+    path = REAL / "allsky_pyasc_2015" / "IMG01329.fits.bz2"
+    if not path.exists():
+        return {}
+    res = AEQualityEvaluator.pretrained().evaluate(str(path))
+    shape = res.mask.shape
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    # by eye: the streak runs from its faint tail at (898, 632) to the end of
+    # its saturated head at (1066, 624); the head (x >= 1025) is about 8 pixels
+    # wide, the tail 3-4
+    x0, y0, x1, y1 = 898.0, 632.0, 1066.0, 624.0
+    ux, uy = (x1 - x0), (y1 - y0)
+    n = np.hypot(ux, uy)
+    t = ((xx - x0) * ux + (yy - y0) * uy) / n
+    d = np.abs(-(xx - x0) * uy + (yy - y0) * ux) / n
+    half = np.where(xx >= 1025, 4.0, 2.0)
+    band = (t >= 0) & (t <= n) & (d <= half)
+    tm = res.trail_mask if res.trail_mask is not None else np.zeros(shape, bool)
+    head = band & (xx >= 1025)
+    return {
+        "label": {
+            "x0": x0,
+            "y0": y0,
+            "x1": x1,
+            "y1": y1,
+            "half_width_tail": 2.0,
+            "half_width_head": 4.0,
+        },
+        "trails": [
+            {k: (round(float(r[k]), 1) if k != "method" else str(r[k])) for k in r.colnames}
+            for r in (res.trails if res.trails is not None else [])
+        ],
+        "recall_trail_mask": round(float(tm[band].mean()), 4),
+        "recall_head": round(float(tm[head].mean()), 4),
+        "recall_tail": round(float(tm[band & ~head].mean()), 4),
+        "trail_mask_elsewhere": round(float(tm[~band & res.valid].mean()), 5)
+        if getattr(res, "valid", None) is not None
+        else round(float(tm[~band].mean()), 5),
+    }
+
+
 def markdown(results):
     lines = [
         "# Trail detection numbers (issue 15)",
@@ -421,6 +578,18 @@ def markdown(results):
             lines.append(
                 f"Trails found in the real frames before injection: {r['other_frames_found']}"
             )
+    ev = results.get("evaluator")
+    if ev:
+        lines += ["", "## Through the evaluator (AEQualityEvaluator.pretrained())", ""]
+        for key, val in ev["summary"].items():
+            lines.append(f"- {key}: {val}")
+    met = results.get("meteor")
+    if met:
+        lines += ["", "## The meteor of IMG01329 through the evaluator", ""]
+        for key in ("recall_trail_mask", "recall_head", "recall_tail", "trail_mask_elsewhere"):
+            lines.append(f"- {key}: {met[key]}")
+        for t in met["trails"]:
+            lines.append(f"- trail: {t}")
     lines += ["", "## Seconds per frame (best of 3, one core)", ""]
     lines += [f"- {k}: {v} s" for k, v in results["timing"].items()]
     return "\n".join(lines) + "\n"
@@ -429,6 +598,9 @@ def markdown(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--no-evaluator", action="store_true", help="skip the evaluator and meteor sections"
+    )
     parser.add_argument("--notes", default="/work/notes/trails_numbers.md")
     args = parser.parse_args()
     t0 = time.perf_counter()
@@ -438,6 +610,9 @@ def main():
     results["grid_summary"] = summarize_grid(rows)
     results["impostors"] = impostors(args.quick)
     results["real"] = real(args.quick) if REAL.is_dir() else {}
+    if not args.no_evaluator:
+        results["evaluator"] = evaluator(args.quick)
+        results["meteor"] = meteor() if REAL.is_dir() else {}
     results["grid"] = rows
     results["seconds"] = round(time.perf_counter() - t0, 1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
