@@ -99,6 +99,21 @@ def add_trail(snr, rng, *, fwhm, peak, length):
     return (np.abs(d) <= 1.5 * fwhm) & on
 
 
+def _auroc(score, label):
+    """AUROC with average ranks for ties."""
+    score, label = np.asarray(score, float), np.asarray(label, bool)
+    n1, n0 = label.sum(), (~label).sum()
+    if n1 == 0 or n0 == 0:
+        return None
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(score.size)
+    ranks[order] = np.arange(1, score.size + 1)
+    for v in np.unique(score):
+        tie = score == v
+        ranks[tie] = ranks[tie].mean()
+    return float((ranks[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 def patch_auroc(mask, truth, valid):
     """AUROC of the per-patch masked fraction against 'patch holds trail pixels'."""
     ny, nx = mask.shape
@@ -110,17 +125,7 @@ def patch_auroc(mask, truth, valid):
 
     score, label = per_patch(mask & valid), per_patch(truth) > 0
     keep = per_patch(valid) > 0.5
-    score, label = score[keep], label[keep]
-    n1, n0 = label.sum(), (~label).sum()
-    if n1 == 0 or n0 == 0:
-        return None
-    order = np.argsort(score, kind="mergesort")
-    ranks = np.empty(score.size)
-    ranks[order] = np.arange(1, score.size + 1)
-    for v in np.unique(score):  # average ranks of ties
-        tie = score == v
-        ranks[tie] = ranks[tie].mean()
-    return float((ranks[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return _auroc(score[keep], label[keep])
 
 
 def score_case(snr, valid, truth):
@@ -378,21 +383,6 @@ def timing():
             best = min(best, time.perf_counter() - t0)
         out[f"{side}x{side}"] = round(best, 3)
     return out
-
-
-def _auroc(score, label):
-    """AUROC with average ranks for ties."""
-    score, label = np.asarray(score, float), np.asarray(label, bool)
-    n1, n0 = label.sum(), (~label).sum()
-    if n1 == 0 or n0 == 0:
-        return None
-    order = np.argsort(score, kind="mergesort")
-    ranks = np.empty(score.size)
-    ranks[order] = np.arange(1, score.size + 1)
-    for v in np.unique(score):
-        tie = score == v
-        ranks[tie] = ranks[tie].mean()
-    return float((ranks[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def evaluator(quick):
