@@ -114,9 +114,17 @@ def find_stars(
     _, first = np.unique(rows[:, -1], return_index=True)
     rows = rows[np.sort(first)]
     table = QTable({name: rows[:, i] for i, name in enumerate(_COLUMNS)})
+    return _flag_stars(table, fwhm, threshold)
+
+
+def _flag_stars(table, fwhm, threshold):
+    """Add the ``star`` column (round, of the PSF's width) and ``meta['fwhm']``.
+
+    Without ``fwhm`` it is the median of the bright round sources, whose
+    moments the detection threshold does not cut short.
+    """
     round_ = table["elongation"] < 1.3
     if fwhm is None:
-        # bright round sources: their moments are not cut short by the threshold
         bright = round_ & (table["peak_snr"] > 20 * threshold)
         fwhm = float(np.median(table["fwhm"][bright])) if bright.any() else np.nan
     table["star"] = round_ & (table["fwhm"] > 0.6 * fwhm) & (table["fwhm"] < 1.6 * fwhm)

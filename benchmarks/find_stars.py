@@ -76,13 +76,7 @@ def photutils_find_stars(
                 "elongation": catalog.elongation.value,
             }
     table = QTable({name: np.asarray(value, float) for name, value in columns.items()})
-    round_ = table["elongation"] < 1.3
-    if fwhm is None:
-        bright = round_ & (table["peak_snr"] > 20 * threshold)
-        fwhm = float(np.median(table["fwhm"][bright])) if bright.any() else np.nan
-    table["star"] = round_ & (table["fwhm"] > 0.6 * fwhm) & (table["fwhm"] < 1.6 * fwhm)
-    table.meta["fwhm"] = float(fwhm)
-    return table
+    return stars._flag_stars(table, fwhm, threshold)  # the package's own classification
 
 
 VERSIONS = {"windows": stars.find_stars, "photutils": photutils_find_stars}
