@@ -304,7 +304,9 @@ def test_tiles_default_large_for_inference_and_small_for_training():
 def test_frame_shorter_than_a_tile_is_scored_in_one_tile_of_its_size(tiny_evaluator):
     # 200 rounds up to 208 for this model (multiple 4 -> 200 itself); the frame
     # is scored without reflecting it out to a full tile.
-    assert tiny_evaluator.reconstructor_.tile_side((200, 900), tiny_evaluator.tile_size) == min(tiny_evaluator.tile_size, 200)
+    assert tiny_evaluator.reconstructor_.tile_side((200, 900), tiny_evaluator.tile_size) == min(
+        tiny_evaluator.tile_size, 200
+    )
     ev = AEQualityEvaluator()  # multiple 16
     assert ev.reconstructor_.tile_side((300, 5000), ev.tile_size) == 304
     assert ev.reconstructor_.tile_side((4096, 4096), ev.tile_size) == 512
@@ -312,7 +314,9 @@ def test_frame_shorter_than_a_tile_is_scored_in_one_tile_of_its_size(tiny_evalua
 
 def test_batch_of_tiles_adapts_to_the_activation_budget():
     small, paper = AEQualityEvaluator("small"), AEQualityEvaluator("paper")
-    assert small.reconstructor_.tiles_per_batch(512) == small.batch_size  # 0.75 values per pixel: fits
+    assert (
+        small.reconstructor_.tiles_per_batch(512) == small.batch_size
+    )  # 0.75 values per pixel: fits
     # the paper's 64-channel full-resolution layers: 200 MB a 512x512 tile
     assert paper.reconstructor_.tiles_per_batch(512) == 2
     assert paper.reconstructor_.tiles_per_batch(4096) == 1
@@ -325,7 +329,9 @@ def test_precision_option(tiny_evaluator, clean_frame):
     try:
         tiny_evaluator.precision = "auto"  # bfloat16 only where the device has it natively
         native = native_bfloat16(tiny_evaluator.device)
-        assert tiny_evaluator.reconstructor_.autocast_dtype() == (torch.bfloat16 if native else None)
+        assert tiny_evaluator.reconstructor_.autocast_dtype() == (
+            torch.bfloat16 if native else None
+        )
         tiny_evaluator.precision = "float32"
         ref = tiny_evaluator.evaluate(clean_frame)
         tiny_evaluator.precision = "bfloat16"

@@ -14,8 +14,8 @@ from astropy.wcs import WCS
 pytest.importorskip("reproject")
 
 import astro_aeqa.cli as cli  # noqa: E402
-from astro_aeqa.exceptions import InputDataError  # noqa: E402
 from astro_aeqa._wcs import score_map_wcs  # noqa: E402
+from astro_aeqa.exceptions import InputDataError  # noqa: E402
 from astro_aeqa.io import write_aeqa_fits  # noqa: E402
 from astro_aeqa.skymap import (  # noqa: E402
     plot_sky_quality_map,
