@@ -358,8 +358,13 @@ class Scorer:
         x = prepared.x
         if local_background is None:  # as the camera reference was calibrated
             local_background = self.camera is not None and self.sky_term
+        edges = None
+        block = max(1, self.patch_size // 2)
         if local_background:
-            x = subtract_local_background(x, prepared.valid, max(1, self.patch_size // 2))
+            noise = 1.0 / _ASINH_SOFTENING if self.options.normalization == "noise" else None
+            x, edges = subtract_local_background(x, prepared.valid, block, noise=noise)
+            if edges is not None and not edges.any():
+                edges = None
         ny, nx = x.shape
         p = self.patch_size
         workers = self.workers()
@@ -405,7 +410,9 @@ class Scorer:
                     continue
                 stop = ny if rows_done >= ny else rows_done // p * p
                 if stop > start:
-                    bands.append(pool.submit(self.band, prepared, residual, start, stop, stars))
+                    bands.append(
+                        pool.submit(self.band, prepared, residual, start, stop, stars, edges)
+                    )
                     start = stop
             bands = _wait(bands)
             psf, star_pixels, found = (None, None, None) if stars is None else stars.result()
@@ -449,12 +456,15 @@ class Scorer:
             )
         return psf, stars, found
 
-    def band(self, prepared, residual, start, stop, stars):
+    def band(self, prepared, residual, start, stop, stars, edges=None):
         """The patch rows in ``start:stop``: MAE, sky median (or None), both before
         star-aware scoring, and the valid counts.
 
         ``stars`` is the future of `star_parts` (bands are scored while the
         stars are still being found) or the bright-star pixels themselves.
+        ``edges`` are the blocks of half a patch where the local background
+        jumps (`~astro_aeqa.preprocessing.subtract_local_background`): their
+        pixels are left out of the MAE of a patch that has others.
         """
         nx = prepared.x.shape[1]
         band = residual[start:stop, :nx]
@@ -463,6 +473,14 @@ class Scorer:
         band[~valid] = np.nan
         mae, n_valid = self.aggregate_patches(band, valid)
         sky = self.patch_sky(x, valid) if self.sky_term else None
+        usable = valid
+        if edges is not None:
+            half = max(1, self.patch_size // 2)
+            on_edge = edges[np.arange(start, stop) // half][:, np.arange(nx) // half]
+            usable = valid & ~on_edge
+            touched = patch_any(on_edge, self.patch_size)
+            off_edge, _ = self.aggregate_patches(band, usable, patches=touched)
+            mae = np.where(np.isfinite(off_edge), off_edge, mae)
         if not self.star_aware:
             return mae, sky, mae, sky, n_valid
         # Only patches that hold star pixels change; a patch that is all
@@ -471,7 +489,7 @@ class Scorer:
         star_pixels = (stars.result()[1] if hasattr(stars, "result") else stars)[start:stop]
         starless = valid & ~star_pixels
         touched = patch_any(star_pixels, self.patch_size)
-        kept, _ = self.aggregate_patches(band, starless, patches=touched)
+        kept, _ = self.aggregate_patches(band, usable & ~star_pixels, patches=touched)
         kept_mae = np.where(np.isfinite(kept), kept, mae)
         kept_sky = sky
         if self.sky_term:
@@ -541,6 +559,15 @@ class Scorer:
             parts["star_counts"], parts["coverage"], info.exptime, shift=shift
         )
 
+    def masked_without_stars(self, scores):
+        """Where ``scores`` alone reach the threshold of the default ``fpr`` (all False uncalibrated)."""
+        fpr = self.options.fpr
+        if not self.calibration.supports(fpr):
+            return np.zeros(np.shape(scores), bool)
+        threshold = self.calibration.threshold(fpr, default_fpr=fpr)
+        with np.errstate(invalid="ignore"):
+            return np.asarray(scores) > threshold
+
     def with_transparency(self, scores, deficit):
         """``scores``, raised where sources are missing.
 
@@ -574,7 +601,11 @@ class Scorer:
         scores = self.combine(mae, parts["psf"])
         deficit = None
         if self.camera is not None:  # the transparency term needs the camera's star density
-            parts["coverage"] = _coverage(prepared.footprint, prepared.x.shape, self.patch_size)
+            coverage = _coverage(prepared.footprint, prepared.x.shape, self.patch_size)
+            # Patches the other terms already mask (a lit cloud) are left
+            # out of their neighbours' star counts: the stars a lit cloud
+            # hides do not make the clear sky beside it look dimmed.
+            parts["coverage"] = np.where(self.masked_without_stars(scores), 0.0, coverage)
             deficit = self.transparency(parts, prepared.info)
         if deficit is not None:
             scores = self.with_transparency(scores, deficit)

@@ -43,6 +43,14 @@ NORMALIZATIONS = ("noise", "minmax")
 # asinh softening in units of the sky noise: linear within about +-3 sigma,
 # logarithmic for stars, so the dynamic range of a frame stays small.
 _ASINH_SOFTENING = 3.0
+# subtract_local_background: blocks whose level is _FAR_FROM_SKY or more
+# clear-sky sigmas from it and whose noise is under _QUIET_BLOCK times the
+# clear sky's are scaled up to it, by at most _MAX_NOISE_GAIN; a jump of
+# _EDGE_JUMP sigmas between neighbouring blocks is an edge
+_FAR_FROM_SKY = 3.0
+_QUIET_BLOCK = 0.5
+_MAX_NOISE_GAIN = 30.0
+_EDGE_JUMP = 2.0
 
 
 @dataclass(frozen=True)
@@ -236,7 +244,7 @@ def subtract_tile_median(tiles):
     return tiles - np.median(sample, axis=(-2, -1), keepdims=True)
 
 
-def subtract_local_background(x, valid, block):
+def subtract_local_background(x, valid, block, *, noise=None):
     """
     Subtract from a normalised frame its local background: the medians of
     ``block``-pixel blocks of the valid pixels, interpolated bilinearly.
@@ -245,17 +253,71 @@ def subtract_local_background(x, valid, block):
     sky apart from the network, so the network sees structure alone: a
     cloud that covers most of a tile no longer shifts the clear rest of it.
 
+    Parameters
+    ----------
+    x : 2-D `~numpy.ndarray`
+        The normalised frame (`normalize_frame`).
+    valid : 2-D bool `~numpy.ndarray`
+        Usable pixels.
+    block : int
+        Side of the background blocks, in pixels.
+    noise : float, optional
+        The noise of clear sky in the units of ``x`` (``1/3`` for the
+        ``'noise'`` normalisation). With it, a block whose level lies 3
+        ``noise`` or more from the clear sky and whose noise (scaled MAD)
+        is under ``0.5 * noise``, as on a cloud that the asinh stretch
+        compresses, is scaled up to ``noise`` (at most 30x): the network
+        reconstructs clear sky poorly beside a noiseless region, and clean
+        patches up to a few hundred pixels from a cloud would score high.
+        It also sets the background ``edges``.
+
     Returns
     -------
     out : 2-D float32 `~numpy.ndarray`
         ``x`` minus the background, zero at invalid pixels.
+    edges : 2-D bool `~numpy.ndarray` or None
+        Per block, whether the background jumps by more than ``2 * noise``
+        to a neighbouring block (a cloud's edge, where the interpolated
+        background is off by a sigma or more); None without ``noise``.
     """
     step = 2 if block >= 8 and block % 2 == 0 else 1
     sample = np.where(valid[::step, ::step], x[::step, ::step], np.nan)
     medians, _ = aggregate_patches(sample, block // step, statistic="median")
-    medians = np.where(np.isfinite(medians), medians, 0.0).astype(np.float32)
     ny, nx = x.shape
-    background = ndimage.zoom(medians, block, order=1, grid_mode=True, mode="nearest")
+    background = ndimage.zoom(
+        np.where(np.isfinite(medians), medians, 0.0).astype(np.float32),
+        block,
+        order=1,
+        grid_mode=True,
+        mode="nearest",
+    )
     out = np.subtract(x, background[:ny, :nx], dtype=np.float32)
     out[~valid] = 0.0
-    return out
+    if noise is None:
+        return out, None
+    # the largest jump of the background to any of the 8 neighbouring blocks
+    padded = np.pad(medians, 1, mode="edge")
+    jump = np.zeros(medians.shape)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            neighbour = padded[dy : dy + medians.shape[0], dx : dx + medians.shape[1]]
+            jump = np.fmax(jump, np.abs(neighbour - medians))
+    edges = np.nan_to_num(jump) > _EDGE_JUMP * noise
+    mad, _ = aggregate_patches(
+        np.abs(out[::step, ::step]),
+        block // step,
+        weights=valid[::step, ::step],
+        statistic="median",
+    )
+    block_noise = 1.4826 * np.nan_to_num(mad, nan=noise)
+    quiet = (block_noise < _QUIET_BLOCK * noise) & (np.abs(medians) > _FAR_FROM_SKY * noise)
+    gain = np.where(
+        quiet,
+        np.clip(noise / np.maximum(block_noise, 1e-6 * noise), 1.0, _MAX_NOISE_GAIN),
+        1.0,
+    )
+    if (gain > 1).any():
+        out *= ndimage.zoom(
+            gain.astype(np.float32), block, order=1, grid_mode=True, mode="nearest"
+        )[:ny, :nx]
+    return out, edges

@@ -21,7 +21,9 @@ DATA = Path(__file__).parent / "data" / "camera"
 
 
 def _frame(seed, shape=(512, 512), *, sky=400.0, cloud=None):
-    """Stars on a sky with Poisson noise; ``cloud`` ('bright' or 'dim') covers the top 80 %."""
+    """Stars on a sky with Poisson noise; ``cloud`` covers the bottom 80 % and dims the
+    stars by 2.5 mag: 'bright' adds 10 skies of scattered light, 'dim' dims the sky
+    too, 'stars' dims the stars alone."""
     rng = np.random.default_rng(seed)
     stars = np.zeros(shape, np.float32)
     n = shape[0] * shape[1] // 400
@@ -66,6 +68,37 @@ def test_sky_term_places_a_cloud_over_most_of_the_frame(calibrated, cloud):
     res = calibrated.evaluate(ccd)
     assert res.camera_reference
     assert res.patch_mask[patch_truth == 1].mean() >= 0.9
+
+
+@pytest.mark.parametrize("cloud", ["bright", "dim"])
+def test_clear_patches_beside_a_cloud_are_not_masked(calibrated, cloud):
+    # The clear strip beside the cloud: neither the network (which sees the
+    # cloud's compressed noise scaled back to sky noise, and leaves the
+    # background's jump at the edge out of the MAE) nor the transparency
+    # term (the stars the masked cloud hides are not counted against its
+    # clear neighbours) masks it.
+    ccd, truth = _frame(3, cloud=cloud)
+    res = calibrated.evaluate(ccd)
+    p = calibrated.patch_size
+    patch_truth = truth.reshape(8, p, 8, p).mean(axis=(1, 3))
+    assert res.patch_mask[patch_truth == 1].mean() >= 0.9
+    assert res.patch_mask[patch_truth == 0].mean() <= 0.125  # at most 1 of the 8
+
+
+def test_transparency_term_finds_a_cloud_that_only_dims_the_stars(calibrated):
+    ccd, truth = _frame(3, cloud="stars")
+    res = calibrated.evaluate(ccd)
+    p = calibrated.patch_size
+    patch_truth = truth.reshape(8, p, 8, p).mean(axis=(1, 3))
+    deficit = res.transparency
+    assert np.nanmedian(deficit[patch_truth == 1]) > 5.0  # sigmas of missing stars
+    assert np.nanmedian(deficit[patch_truth == 0]) < 2.0
+    # the sky and the network see nothing: the stars' deficit masks it
+    scorer = calibrated._scorer()
+    parts = scorer.parts(scorer.prepare(ccd))
+    assert np.median(parts["mae"][patch_truth == 1]) < res.threshold
+    assert res.patch_mask[patch_truth == 1].mean() >= 0.8
+    assert not res.patch_mask[patch_truth == 0].all()
 
 
 def test_clean_frame_of_the_camera_is_not_masked(calibrated):
@@ -220,6 +253,11 @@ def test_a_shutter_shadow_at_the_edge_is_not_a_footprint():
     from astro_aeqa.simulation import PAPER_2P5M, simulate_image
 
     sim = simulate_image(
-        (512, 512), instrument=PAPER_2P5M, fwhm=0.7 * u.arcsec, background="shutter", level=0.7, seed=7
+        (512, 512),
+        instrument=PAPER_2P5M,
+        fwhm=0.7 * u.arcsec,
+        background="shutter",
+        level=0.7,
+        seed=7,
     )
     assert detect_footprint(sim.ccd.data).all()

@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 from astro_aeqa.exceptions import InputDataError
-from astro_aeqa.preprocessing import normalize_frame, sky_statistics, valid_pixels
+from astro_aeqa.preprocessing import (
+    normalize_frame,
+    sky_statistics,
+    subtract_local_background,
+    valid_pixels,
+)
 
 
 def test_sky_level_is_the_clear_sky_under_a_partial_cloud(rng):
@@ -57,3 +62,20 @@ def test_sky_statistics_of_frames_whose_blocks_are_not_whole_grid_steps(shape):
     stats = sky_statistics(data, np.isfinite(data))
     assert stats.level == pytest.approx(100.0, abs=0.5)
     assert stats.noise == pytest.approx(5.0, rel=0.05)
+
+
+def test_local_background_scales_a_quiet_sky_up_and_finds_its_edge(rng):
+    # A normalised frame whose right half is a bright cloud: the asinh stretch
+    # leaves it a tenth of the clear sky's noise, and a step of 5 in level.
+    x = rng.normal(0.0, 1 / 3, (128, 128)).astype(np.float32)
+    x[:, 64:] = 5.0 + rng.normal(0.0, 1 / 30, (128, 64))
+    valid = np.ones(x.shape, bool)
+    plain, edges = subtract_local_background(x, valid, 16)
+    assert edges is None
+    out, edges = subtract_local_background(x, valid, 16, noise=1 / 3)
+    clear, cloud = out[:, :40], out[:, 88:]
+    np.testing.assert_array_equal(clear, plain[:, :40])  # the clear sky as it was
+    assert np.std(plain[:, 88:]) < 0.05
+    assert np.std(cloud) == pytest.approx(1 / 3, rel=0.15)  # sky noise again
+    assert edges.shape == (8, 8)
+    assert edges[:, 3:5].all() and not edges[:, :3].any() and not edges[:, 5:].any()
