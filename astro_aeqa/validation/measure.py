@@ -8,6 +8,7 @@ from astropy import units as u
 from astropy.table import QTable
 
 from ..exceptions import CatalogError, InputDataError
+from ..io import KEYWORDS
 from ._utils import as_ccd, celestial_wcs, frame_epoch, pixel_scale, to_pixels
 from .calibration import ZeroPointFit, crossmatch, fit_zero_point
 from .catalogs import load_catalog, propagate_epoch, reference_stars, warn_epoch_gap
@@ -46,13 +47,13 @@ def patch_scores_at(score_map, x, y):
     """
     data = np.asarray(getattr(score_map, "data", score_map), float)
     meta = getattr(score_map, "meta", {}) or {}
-    if "AEQAPSZ" not in meta:
+    if KEYWORDS["patch_size"] not in meta:
         msg = (
             "score_map.meta lacks 'AEQAPSZ' (the patch size in pixels); use the score map of "
             "an AEQA result or set score_map.meta['AEQAPSZ'] = patch_size"
         )
         raise InputDataError(msg)
-    p = float(meta["AEQAPSZ"])
+    p = float(meta[KEYWORDS["patch_size"]])
     x = np.asarray(x, float)
     y = np.asarray(y, float)
     iy = np.floor(y / p)

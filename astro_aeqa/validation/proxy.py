@@ -14,6 +14,7 @@ import numpy as np
 from astropy.nddata import NDData, block_reduce
 from astropy.stats import sigma_clipped_stats
 
+from ..io import KEYWORDS
 from ..utils import nanmedian
 
 __all__ = ["score_map_from_array", "background_rms_score_map"]
@@ -36,7 +37,7 @@ def _wrap(scores, p, wcs):
                 "ignore", RuntimeWarning
             )  # "cdelt will be ignored since cd is present"
             sliced = wcs.slice((slice(None, None, p), slice(None, None, p)))
-    return NDData(scores.astype(np.float32), wcs=sliced, meta={"AEQAPSZ": p})
+    return NDData(scores.astype(np.float32), wcs=sliced, meta={KEYWORDS["patch_size"]: p})
 
 
 def _patch_reduce(arr, p, func):
