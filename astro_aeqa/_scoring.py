@@ -300,6 +300,11 @@ class Scorer:
 
     # -- the residual and the patch statistics ------------------------------
 
+    @property
+    def background_block(self):
+        """Side of the local background's blocks: half a patch."""
+        return max(1, self.patch_size // 2)
+
     def tile_transform(self):
         """What is done to the stack of tiles before the network sees them (or None)."""
         # With the sky term the sky offset is scored apart, so the network sees
@@ -359,10 +364,11 @@ class Scorer:
         if local_background is None:  # as the camera reference was calibrated
             local_background = self.camera is not None and self.sky_term
         edges = None
-        block = max(1, self.patch_size // 2)
         if local_background:
             noise = 1.0 / _ASINH_SOFTENING if self.options.normalization == "noise" else None
-            x, edges = subtract_local_background(x, prepared.valid, block, noise=noise)
+            x, edges = subtract_local_background(
+                x, prepared.valid, self.background_block, noise=noise
+            )
             if edges is not None and not edges.any():
                 edges = None
         ny, nx = x.shape
@@ -475,7 +481,7 @@ class Scorer:
         sky = self.patch_sky(x, valid) if self.sky_term else None
         usable = valid
         if edges is not None:
-            half = max(1, self.patch_size // 2)
+            half = self.background_block
             on_edge = edges[np.arange(start, stop) // half][:, np.arange(nx) // half]
             usable = valid & ~on_edge
             touched = patch_any(on_edge, self.patch_size)
@@ -559,12 +565,19 @@ class Scorer:
             parts["star_counts"], parts["coverage"], info.exptime, shift=shift
         )
 
-    def masked_without_stars(self, scores):
-        """Where ``scores`` alone reach the threshold of the default ``fpr`` (all False uncalibrated)."""
+    def default_threshold(self):
+        """The calibrated threshold of the default ``fpr``, or None (too few references)."""
         fpr = self.options.fpr
         if not self.calibration.supports(fpr):
-            return np.zeros(np.shape(scores), bool)
+            return None  # said when masking
         threshold = self.calibration.threshold(fpr, default_fpr=fpr)
+        return threshold if np.isfinite(threshold) else None
+
+    def masked_without_stars(self, scores):
+        """Where ``scores`` alone reach the threshold of the default ``fpr`` (all False uncalibrated)."""
+        threshold = self.default_threshold()
+        if threshold is None:
+            return np.zeros(np.shape(scores), bool)
         with np.errstate(invalid="ignore"):
             return np.asarray(scores) > threshold
 
@@ -576,12 +589,10 @@ class Scorer:
         sky shows with probability ``fpr``: both terms then mask at the
         same rate.
         """
-        fpr = self.options.fpr
-        if not self.calibration.supports(fpr):
-            return scores  # too few references: said when masking
-        threshold = self.calibration.threshold(fpr, default_fpr=fpr)
-        if not np.isfinite(threshold):
+        threshold = self.default_threshold()
+        if threshold is None:
             return scores
+        fpr = self.options.fpr
         equivalent = threshold * deficit / ndtri(1.0 - fpr)
         raise_it = np.isfinite(deficit) & (deficit > 0)
         return np.where(raise_it, np.fmax(scores, equivalent), scores)

@@ -45,6 +45,22 @@ def _frame(seed, shape=(512, 512), *, sky=400.0, cloud=None):
     return CCDData(data, unit="electron", meta={"EXPTIME": 30.0}), truth
 
 
+def _simulated(background, *, level, seed):
+    """A 512x512 frame of the simulator's PAPER_2P5M telescope with one defect."""
+    import astropy.units as u
+
+    from astro_aeqa.simulation import PAPER_2P5M, simulate_image
+
+    return simulate_image(
+        (512, 512),
+        instrument=PAPER_2P5M,
+        fwhm=0.7 * u.arcsec,
+        background=background,
+        level=level,
+        seed=seed,
+    )
+
+
 @pytest.fixture(scope="module")
 def calibrated():
     ev = AEQualityEvaluator.pretrained(device="cpu")
@@ -207,20 +223,10 @@ def test_nan_pixels_are_in_the_output_mask(calibrated):
 
 
 def test_trails_are_masked_at_pixel_level_flagged_and_written(tmp_path):
-    import astropy.units as u
-
     from astro_aeqa.io import read_aeqa_fits
-    from astro_aeqa.simulation import PAPER_2P5M, simulate_image
 
     ev = AEQualityEvaluator.pretrained(device="cpu")
-    sim = simulate_image(
-        (512, 512),
-        instrument=PAPER_2P5M,
-        fwhm=0.7 * u.arcsec,
-        background="trail",
-        level=0.3,
-        seed=3,
-    )
+    sim = _simulated("trail", level=0.3, seed=3)
     res = ev.evaluate(sim.ccd)
     assert len(res.trails) == 1
     on_trail = sim.truth > 0.05
@@ -248,16 +254,5 @@ def test_aeqa_info_shows_the_camera_reference(calibrated, tmp_path, capsys):
 
 
 def test_a_shutter_shadow_at_the_edge_is_not_a_footprint():
-    import astropy.units as u
-
-    from astro_aeqa.simulation import PAPER_2P5M, simulate_image
-
-    sim = simulate_image(
-        (512, 512),
-        instrument=PAPER_2P5M,
-        fwhm=0.7 * u.arcsec,
-        background="shutter",
-        level=0.7,
-        seed=7,
-    )
+    sim = _simulated("shutter", level=0.7, seed=7)
     assert detect_footprint(sim.ccd.data).all()
