@@ -573,8 +573,8 @@ class Scorer:
         threshold = self.calibration.threshold(fpr, default_fpr=fpr)
         return threshold if np.isfinite(threshold) else None
 
-    def masked_without_stars(self, scores):
-        """Where ``scores`` alone reach the threshold of the default ``fpr`` (all False uncalibrated)."""
+    def above_default_threshold(self, scores):
+        """Where ``scores`` reach the threshold of the default ``fpr`` (all False uncalibrated)."""
         threshold = self.default_threshold()
         if threshold is None:
             return np.zeros(np.shape(scores), bool)
@@ -613,10 +613,13 @@ class Scorer:
         deficit = None
         if self.camera is not None:  # the transparency term needs the camera's star density
             coverage = _coverage(prepared.footprint, prepared.x.shape, self.patch_size)
-            # Patches the other terms already mask (a lit cloud) are left
-            # out of their neighbours' star counts: the stars a lit cloud
-            # hides do not make the clear sky beside it look dimmed.
-            parts["coverage"] = np.where(self.masked_without_stars(scores), 0.0, coverage)
+            # Patches whose sky alone is masked (a lit or dark cloud) are left
+            # out of their neighbours' star counts: the stars a cloud hides do
+            # not make the clear sky beside it look dimmed. Patches masked for
+            # their structure (doubled or defocused stars) stay in: their
+            # missing sources are the defect's, and raise its neighbours.
+            cloud = self.above_default_threshold(self.sky_term_of(parts["sky"], prepared.info))
+            parts["coverage"] = np.where(cloud, 0.0, coverage)
             deficit = self.transparency(parts, prepared.info)
         if deficit is not None:
             scores = self.with_transparency(scores, deficit)

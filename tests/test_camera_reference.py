@@ -101,6 +101,43 @@ def test_clear_patches_beside_a_cloud_are_not_masked(calibrated, cloud):
     assert res.patch_mask[patch_truth == 0].mean() <= 0.125  # at most 1 of the 8
 
 
+def test_stars_hidden_by_a_cloud_but_not_by_a_psf_defect_leave_the_star_counts(
+    calibrated, monkeypatch
+):
+    # A patch whose sky alone is masked (a cloud) is left out of the star
+    # counts of its neighbours; one masked for its structure (doubled or
+    # defocused stars, here a raised MAE) stays in, so that the sources the
+    # defect loses still raise the patches beside it.
+    scorer = calibrated._scorer()
+    p = calibrated.patch_size
+    seen = {}
+
+    def capture(parts, info, **kwargs):
+        seen["coverage"] = parts["coverage"].copy()
+        return None
+
+    monkeypatch.setattr(scorer, "transparency", capture)
+    ccd, truth = _frame(3, cloud="bright")
+    scorer.score(scorer.prepare(ccd))
+    patch_truth = truth.reshape(8, p, 8, p).mean(axis=(1, 3))
+    assert (seen["coverage"][patch_truth == 1] == 0).all()
+    assert (seen["coverage"][patch_truth == 0] > 0).all()
+
+    parts_of = scorer.parts
+
+    def structure_in_the_bottom_half(prepared, **kwargs):
+        parts = parts_of(prepared, **kwargs)
+        for key in ("mae", "raw_mae"):
+            parts[key] = parts[key].copy()
+            parts[key][4:] += 10.0  # far above the threshold
+        return parts
+
+    monkeypatch.setattr(scorer, "parts", structure_in_the_bottom_half)
+    scores = scorer.score(scorer.prepare(_frame(3)[0])).scores
+    assert (scores[4:] > scorer.default_threshold()).all()
+    assert (seen["coverage"] > 0).all()
+
+
 def test_transparency_term_finds_a_cloud_that_only_dims_the_stars(calibrated):
     ccd, truth = _frame(3, cloud="stars")
     res = calibrated.evaluate(ccd)
