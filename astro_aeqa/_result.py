@@ -7,9 +7,9 @@ import numpy as np
 from astropy.nddata import NDData
 from astropy.table import QTable
 
+from ._masking import build_flag_plane
 from ._wcs import score_map_wcs
 from .io import KEYWORDS
-from .masking import build_flag_plane
 
 __all__ = ["QualityResult"]
 

@@ -7,7 +7,7 @@ statistics -> terms -> patch scores -> image score.
 `~astro_aeqa.calibration.Calibration` and one
 `~astro_aeqa.nn.Reconstructor`:
 
-1. `Scorer.prepare`: pixel masks (`~astro_aeqa.preprocessing.valid_pixels`),
+1. `Scorer.prepare`: pixel masks (``astro_aeqa._preprocessing.valid_pixels``),
    the illuminated footprint, the sky statistics (against the camera's
    clear sky when there is a camera reference) and the normalised frame.
 2. `Scorer.parts`: the network's residual ``|x - x_hat|``, and per patch its
@@ -37,12 +37,8 @@ import numpy as np
 from astropy.utils.exceptions import AstropyUserWarning
 from scipy.special import ndtri
 
-from ._trails import find_trails, trail_mask
-from .calibration import Calibration, CameraReference, exposure_time, needed_references
-from .exceptions import InputDataError
-from .footprint import detect_footprint
-from .masking import clean_patch_mask, patch_mask_to_pixel_mask, robust_threshold
-from .preprocessing import (
+from ._masking import clean_patch_mask, patch_mask_to_pixel_mask, robust_threshold
+from ._preprocessing import (
     _ASINH_SOFTENING,
     NORMALIZATIONS,
     SkyStatistics,
@@ -53,8 +49,12 @@ from .preprocessing import (
     subtract_tile_median,
     valid_pixels,
 )
-from .stars import auto_patch_size, bright_star_mask, find_stars, measure_fwhm, psf_shape_map
-from .tiling import aggregate_patches, owned_regions, patch_any, patch_grid_shape, tile_origins
+from ._stars import auto_patch_size, bright_star_mask, find_stars, measure_fwhm, psf_shape_map
+from ._tiling import aggregate_patches, owned_regions, patch_any, patch_grid_shape, tile_origins
+from ._trails import find_trails, trail_mask
+from .calibration import Calibration, CameraReference, exposure_time, needed_references
+from .exceptions import InputDataError
+from .footprint import detect_footprint
 from .utils import check_int, thread_pool
 from .utils import progress_bar as _progress_bar
 
@@ -357,7 +357,7 @@ class Scorer:
         band of patch rows as soon as the tiles above it are done.
         With ``local_background`` (the default when there is a camera
         reference) the network sees the frame less its local background
-        (`~astro_aeqa.preprocessing.subtract_local_background`).
+        (``astro_aeqa._preprocessing.subtract_local_background``).
         """
         with_psf = with_psf and self.psf_term and self.reference_fwhm is not None
         x = prepared.x
@@ -469,7 +469,7 @@ class Scorer:
         ``stars`` is the future of `star_parts` (bands are scored while the
         stars are still being found) or the bright-star pixels themselves.
         ``edges`` are the blocks of half a patch where the local background
-        jumps (`~astro_aeqa.preprocessing.subtract_local_background`): their
+        jumps (``astro_aeqa._preprocessing.subtract_local_background``): their
         pixels are left out of the MAE of a patch that has others.
         """
         nx = prepared.x.shape[1]

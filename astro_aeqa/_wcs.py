@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 from astropy.wcs import WCS, Sip
 
+from ._tiling import patch_grid_shape
 from .exceptions import AEQAWarning
-from .tiling import patch_grid_shape
 
 __all__ = ["score_map_wcs"]
 

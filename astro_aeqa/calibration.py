@@ -26,11 +26,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
+from ._masking import conformal_threshold, pvalues
 from .exceptions import ModelFileError
-from .masking import conformal_threshold, pvalues
 from .utils import nanmedian
 
-__all__ = ["Calibration", "CameraReference", "exposure_time"]
+__all__ = ["Calibration", "CameraReference"]
 
 log = logging.getLogger(__name__)
 

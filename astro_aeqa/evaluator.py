@@ -41,7 +41,7 @@ class AEQualityEvaluator:
     patch_size : int or 'auto', optional
         Side of the square patches that are scored and masked, in pixels.
         ``'auto'``: chosen by `fit` from the PSF FWHM measured on the
-        reference frames (`astro_aeqa.stars.auto_patch_size`).
+        reference frames (``astro_aeqa._stars.auto_patch_size``).
     tile_size : int, optional
         Side of the tiles the network reconstructs at inference (a frame
         smaller than a tile is scored in one tile of its own size). The
@@ -73,14 +73,14 @@ class AEQualityEvaluator:
     star_aware : bool, optional
         Score each patch without the pixels of well-modelled stars with a
         peak of at least 20 sky sigmas (round, of the reference frames'
-        FWHM; see `astro_aeqa.stars.bright_star_mask`), and take its sky
+        FWHM; see ``astro_aeqa._stars.bright_star_mask``), and take its sky
         term without their wings, so that a patch whose high score a bright
         star explains is not masked. Trails, smeared, doubled and defocused
         stars are not such stars and still count. Default `True` (the
         quality benchmark).
     psf_term : bool, optional
         Also score the shape of the stars around each patch
-        (`astro_aeqa.stars.psf_shape_map`: how much broader or more
+        (``astro_aeqa._stars.psf_shape_map``: how much broader or more
         elongated than the reference PSF they are). The autoencoder scores
         smeared, doubled and defocused stars at chance, since a blurred star
         is easy to reconstruct. Calibration on clean frames puts both on one
@@ -123,7 +123,7 @@ class AEQualityEvaluator:
         image scores by < 1 % (``benchmarks/speed.py``, section
         ``precision``: 0.001-0.01 % and no patch mask on its frames).
         ``'auto'`` (the default) is bfloat16 where the device computes it
-        natively (`astro_aeqa.nn.native_bfloat16`), else float32. Training
+        natively (``native_bfloat16``), else float32. Training
         is always float32 (mixed precision on CUDA).
     compile : bool, optional
         Run inference through `torch.compile`. It fuses the normalisation

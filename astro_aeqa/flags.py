@@ -10,7 +10,7 @@ flag plane is written at the end, by `astro_aeqa.io`.
 import numpy as np
 from astropy.nddata.bitmask import BitFlagNameMap
 
-__all__ = ["AEQAFlags", "flag_descriptions", "flag_header_cards", "decode_flags"]
+__all__ = ["AEQAFlags", "decode_flags"]
 
 
 class AEQAFlags(BitFlagNameMap):

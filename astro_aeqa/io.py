@@ -4,11 +4,11 @@ Reading images and writing the AEQA FITS products.
 
 This is the only module that knows FITS extension and keyword names.
 
-* `read_image` is the one input parser: a FITS path, an HDU, an HDUList, a
+* ``read_image`` is the one input parser: a FITS path, an HDU, an HDUList, a
   `~astropy.nddata.CCDData`, an `~astropy.nddata.NDData`, a numpy array or an
   ``(array, WCS)`` tuple all become a new `~astropy.nddata.CCDData` with
   float32 data.
-* `write_aeqa_fits` writes the output layout (atomically)::
+* `~astro_aeqa.io.write_aeqa_fits` writes the output layout (atomically)::
 
       PRIMARY     the data, unchanged; WCS; AEQA* keywords; HISTORY
       MASK        uint8, the input mask OR the AEQA mask (CCDData convention)
@@ -45,34 +45,12 @@ from astropy.nddata import (
 from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
+from ._masking import combine_masks
 from .exceptions import AEQAWarning, InputDataError, OutputPathError
 from .flags import flag_header_cards
-from .masking import combine_masks
 from .utils import thread_pool, write_hdulist_atomic
 
-__all__ = [
-    "read_image",
-    "read_original_data",
-    "stored_as_float32",
-    "read_frame",
-    "Frame",
-    "masked_ccd",
-    "write_result",
-    "aeqa_header_cards",
-    "write_aeqa_fits",
-    "read_aeqa_fits",
-    "check_output_path",
-    "header_safe_meta",
-    "AEQAProducts",
-    "MASK_EXTNAME",
-    "UNCERT_EXTNAME",
-    "SCORE_EXTNAME",
-    "FLAGS_EXTNAME",
-    "TRAILS_EXTNAME",
-    "AEQA_KEYWORDS",
-    "KEYWORDS",
-    "SKYMAP_KEYWORDS",
-]
+__all__ = ["read_aeqa_fits", "write_aeqa_fits", "AEQAProducts"]
 
 log = logging.getLogger(__name__)
 
@@ -551,7 +529,7 @@ class Frame:
     Attributes
     ----------
     ccd : `~astropy.nddata.CCDData`
-        As `read_image` returns it: float32 pixels, mask, uncertainty, WCS
+        As ``read_image`` returns it: float32 pixels, mask, uncertainty, WCS
         and the header as ``meta``.
     original : `~numpy.ndarray` or None
         The stored pixel array in its own dtype (BZERO/BSCALE applied as
@@ -579,7 +557,7 @@ def read_frame(image, *, hdu=None, unit=None):
     Parameters
     ----------
     image, hdu, unit
-        As in `read_image`.
+        As in ``read_image``.
 
     Returns
     -------
@@ -616,14 +594,14 @@ def read_original_data(image, *, hdu=None):
     """
     Return the input's pixel array in its own dtype, for writing it back unchanged.
 
-    `read_image` converts to float32; pass this array as ``original_data``
-    to `write_aeqa_fits` so that, e.g., a raw uint16 frame is written back
+    ``read_image`` converts to float32; pass this array as ``original_data``
+    to `~astro_aeqa.io.write_aeqa_fits` so that, e.g., a raw uint16 frame is written back
     as uint16 (BZERO applied as astropy does).
 
     Parameters
     ----------
     image, hdu
-        As in `read_image`.
+        As in ``read_image``.
 
     Returns
     -------
@@ -667,7 +645,7 @@ def read_original_data(image, *, hdu=None):
 def stored_as_float32(image, *, hdu=None):
     """
     Whether the input's pixels are stored as unscaled float32, so that the
-    float32 array of `read_image` can be written back as they were.
+    float32 array of ``read_image`` can be written back as they were.
 
     Reads headers only. `False` when unsure (then use `read_original_data`).
 
@@ -1001,7 +979,7 @@ def masked_ccd(ccd, result, *, model_name, model_sha):
 
     The input mask is OR-ed with the AEQA mask (and the non-finite pixels);
     the AEQA* cards and a HISTORY line join the header. ``ccd``'s arrays
-    are shared, not copied: pass a frame that no caller holds (`read_image`'s).
+    are shared, not copied: pass a frame that no caller holds (``read_image``'s).
     """
     from . import __version__
 
@@ -1128,7 +1106,7 @@ def write_aeqa_fits(
         the ``AEQA_SCORE`` header.
     flags : array-like
         The uint16 flag plane of the image shape (see
-        `astro_aeqa.masking.build_flag_plane`).
+        ``astro_aeqa._masking.build_flag_plane``).
     overwrite : bool, optional
         Replace an existing file. Default `False`.
     original_data : array-like, optional
@@ -1136,22 +1114,22 @@ def write_aeqa_fits(
         unchanged (e.g. the original uint16 array of a raw frame).
     header_cards : list of tuple, optional
         Extra ``(keyword, value, comment)`` cards for the primary header
-        (e.g. from `aeqa_header_cards`); they override ``ccd.meta``.
+        (e.g. from ``aeqa_header_cards``); they override ``ccd.meta``.
     source : str, `~pathlib.Path`, HDU or `~astropy.io.fits.HDUList`, optional
         The input ``ccd`` was read from. ``path`` must not be that file
-        (`check_output_path`), and the output header keeps the input
+        (``check_output_path``), and the output header keeps the input
         header's cards as written: while ``ccd.wcs`` is still the input's
         WCS, the WCS cards (CD matrices, CROTA, EPOCH, DATE-OBS, plate
         solutions...) are the input's own instead of those astropy
         regenerates from the WCS object (PC/CDELT), and cards that
-        `read_image` moved out of ``meta`` come back.
+        ``read_image`` moved out of ``meta`` come back.
     source_hdu : int, str or tuple, optional
-        The HDU of ``source`` that was read (as ``hdu`` of `read_image`).
+        The HDU of ``source`` that was read (as ``hdu`` of ``read_image``).
     trails : `~astropy.table.Table`, optional
         The trails found on the image (end points, angle, width, S/N...),
         written as the ``AEQA_TRAILS`` binary table.
     source_header : `~astropy.io.fits.Header`, optional
-        The header of the HDU that was read (`Frame.header`), so that
+        The header of the HDU that was read (``Frame.header``), so that
         ``source`` is not opened again.
 
     Returns
@@ -1171,7 +1149,7 @@ def write_aeqa_fits(
     -----
     Values of ``ccd.meta`` that a FITS header cannot hold (NaN, infinity,
     non-ASCII text) are written as strings, with a warning (see
-    `header_safe_meta`); non-scalar values are left out.
+    ``header_safe_meta``); non-scalar values are left out.
     """
     path = Path(path)
     if source is not None:
@@ -1251,7 +1229,7 @@ def write_aeqa_fits(
 
 def read_aeqa_fits(path):
     """
-    Read a file written by `write_aeqa_fits`.
+    Read a file written by `~astro_aeqa.io.write_aeqa_fits`.
 
     Parameters
     ----------

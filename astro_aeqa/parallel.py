@@ -26,7 +26,7 @@ from .utils import check_writable_dir, file_sha256, save_figure_atomic, write_ta
 from .utils import progress_bar as _progress_bar
 from .utils._optional import _MissingDependency
 
-__all__ = ["SUMMARY_COLUMNS", "SUMMARY_NAME", "fits_stem", "process_file", "score_files"]
+__all__ = ["score_files"]
 
 log = logging.getLogger(__name__)
 

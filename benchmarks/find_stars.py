@@ -1,6 +1,6 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """
-`astro_aeqa.stars.find_stars` beside the same catalogue made by photutils
+`astro_aeqa._stars.find_stars` beside the same catalogue made by photutils
 ``detect_sources`` + ``SourceCatalog`` on the whole frame.
 
 ``find_stars`` segments only windows around the pixels bright enough to
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _scenes import scene  # noqa: E402
 
 from astro_aeqa import stars  # noqa: E402
-from astro_aeqa.preprocessing import sky_statistics  # noqa: E402
+from astro_aeqa._preprocessing import sky_statistics  # noqa: E402
 
 COLUMNS = ("x", "y", "peak_snr", "fwhm", "elongation")
 
@@ -47,7 +47,7 @@ COLUMNS = ("x", "y", "peak_snr", "fwhm", "elongation")
 def photutils_find_stars(
     data, valid=None, *, stats=None, threshold=5.0, n_pixels=5, fwhm=None, min_peak=None
 ):
-    """`astro_aeqa.stars.find_stars` written with photutils on the whole frame."""
+    """`astro_aeqa._stars.find_stars` written with photutils on the whole frame."""
     from photutils.segmentation import SourceCatalog, detect_sources
 
     data = np.asarray(data, dtype=np.float32)

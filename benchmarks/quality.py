@@ -52,13 +52,13 @@ from evaluator_quality import auroc, classical_patch_scores, patch_truth  # noqa
 from validation import moffat_aperture_fraction  # noqa: E402
 
 from astro_aeqa import AEQualityEvaluator  # noqa: E402
-from astro_aeqa.masking import (  # noqa: E402
+from astro_aeqa._masking import (  # noqa: E402
     clean_patch_mask,
     conformal_threshold,
     patch_mask_to_pixel_mask,
 )
+from astro_aeqa._stars import measure_fwhm  # noqa: E402
 from astro_aeqa.simulation import GWAC_LIKE, PAPER_2P5M, simulate_image  # noqa: E402
-from astro_aeqa.stars import measure_fwhm  # noqa: E402
 from astro_aeqa.validation import measure_frame  # noqa: E402
 
 POSITIVE, NEGATIVE = 0.2, 0.02

@@ -57,8 +57,8 @@ from pathlib import Path
 
 import numpy as np
 
+from astro_aeqa._preprocessing import sky_statistics
 from astro_aeqa._trails import find_trails, trail_mask
-from astro_aeqa.preprocessing import sky_statistics
 from astro_aeqa.simulation import GWAC_LIKE, PAPER_2P5M, simulate_image
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"

@@ -10,12 +10,12 @@ from astropy.utils.exceptions import AstropyUserWarning
 from scipy import ndimage
 
 from astro_aeqa import AEQualityEvaluator
+from astro_aeqa._masking import conformal_threshold
 from astro_aeqa._scoring import FrameInfo
 from astro_aeqa.calibration import CameraReference
 from astro_aeqa.exceptions import ModelFileError
 from astro_aeqa.flags import decode_flags
 from astro_aeqa.footprint import detect_footprint
-from astro_aeqa.masking import conformal_threshold
 
 DATA = Path(__file__).parent / "data" / "camera"
 

@@ -15,8 +15,12 @@ from astro_aeqa.simulation import PAPER_2P5M, simulate_image  # noqa: E402
 @pytest.fixture(scope="module")
 def frame():
     return simulate_image(
-        shape=(512, 512), instrument=PAPER_2P5M, fwhm=1.0 * u.arcsec, background="cloud",
-        level=0.6, seed=4,
+        shape=(512, 512),
+        instrument=PAPER_2P5M,
+        fwhm=1.0 * u.arcsec,
+        background="cloud",
+        level=0.6,
+        seed=4,
     ).ccd
 
 

@@ -14,6 +14,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData, NDData, StdDevUncertainty
 from astropy.wcs import WCS
 
+from astro_aeqa._masking import build_flag_plane
 from astro_aeqa._wcs import score_map_wcs
 from astro_aeqa.exceptions import AEQAWarning, InputDataError
 from astro_aeqa.flags import flag_header_cards
@@ -25,7 +26,6 @@ from astro_aeqa.io import (
     read_original_data,
     write_aeqa_fits,
 )
-from astro_aeqa.masking import build_flag_plane
 
 RAW = REAL_DATA / "ccdproc_a8280271.fits.bz2"  # a real raw frame (tests/data/README.rst)
 M67_HEADER = REAL_DATA / "M6707HH_header.txt"  # a real DSS plate header

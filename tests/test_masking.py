@@ -1,14 +1,12 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
-"""Tests of astro_aeqa.masking: thresholds, p-values, morphology, masks and flags."""
+"""Tests of astro_aeqa._masking: thresholds, p-values, morphology, masks and flags."""
 
 import math
 
 import numpy as np
 import pytest
 
-from astro_aeqa.exceptions import AEQAWarning
-from astro_aeqa.flags import AEQAFlags, decode_flags
-from astro_aeqa.masking import (
+from astro_aeqa._masking import (
     build_flag_plane,
     clean_patch_mask,
     combine_masks,
@@ -17,6 +15,8 @@ from astro_aeqa.masking import (
     pvalues,
     robust_threshold,
 )
+from astro_aeqa.exceptions import AEQAWarning
+from astro_aeqa.flags import AEQAFlags, decode_flags
 
 
 @pytest.mark.parametrize("fpr", [0.001, 0.01, 0.05])
@@ -171,8 +171,8 @@ def test_build_flag_plane():
 def test_conformal_threshold_too_few_names_the_smallest_supported_fpr():
     import warnings
 
+    from astro_aeqa._masking import conformal_threshold
     from astro_aeqa.exceptions import AEQAWarning
-    from astro_aeqa.masking import conformal_threshold
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

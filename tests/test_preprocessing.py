@@ -4,13 +4,13 @@
 import numpy as np
 import pytest
 
-from astro_aeqa.exceptions import InputDataError
-from astro_aeqa.preprocessing import (
+from astro_aeqa._preprocessing import (
     normalize_frame,
     sky_statistics,
     subtract_local_background,
     valid_pixels,
 )
+from astro_aeqa.exceptions import InputDataError
 
 
 def test_sky_level_is_the_clear_sky_under_a_partial_cloud(rng):
@@ -47,7 +47,7 @@ def test_bad_frames_raise():
 
 
 def test_fast_asinh_matches_numpy():
-    from astro_aeqa.preprocessing import _asinh_inplace
+    from astro_aeqa._preprocessing import _asinh_inplace
 
     x = np.concatenate([np.linspace(-5, 5, 1001), np.geomspace(1e-6, 1e6, 200)]).astype(np.float32)
     x = np.concatenate([x, -x])

@@ -8,16 +8,16 @@ import pytest
 from astropy import units as u
 
 from astro_aeqa import AEQualityEvaluator
-from astro_aeqa.exceptions import InputDataError
-from astro_aeqa.flags import AEQAFlags
-from astro_aeqa.simulation import PAPER_2P5M, simulate_image
-from astro_aeqa.stars import (
+from astro_aeqa._stars import (
     auto_patch_size,
     bright_star_mask,
     find_stars,
     measure_fwhm,
     psf_shape_map,
 )
+from astro_aeqa.exceptions import InputDataError
+from astro_aeqa.flags import AEQAFlags
+from astro_aeqa.simulation import PAPER_2P5M, simulate_image
 
 
 def _frame(seed, shape=(256, 256), fwhm=0.65, **kwargs):
@@ -78,7 +78,7 @@ def test_find_stars_rejects_smeared_stars():
 def _photutils_catalog(data, threshold=5.0, n_pixels=5):
     from photutils.segmentation import SourceCatalog, detect_sources
 
-    from astro_aeqa.preprocessing import sky_statistics
+    from astro_aeqa._preprocessing import sky_statistics
 
     stats = sky_statistics(data, np.isfinite(data))
     snr = ((data - stats.level) / stats.noise).astype(np.float32)

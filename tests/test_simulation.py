@@ -433,8 +433,15 @@ def test_large_clouds_cover_and_scattered_light():
     """cloud_cover sets the clouded fraction; cloud_scatter decides whether the sky dims,
     stays or brightens under the cloud."""
     kwargs = dict(
-        shape=(256, 256), instrument=PAPER_2P5M, fwhm=0.7 * u.arcsec, background="cloud",
-        level=0.9, outer_scale=1024, seed=3, n_stars=0, n_galaxies=0,
+        shape=(256, 256),
+        instrument=PAPER_2P5M,
+        fwhm=0.7 * u.arcsec,
+        background="cloud",
+        level=0.9,
+        outer_scale=1024,
+        seed=3,
+        n_stars=0,
+        n_galaxies=0,
     )
     clear = simulate_image(**{**kwargs, "background": None}).ccd.data
     skies = {}

@@ -4,8 +4,8 @@
 import numpy as np
 import pytest
 
-from astro_aeqa.preprocessing import sky_statistics
-from astro_aeqa.stars import find_stars
+from astro_aeqa._preprocessing import sky_statistics
+from astro_aeqa._stars import find_stars
 
 
 def _stats():

@@ -1,11 +1,10 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
-"""Tests of astro_aeqa.tiling: tile coverage, seamless stitching, patch statistics."""
+"""Tests of astro_aeqa._tiling: tile coverage, seamless stitching, patch statistics."""
 
 import numpy as np
 import pytest
 
-from astro_aeqa.exceptions import InputDataError
-from astro_aeqa.tiling import (
+from astro_aeqa._tiling import (
     aggregate_patches,
     extract_tiles,
     iter_tile_batches,
@@ -15,6 +14,7 @@ from astro_aeqa.tiling import (
     stitch_tiles,
     tile_origins,
 )
+from astro_aeqa.exceptions import InputDataError
 
 
 @pytest.mark.parametrize(
@@ -233,7 +233,7 @@ def _brute_ownership(starts, n, tile_size):
 
 @pytest.mark.parametrize("seed", range(20))
 def test_linear_ownership_equals_the_tiles_by_pixels_reference(seed):
-    from astro_aeqa.tiling import _ownership
+    from astro_aeqa._tiling import _ownership
 
     rng = np.random.default_rng(seed)
     tile = int(rng.integers(2, 40))

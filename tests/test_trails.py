@@ -4,8 +4,8 @@
 import numpy as np
 import pytest
 
+from astro_aeqa._preprocessing import sky_statistics
 from astro_aeqa._trails import TRAIL_COLUMNS, find_trails, trail_mask
-from astro_aeqa.preprocessing import sky_statistics
 from astro_aeqa.simulation import GWAC_LIKE, PAPER_2P5M, simulate_image
 
 SHAPE = (512, 512)

@@ -33,29 +33,5 @@ from .training import (
     weighted_mse_loss,
 )
 
-__all__ = [
-    "AutoencoderConfig",
-    "PRESETS",
-    "ConvAutoencoder",
-    "build_model",
-    "init_weights",
-    "resolve_device",
-    "TrainingHistory",
-    "split_patches",
-    "train_autoencoder",
-    "weighted_mse_loss",
-    "Reconstructor",
-    "PRECISIONS",
-    "reconstruct",
-    "torch_threads",
-    "set_torch_threads",
-    "native_bfloat16",
-    "weights_sha",
-    "FORMAT_VERSION",
-    "FORMAT_NAME",
-    "save_model",
-    "load_model",
-    "read_model_metadata",
-    "validate_model_metadata",
-    "MAX_PARAMETERS",
-]
+# The API; the other names are imported from here by the package and may change.
+__all__ = ["AutoencoderConfig", "PRESETS", "Reconstructor"]

@@ -32,7 +32,7 @@ _NORMS = ("instance", "none")
 @dataclass(frozen=True)
 class AutoencoderConfig:
     """
-    Architecture of a `ConvAutoencoder`.
+    Architecture of a ``ConvAutoencoder``.
 
     Parameters
     ----------
@@ -355,7 +355,7 @@ def init_weights(model, seed=0):
 
 def build_model(config="small", *, seed=0):
     """
-    Build a `ConvAutoencoder` from a preset name or a config, with seeded weights.
+    Build a ``ConvAutoencoder`` from a preset name or a config, with seeded weights.
 
     Parameters
     ----------
@@ -367,7 +367,7 @@ def build_model(config="small", *, seed=0):
 
     Returns
     -------
-    `ConvAutoencoder`
+    ``ConvAutoencoder``
 
     Raises
     ------

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from ..tiling import extract_tiles
+from .._tiling import extract_tiles
 from ..utils import check_int
 from ..utils import progress_bar as _progress_bar
 
@@ -161,7 +161,7 @@ def reconstruct(
 
     Parameters
     ----------
-    model : `~astro_aeqa.nn.ConvAutoencoder`
+    model : ``ConvAutoencoder``
         The trained model. It is put in ``eval()`` mode and moved to
         ``device`` (and to channels-last memory format when asked).
     tiles : `~numpy.ndarray`
@@ -170,7 +170,7 @@ def reconstruct(
     batch_size : int
         Tiles per forward pass.
     device : str or `torch.device`
-        See `~astro_aeqa.nn.resolve_device`.
+        See ``resolve_device``.
     amp_dtype : `torch.dtype`, optional
         Run the forward pass under `torch.autocast` with this dtype (for
         example ``torch.bfloat16``). The result is float32 in any case. With
@@ -261,17 +261,17 @@ class Reconstructor:
 
     Parameters
     ----------
-    model : `~astro_aeqa.nn.ConvAutoencoder`
+    model : ``ConvAutoencoder``
         The network; it is moved to ``device``.
     device : str or `torch.device`, optional
-        See `resolve_device`.
+        See ``resolve_device``.
     batch_size : int, optional
         Most tiles in one forward pass (fewer when the activations of large
         tiles would exceed 512 MiB).
     precision : {'auto', 'float32', 'bfloat16'}, optional
         Arithmetic of the forward pass: ``'bfloat16'`` runs it under
         `torch.autocast`; ``'auto'`` is bfloat16 where the device computes
-        it natively (`native_bfloat16`), else float32.
+        it natively (``native_bfloat16``), else float32.
     compile : bool, optional
         Run the network through `torch.compile` (one static graph per
         tile-batch shape).
@@ -394,9 +394,9 @@ class Reconstructor:
         x : 2-D float32 `~numpy.ndarray`
             The normalised frame, at least one tile in each axis.
         origins : ``(n, 2)`` int `~numpy.ndarray`
-            ``(y0, x0)`` of each tile (`astro_aeqa.tiling.tile_origins`).
+            ``(y0, x0)`` of each tile (``astro_aeqa._tiling.tile_origins``).
         regions : ``(n, 4)`` int `~numpy.ndarray`
-            ``(y1, y2, x1, x2)`` that each tile owns (`astro_aeqa.tiling.owned_regions`).
+            ``(y1, y2, x1, x2)`` that each tile owns (``astro_aeqa._tiling.owned_regions``).
         tile : int
             Tile side.
         out : 2-D float32 `~numpy.ndarray`

@@ -2,7 +2,7 @@
 """
 The model file: one ``.safetensors`` file, never pickled.
 
-The tensors are the weights of the `~astro_aeqa.nn.ConvAutoencoder`. The
+The tensors are the weights of the ``ConvAutoencoder``. The
 safetensors metadata (str to str) holds ``format`` (``'astro_aeqa-model'``),
 ``format_version``, ``config`` (JSON of `~astro_aeqa.nn.AutoencoderConfig`)
 and ``aeqa`` (JSON of the caller's metadata: normalisation, patch size,
@@ -37,7 +37,7 @@ __all__ = [
 FORMAT_VERSION = 1
 #: Value of the ``format`` metadata key of our model files.
 FORMAT_NAME = "astro_aeqa-model"
-#: Largest network `load_model` builds by default (the ``paper`` preset has
+#: Largest network ``load_model`` builds by default (the ``paper`` preset has
 #: 14.9 million parameters, ``small`` 0.22 million): a file whose stored
 #: config asks for more is refused before anything is allocated.
 MAX_PARAMETERS = 100_000_000
@@ -64,11 +64,11 @@ def save_model(path, model, metadata, *, overwrite=False):
     ----------
     path : str or `~pathlib.Path`
         Output file (conventionally ``*.aeqa.safetensors``).
-    model : `~astro_aeqa.nn.ConvAutoencoder`
+    model : ``ConvAutoencoder``
         The model to save.
     metadata : dict
         JSON-serialisable information stored beside the weights and given
-        back by `load_model`.
+        back by ``load_model``.
     overwrite : bool
         Replace an existing file.
 
@@ -241,7 +241,7 @@ def _check_field(name, field, value, kind, **limits):
 
 _STR_FIELDS = ("package_version", "model_name", "normalization", "aggregate", "saved")
 # The values the evaluator accepts (``astro_aeqa._scoring.AGGREGATES`` and
-# `astro_aeqa.preprocessing.NORMALIZATIONS`; a test keeps them equal).
+# ``astro_aeqa._preprocessing.NORMALIZATIONS``; a test keeps them equal).
 _CHOICES = {"normalization": ("noise", "minmax"), "aggregate": ("mean", "trimmed_mean", "median")}
 _BOOL_FIELDS = ("sky_term", "star_aware", "psf_term")
 _PSF_CALIBRATION_KEYS = ("mae_median", "mae_mad", "psf_median", "psf_mad")
@@ -251,7 +251,7 @@ def validate_model_metadata(metadata, *, name="the model file", config=None):
     """
     Check the types and ranges of the evaluator fields of a model file's metadata.
 
-    `load_model` and `read_model_metadata` call it on every file they read,
+    ``load_model`` and `read_model_metadata` call it on every file they read,
     so that damaged or crafted metadata gives a `~astro_aeqa.exceptions.ModelFileError` naming the
     file and the field, never a traceback from the code that uses it. Fields
     it does not know are passed through unchecked.
@@ -379,7 +379,7 @@ def read_model_metadata(path):
     Raises
     ------
     FileNotFoundError, `~astro_aeqa.exceptions.ModelFileError`
-        As `load_model`.
+        As ``load_model``.
     """
     header, _ = _header(path)
     config = header["config"]
@@ -452,13 +452,13 @@ def load_model(path, *, device="cpu", max_parameters=MAX_PARAMETERS):
     path : str or `~pathlib.Path`
         The model file.
     device : str or `torch.device`
-        Where to put the weights (see `~astro_aeqa.nn.resolve_device`).
+        Where to put the weights (see ``resolve_device``).
     max_parameters : int, optional
         Largest network accepted (default ``MAX_PARAMETERS``, 100 million).
 
     Returns
     -------
-    model : `~astro_aeqa.nn.ConvAutoencoder`
+    model : ``ConvAutoencoder``
         In ``eval()`` mode, on ``device``.
     metadata : dict
         The metadata given to `save_model`.

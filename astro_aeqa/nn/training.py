@@ -2,7 +2,7 @@
 """
 Training of the autoencoder on normalised reference images.
 
-The images arrive already normalised and finite (`astro_aeqa.preprocessing`
+The images arrive already normalised and finite (``astro_aeqa._preprocessing``
 does that); this module only sees float32 arrays. Each image is tiled into a
 grid of ``patch_size`` patches, a fraction of which is held out for
 validation; training draws random crops, flips and 90-degree rotations from
@@ -356,7 +356,7 @@ def train_autoencoder(
 
     Parameters
     ----------
-    model : `~astro_aeqa.nn.ConvAutoencoder`
+    model : ``ConvAutoencoder``
         The model; it is moved to ``device`` and left there, holding the
         weights of the best epoch.
     images : list of 2-D `~numpy.ndarray`
@@ -390,7 +390,7 @@ def train_autoencoder(
         `numpy.random.Generator`). The initial weights come from the model
         (see `~astro_aeqa.nn.build_model`).
     device : str or `torch.device`
-        See `~astro_aeqa.nn.resolve_device`.
+        See ``resolve_device``.
     amp : bool, optional
         Mixed precision: bfloat16 autocast (float16 with a gradient scaler on
         GPUs without bfloat16). Default: on for CUDA, off (float32) on CPU.

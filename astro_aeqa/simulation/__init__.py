@@ -14,15 +14,10 @@ from .instrument import GWAC_LIKE, PAPER_2P5M, Instrument
 from .psf import PSF_DEFECTS, PSF_MODELS, make_psf_image
 
 __all__ = [
+    "simulate_image",
+    "simulate_sequence",
+    "SimulatedImage",
     "Instrument",
     "PAPER_2P5M",
     "GWAC_LIKE",
-    "SimulatedImage",
-    "simulate_image",
-    "simulate_sequence",
-    "make_psf_image",
-    "BACKGROUNDS",
-    "PSF_MODELS",
-    "PSF_DEFECTS",
-    "DEFAULT_POINTING",
 ]

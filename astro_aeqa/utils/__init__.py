@@ -1,5 +1,9 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
-"""Small helpers shared by the subpackages (numpy and astropy only)."""
+"""
+Small helpers shared by the subpackages (numpy and astropy only).
+
+Internal: not part of the API, and free to change.
+"""
 
 from ._atomic import atomic_write, check_writable_dir, clean_stale_temporaries, write_hdulist_atomic
 from ._files import file_sha256, save_figure_atomic, write_table_atomic
@@ -14,21 +18,4 @@ from ._validation import (
     forwarded_property,
 )
 
-__all__ = [
-    "atomic_write",
-    "write_hdulist_atomic",
-    "clean_stale_temporaries",
-    "check_writable_dir",
-    "write_table_atomic",
-    "save_figure_atomic",
-    "file_sha256",
-    "progress_bar",
-    "thread_pool",
-    "check_positive_quantity",
-    "check_fraction",
-    "check_int",
-    "check_2d_float",
-    "forwarded_property",
-    "nanmedian",
-    "nanmean",
-]
+__all__ = []

@@ -375,7 +375,7 @@ def load_catalog(
     reject_variables : bool, optional
         Drop stars flagged ``VARIABLE``.
     epoch : `~astropy.time.Time`, str, float or None, optional
-        Propagate positions to this epoch with `propagate_epoch`; warns when
+        Propagate positions to this epoch with ``propagate_epoch``; warns when
         the catalogue has no proper motions and the epoch is more than
         ``MAX_EPOCH_GAP`` years from the catalogue's.
 
@@ -627,7 +627,7 @@ def query_gaia(
     Query Gaia DR3 (``conf.gaia_table``) over the footprint of a frame, cached by sky tile.
 
     The footprint (a circle covering the frame) is covered by sky tiles
-    (`sky_tiles`: HEALPix cells, or a fixed grid without astropy-healpix).
+    (``sky_tiles``: HEALPix cells, or a fixed grid without astropy-healpix).
     Tiles already in the disk cache are read from it; the others are asked
     for in one asynchronous ADQL job (``GAIA_COLUMNS`` only, including
     ``phot_variable_flag`` and ``ruwe``) and written to the cache one file
@@ -668,7 +668,7 @@ def query_gaia(
     timeout : float or None, optional
         Seconds to wait for the archive; None waits forever.
     tile_level : int or None, optional
-        Level of the sky tiles (see `sky_tiles`).
+        Level of the sky tiles (see ``sky_tiles``).
     blend_margin : float, optional
         Magnitudes added to the faint limit of ``g_range`` on the server.
 

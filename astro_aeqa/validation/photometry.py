@@ -265,7 +265,7 @@ def aperture_photometry_table(
     `~photutils.utils.calc_total_error`: the local sky noise (a
     `~photutils.background.Background2D` RMS map, so a cloud's structure
     counts) plus the Poisson noise of the star, with the effective gain of
-    `effective_gain` (``GAIN``/``EGAIN``/``GAINA``+``GAINB``..., electron
+    ``effective_gain`` (``GAIN``/``EGAIN``/``GAINA``+``GAINB``..., electron
     units, per-second units), plus the error of the subtracted annulus
     background. ``ccd.uncertainty``, when present, is used instead.
 
@@ -284,16 +284,16 @@ def aperture_photometry_table(
     annulus : tuple of two floats or None, optional
         Inner and outer annulus radii in pixels; default ``(3, 5) * fwhm``.
     gain : float, `~astropy.units.Quantity` or None, optional
-        Gain in electron / adu; default from the header (`effective_gain`).
+        Gain in electron / adu; default from the header (``effective_gain``).
     read_noise : float or None, optional
         Read noise in electrons, a floor of the sky noise; default
         ``RDNOISE`` (or ``READNOIS``, ``RON``), else 0.
     saturation : float, "auto" or None, optional
         Peak level above which a star is flagged ``saturated``; "auto" (or
-        None) uses `saturation_level`: ``SATURATE`` less
+        None) uses ``saturation_level``: ``SATURATE`` less
         ``saturation_margin``, else the plateau at the frame's maximum.
     saturation_margin : float, optional
-        See `saturation_level`.
+        See ``saturation_level``.
     flux_floor : bool, optional
         If True (default), a star measured at less than its 1-sigma flux
         error (a star that clouds dim away, in forced photometry) gets the

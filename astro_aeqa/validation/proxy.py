@@ -4,7 +4,7 @@ Per-patch score maps that need no network: for studies without an evaluator.
 
 `score_map_from_array` turns any per-pixel map (for example the truth
 contamination map of `astro_aeqa.simulation`) into a score map;
-`background_rms_score_map` is the classical, truth-free proxy: the local
+``background_rms_score_map`` is the classical, truth-free proxy: the local
 background RMS of each patch relative to the frame's.
 """
 

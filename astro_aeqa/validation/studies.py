@@ -249,7 +249,7 @@ def error_vs_score(
     ``mag_inst_err`` in older tables), which is 0.67 for pure
     noise whatever the S/N. Standard errors come from a bootstrap over
     frames (over stars when there are fewer than 10 frames). Whether the
-    median rises monotonically is decided by `monotonic_rise`.
+    median rises monotonically is decided by ``monotonic_rise``.
 
     Parameters
     ----------
@@ -275,7 +275,7 @@ def error_vs_score(
     seed : int, optional
         Seed of the bootstrap.
     alpha, min_rise_sigma : float, optional
-        Passed to `monotonic_rise`.
+        Passed to ``monotonic_rise``.
 
     Returns
     -------
@@ -284,7 +284,7 @@ def error_vs_score(
         ``n_stars``, ``mean_abs_error``, ``mean_abs_error_err``,
         ``median_abs_error``, ``median_abs_error_err`` (mag) and
         ``median_abs_error_over_sigma``. ``meta['monotonic']`` is the
-        verdict of `monotonic_rise` on the median and
+        verdict of ``monotonic_rise`` on the median and
         ``meta['monotonic_test']`` its details; ``meta['monotonic_mean']``
         the verdict on the mean; ``meta['strictly_increasing']`` whether
         every bin's median is above the previous one, noise or not.

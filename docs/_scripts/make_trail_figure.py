@@ -3,7 +3,7 @@
 Make ``docs/figures/trails.png``: a simulated star field with a faint
 satellite trail (peak 2 sigma per pixel, FWHM 3 pixels), a short faint one
 (50 pixels, peak 2 sigma) and a short bright meteor, the trails
-`astro_aeqa._trails.find_trails` finds and the pixel mask of `~astro_aeqa._trails.trail_mask`.
+``astro_aeqa._trails.find_trails`` finds and the pixel mask of ``astro_aeqa._trails.trail_mask``.
 
 Run from the repository root (a few seconds)::
 
@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from astro_aeqa._preprocessing import sky_statistics  # noqa: E402
 from astro_aeqa._trails import find_trails, trail_mask  # noqa: E402
-from astro_aeqa.preprocessing import sky_statistics  # noqa: E402
 from astro_aeqa.simulation import PAPER_2P5M, simulate_image  # noqa: E402
 
 OUT = Path(__file__).parents[1] / "figures" / "trails.png"

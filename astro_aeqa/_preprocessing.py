@@ -23,8 +23,8 @@ import numpy as np
 from astropy.stats import sigma_clip
 from scipy import ndimage
 
+from ._tiling import aggregate_patches
 from .exceptions import InputDataError
-from .tiling import aggregate_patches
 from .utils import nanmedian
 
 __all__ = [
@@ -71,7 +71,7 @@ def valid_pixels(data, mask=None, *, saturation=None):
     Examples
     --------
     >>> import numpy as np
-    >>> from astro_aeqa.preprocessing import valid_pixels
+    >>> from astro_aeqa._preprocessing import valid_pixels
     >>> valid_pixels(np.array([[1.0, np.nan], [5.0, 2.0]]), saturation=5.0).tolist()
     [[True, False], [False, True]]
     """
@@ -214,7 +214,7 @@ def minmax_tiles(tiles):
     Examples
     --------
     >>> import numpy as np
-    >>> from astro_aeqa.preprocessing import minmax_tiles
+    >>> from astro_aeqa._preprocessing import minmax_tiles
     >>> minmax_tiles(np.array([[[2.0, 4.0], [6.0, 10.0]]])).tolist()
     [[[0.0, 0.25], [0.5, 1.0]]]
     """
@@ -232,7 +232,7 @@ def subtract_tile_median(tiles):
     Examples
     --------
     >>> import numpy as np
-    >>> from astro_aeqa.preprocessing import subtract_tile_median
+    >>> from astro_aeqa._preprocessing import subtract_tile_median
     >>> subtract_tile_median(np.array([[[1.0, 2.0], [3.0, 10.0]]])).tolist()
     [[[-1.5, -0.5], [0.5, 7.5]]]
     """

@@ -96,7 +96,7 @@ def tile_origins(shape, tile_size, overlap):
 
     Examples
     --------
-    >>> from astro_aeqa.tiling import tile_origins
+    >>> from astro_aeqa._tiling import tile_origins
     >>> tile_origins((6, 10), 4, 1).tolist()
     [[0, 0], [0, 2], [0, 4], [0, 6], [2, 0], [2, 2], [2, 4], [2, 6]]
     """
@@ -144,7 +144,7 @@ def extract_tiles(image, origins, tile_size):
     Examples
     --------
     >>> import numpy as np
-    >>> from astro_aeqa.tiling import extract_tiles
+    >>> from astro_aeqa._tiling import extract_tiles
     >>> extract_tiles(np.arange(16).reshape(4, 4), [[0, 0], [2, 2]], 2)[1].tolist()
     [[10.0, 11.0], [14.0, 15.0]]
     """
@@ -220,7 +220,7 @@ def stitch_tiles(tiles, origins, shape, overlap=None):
     Examples
     --------
     >>> import numpy as np
-    >>> from astro_aeqa.tiling import tile_origins, extract_tiles, stitch_tiles
+    >>> from astro_aeqa._tiling import tile_origins, extract_tiles, stitch_tiles
     >>> image = np.arange(70.0).reshape(7, 10)
     >>> origins = tile_origins(image.shape, 4, 1)
     >>> tiles = extract_tiles(image, origins, 4)
@@ -269,7 +269,7 @@ def owned_regions(origins, shape, tile_size):
 
     Examples
     --------
-    >>> from astro_aeqa.tiling import owned_regions, tile_origins
+    >>> from astro_aeqa._tiling import owned_regions, tile_origins
     >>> origins = tile_origins((7, 10), 4, 1)
     >>> owned_regions(origins, (7, 10), 4)[:2].tolist()
     [[0, 3, 0, 3], [0, 3, 3, 5]]
@@ -317,7 +317,7 @@ def iter_tile_batches(image, tile_size, overlap, batch_size):
     Examples
     --------
     >>> import numpy as np
-    >>> from astro_aeqa.tiling import iter_tile_batches
+    >>> from astro_aeqa._tiling import iter_tile_batches
     >>> [len(o) for o, t in iter_tile_batches(np.zeros((6, 10)), 4, 1, 3)]
     [3, 3, 2]
     """
@@ -335,7 +335,7 @@ def patch_grid_shape(shape, patch_size):
 
     Examples
     --------
-    >>> from astro_aeqa.tiling import patch_grid_shape
+    >>> from astro_aeqa._tiling import patch_grid_shape
     >>> patch_grid_shape((300, 517), 64)
     (5, 9)
     """
@@ -367,7 +367,7 @@ def patch_any(mask, patch_size):
     Examples
     --------
     >>> import numpy as np
-    >>> from astro_aeqa.tiling import patch_any
+    >>> from astro_aeqa._tiling import patch_any
     >>> mask = np.zeros((3, 5), bool)
     >>> mask[2, 4] = True
     >>> patch_any(mask, 2).tolist()
@@ -420,7 +420,7 @@ def aggregate_patches(
     Examples
     --------
     >>> import numpy as np
-    >>> from astro_aeqa.tiling import aggregate_patches
+    >>> from astro_aeqa._tiling import aggregate_patches
     >>> values = np.array([[1.0, 3.0, 5.0], [1.0, 3.0, np.nan]])
     >>> scores, n_valid = aggregate_patches(values, 2)
     >>> scores.tolist(), n_valid.tolist()
@@ -581,7 +581,7 @@ def patches_to_pixels(patch_values, patch_size, shape):
     Examples
     --------
     >>> import numpy as np
-    >>> from astro_aeqa.tiling import patches_to_pixels
+    >>> from astro_aeqa._tiling import patches_to_pixels
     >>> patches_to_pixels(np.array([[1, 2]]), 2, (1, 3)).tolist()
     [[1, 1, 2]]
     """

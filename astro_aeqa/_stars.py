@@ -22,9 +22,9 @@ import warnings
 import numpy as np
 from astropy.table import QTable
 
+from ._preprocessing import sky_statistics
+from ._tiling import patch_grid_shape
 from .exceptions import InputDataError
-from .preprocessing import sky_statistics
-from .tiling import patch_grid_shape
 
 __all__ = [
     "find_stars",
@@ -71,7 +71,7 @@ def find_stars(
     valid : 2-D bool `~numpy.ndarray`, optional
         Usable pixels (True); they set the sky statistics when ``stats`` is
         not given. Saturated cores stay in: a saturated star is a star.
-    stats : `~astro_aeqa.preprocessing.SkyStatistics`, optional
+    stats : ``astro_aeqa._preprocessing.SkyStatistics``, optional
         Sky level and noise; measured when not given.
     threshold : float, optional
         Detection threshold in sky-noise units.
@@ -286,7 +286,7 @@ def measure_fwhm(data, valid=None, *, stats=None, n_max=40):
         The frame.
     valid : 2-D bool `~numpy.ndarray`, optional
         Usable pixels (saturated and masked pixels excluded).
-    stats : `~astro_aeqa.preprocessing.SkyStatistics`, optional
+    stats : ``astro_aeqa._preprocessing.SkyStatistics``, optional
         Sky level and noise; measured when not given.
     n_max : int, optional
         Most stars fitted.
@@ -305,7 +305,7 @@ def measure_fwhm(data, valid=None, *, stats=None, n_max=40):
     --------
     >>> from astropy import units as u
     >>> from astro_aeqa.simulation import PAPER_2P5M, simulate_image
-    >>> from astro_aeqa.stars import measure_fwhm
+    >>> from astro_aeqa._stars import measure_fwhm
     >>> sim = simulate_image(shape=(256, 256), fwhm=0.9 * u.arcsec, psf="gaussian", seed=1)
     >>> round(measure_fwhm(sim.ccd.data) / sim.ccd.meta["FWHMPIX"], 1)
     1.0
@@ -368,7 +368,7 @@ def auto_patch_size(fwhm, *, factor=20.0, minimum=32, maximum=128, multiple=8):
 
     Examples
     --------
-    >>> from astro_aeqa.stars import auto_patch_size
+    >>> from astro_aeqa._stars import auto_patch_size
     >>> auto_patch_size(3.1), auto_patch_size(2.1), auto_patch_size(1.0), auto_patch_size(20.0)
     (64, 48, 32, 128)
     """
@@ -408,7 +408,7 @@ def bright_star_mask(
         The frame.
     valid : 2-D bool `~numpy.ndarray`, optional
         Usable pixels.
-    stats : `~astro_aeqa.preprocessing.SkyStatistics`, optional
+    stats : ``astro_aeqa._preprocessing.SkyStatistics``, optional
         Sky level and noise.
     fwhm : float, optional
         Expected FWHM in pixels (the reference frames'); default the
@@ -510,7 +510,7 @@ def psf_shape_map(stars, shape, patch_size, fwhm, *, min_snr=20.0, reach=2, per_
     Examples
     --------
     >>> from astropy.table import QTable
-    >>> from astro_aeqa.stars import psf_shape_map
+    >>> from astro_aeqa._stars import psf_shape_map
     >>> t = QTable({"x": [5.0, 6.0, 40.0], "y": [5.0, 6.0, 5.0], "peak_snr": [50.0, 60.0, 50.0],
     ...             "fwhm": [2.0, 2.0, 4.0], "elongation": [1.0, 1.0, 1.0]})
     >>> psf_shape_map(t, (16, 64), 16, 2.0, reach=0).round(3).tolist()

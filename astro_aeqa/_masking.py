@@ -23,9 +23,9 @@ import numpy as np
 from astropy.stats import mad_std
 from scipy import ndimage
 
+from ._tiling import patches_to_pixels
 from .exceptions import AEQAWarning
 from .flags import AEQAFlags
-from .tiling import patches_to_pixels
 
 __all__ = [
     "conformal_threshold",
@@ -73,7 +73,7 @@ def conformal_threshold(reference_scores, fpr):
     Examples
     --------
     >>> import numpy as np
-    >>> from astro_aeqa.masking import conformal_threshold
+    >>> from astro_aeqa._masking import conformal_threshold
     >>> conformal_threshold(np.arange(1.0, 100.0), fpr=0.1)
     90.0
     """
@@ -122,7 +122,7 @@ def pvalues(scores, reference_scores):
     Examples
     --------
     >>> import numpy as np
-    >>> from astro_aeqa.masking import pvalues
+    >>> from astro_aeqa._masking import pvalues
     >>> pvalues([0.0, 2.5, 10.0, np.nan], [1.0, 2.0, 3.0]).tolist()
     [1.0, 0.5, 0.25, nan]
     """
@@ -144,7 +144,7 @@ def robust_threshold(scores, *, k=5.0):
 
     Examples
     --------
-    >>> from astro_aeqa.masking import robust_threshold
+    >>> from astro_aeqa._masking import robust_threshold
     >>> round(robust_threshold([1.0, 2.0, 3.0, 4.0, 100.0], k=1.0), 4)
     4.4826
     """
@@ -212,7 +212,7 @@ def clean_patch_mask(patch_mask, *, opening=1, closing=1, structure="cross", rec
     Examples
     --------
     >>> import numpy as np
-    >>> from astro_aeqa.masking import clean_patch_mask
+    >>> from astro_aeqa._masking import clean_patch_mask
     >>> m = np.zeros((5, 6), bool); m[0:3, 0:3] = True; m[3, 5] = True
     >>> clean_patch_mask(m).astype(int)
     array([[1, 1, 1, 0, 0, 0],
@@ -257,7 +257,7 @@ def patch_mask_to_pixel_mask(patch_mask, patch_size, shape):
     Examples
     --------
     >>> import numpy as np
-    >>> from astro_aeqa.masking import patch_mask_to_pixel_mask
+    >>> from astro_aeqa._masking import patch_mask_to_pixel_mask
     >>> patch_mask_to_pixel_mask(np.array([[False, True]]), 2, (2, 3)).astype(int).tolist()
     [[0, 0, 1], [0, 0, 1]]
     """
@@ -274,7 +274,7 @@ def combine_masks(input_mask, new_mask):
     Examples
     --------
     >>> import numpy as np
-    >>> from astro_aeqa.masking import combine_masks
+    >>> from astro_aeqa._masking import combine_masks
     >>> combine_masks(np.array([True, False]), np.array([False, False])).tolist()
     [True, False]
     """
@@ -319,7 +319,7 @@ def build_flag_plane(
     Examples
     --------
     >>> import numpy as np
-    >>> from astro_aeqa.masking import build_flag_plane
+    >>> from astro_aeqa._masking import build_flag_plane
     >>> build_flag_plane((1, 2), low_quality=np.array([[True, False]]),
     ...                  edge=np.array([[True, True]])).tolist()
     [[17, 16]]
