@@ -38,7 +38,7 @@ from astropy.table import QTable
 sys.path.insert(0, str(Path(__file__).parent))
 from _scenes import scene  # noqa: E402
 
-from astro_aeqa import stars  # noqa: E402
+from astro_aeqa import _stars as stars  # noqa: E402
 from astro_aeqa._preprocessing import sky_statistics  # noqa: E402
 
 COLUMNS = ("x", "y", "peak_snr", "fwhm", "elongation")

@@ -428,11 +428,11 @@ def test_damaged_metadata_is_a_model_file_error_naming_file_and_field(
 
 
 def test_metadata_choices_match_the_evaluator():
-    from astro_aeqa import _scoring, preprocessing
+    from astro_aeqa import _preprocessing, _scoring
     from astro_aeqa.nn import serialization
 
     assert serialization._CHOICES["aggregate"] == _scoring.AGGREGATES
-    assert serialization._CHOICES["normalization"] == preprocessing.NORMALIZATIONS
+    assert serialization._CHOICES["normalization"] == _preprocessing.NORMALIZATIONS
 
 
 def test_damaged_metadata_through_the_evaluator_and_the_cli(model_file, tmp_path, capsys):
