@@ -80,6 +80,11 @@ _MAX_PEAKINESS = 4.0
 # a good part of an eighth: the test is for short candidates only
 _KNOTTY_LENGTH = 300.0
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+# a bright short candidate whose profile falls this often to under half the
+# peaks on both sides is a chain of stars (a row of 3 stars on a plate: 2); a
+# trail never falls so deep unless faint
+_CHAIN_DIPS = 1
+_CHAIN_MIN_SNR = 10.0
 
 
 def _empty_table():
@@ -300,6 +305,27 @@ class _Frame:
         v -= _interp_grid(self.bg, gy, gx)[:, None]
         v /= _interp_grid(self.noise, gy, gx)[:, None]
         return v
+
+
+def _deep_dips(profile, width):
+    """How often a bright profile falls between bright pieces, as between stars.
+
+    ``profile`` is the S/N along a candidate, one sample per pixel (unit
+    noise). It is smoothed over half its ``width`` (FWHM, pixels); a dip is a
+    run of samples under half the highest sample on each side and 5 sigma
+    under the median. Profiles whose median S/N is under ``_CHAIN_MIN_SNR``
+    have none: such valleys are a faint trail's noise.
+    """
+    if profile.size < 3:
+        return 0
+    w = max(1, round(width / 2))
+    p = ndimage.uniform_filter1d(profile, w, mode="nearest")
+    level = float(np.median(p))
+    if level < _CHAIN_MIN_SNR:
+        return 0
+    peaks = np.minimum(np.maximum.accumulate(p), np.maximum.accumulate(p[::-1])[::-1])
+    deep = (p < 0.5 * peaks) & (p < level - 5.0 / np.sqrt(w))
+    return int(np.count_nonzero(deep[1:] & ~deep[:-1]) + deep[0])
 
 
 def _chord(shape, theta, rho, margin=0.0):
@@ -564,6 +590,7 @@ class _Finder:
         pieces = [np.median(q) for q in np.array_split(raw, 8) if q.size]
         level_raw = max(float(np.median(raw)), 1e-6) if raw.size else 1e-6
         out["peakiness"] = float(max(pieces) / level_raw) if pieces else np.inf
+        out["dips"] = _deep_dips(raw, sig * _FWHM_PER_SIGMA)
         out["profile_t"] = ts[sel][covered[sel]]
         out["profile_m"] = m[sel][covered[sel]]
         if final:
@@ -690,6 +717,8 @@ class _Finder:
             return "uneven"
         if res["peakiness"] > _MAX_PEAKINESS and length < _KNOTTY_LENGTH:
             return "knotty"
+        if res["dips"] >= _CHAIN_DIPS and length < _KNOTTY_LENGTH:
+            return "chain"  # bright pieces with sky between them: stars in a row
         theta, rho = res["theta_used"], res["rho_used"]
         line_angle = (theta + np.pi / 2) % (np.pi / 2)
         # (a short one is measured less well: a 50-pixel piece of a 3-pixel bleed
@@ -982,7 +1011,8 @@ def find_trails(
             ""
             if res is None
             else {
-                k: round(res[k], 2) for k in ("snr", "evenness", "evenness8", "peakiness", "amp")
+                k: round(res[k], 2)
+                for k in ("snr", "evenness", "evenness8", "peakiness", "dips", "amp")
             },
         )
 

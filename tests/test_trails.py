@@ -115,6 +115,22 @@ def test_dense_star_field_is_not_trails():
     assert len(find_trails(*to_snr(sim))) == 0
 
 
+@pytest.mark.parametrize(("peak", "spacing"), [(30.0, 10.0), (100.0, 12.0), (100.0, 14.0)])
+def test_a_row_of_stars_is_not_a_trail(star_field, peak, spacing):
+    # Four bright stars in a row (as on a crowded plate) blend into one
+    # elongated source; the sky between them makes it a chain, not a trail.
+    snr, valid = star_field
+    snr = snr.copy()
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]].astype(np.float32)
+    for k in range(4):
+        x, y = 250 + k * spacing * np.cos(0.1), 300 + k * spacing * np.sin(0.1)
+        snr += peak * np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / 2.5**2)
+    assert len(find_trails(snr, valid)) == 0
+    # a trail as bright and as long in the same place is found
+    add_trail(snr, x0=250, y0=200, angle=0.1, length=45, fwhm=5.0, peak=peak / 2)
+    assert len(find_trails(snr, valid)) == 1
+
+
 def test_bleed_columns_are_not_trails(star_field):
     snr, valid = star_field
     snr = snr.copy()
