@@ -310,22 +310,27 @@ class _Frame:
 def _deep_dips(profile, width):
     """How often a bright profile falls between bright pieces, as between stars.
 
-    ``profile`` is the S/N along a candidate, one sample per pixel (unit
-    noise). It is smoothed over half its ``width`` (FWHM, pixels); a dip is a
-    run of samples under half the highest sample on each side and 5 sigma
-    under the median. Profiles whose median S/N is under ``_CHAIN_MIN_SNR``
-    have none: such valleys are a faint trail's noise.
+    ``profile`` is the S/N along a candidate, one sample per pixel. It is
+    smoothed over half its ``width`` (FWHM, pixels); a dip is a run, at
+    least that long, of samples under half the highest sample on each side
+    and under 0.7 of the median. Profiles whose median S/N is under
+    ``_CHAIN_MIN_SNR`` have none: such valleys are a faint trail's noise.
     """
-    if profile.size < 3:
-        return 0
     w = max(1, round(width / 2))
+    if profile.size < 3 * w:
+        return 0
     p = ndimage.uniform_filter1d(profile, w, mode="nearest")
     level = float(np.median(p))
     if level < _CHAIN_MIN_SNR:
         return 0
     peaks = np.minimum(np.maximum.accumulate(p), np.maximum.accumulate(p[::-1])[::-1])
-    deep = (p < 0.5 * peaks) & (p < level - 5.0 / np.sqrt(w))
-    return int(np.count_nonzero(deep[1:] & ~deep[:-1]) + deep[0])
+    deep = (p < 0.5 * peaks) & (p < 0.7 * level)
+    # runs of at least max(2, w) samples: one low sample is noise or a pixel
+    labels, n = ndimage.label(deep)
+    if n == 0:
+        return 0
+    runs = np.bincount(labels.ravel())[1:]
+    return int(np.count_nonzero(runs >= max(2, w)))
 
 
 def _chord(shape, theta, rho, margin=0.0):
