@@ -43,6 +43,9 @@ _FOOTPRINT_BETA = 2.5
 _COLUMNS = ("x", "y", "peak_snr", "fwhm", "elongation")
 _BLOCK = 16  # pixels; the side of the blocks whose peaks seed the windows
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity, as detect_sources
+# windows are labelled together on canvases of about this many pixels (about
+# 17 bytes each while labelled): a frame full of stars takes several
+_CANVAS_PIXELS = 2**22
 
 
 def find_stars(
@@ -198,17 +201,33 @@ def _pack(heights, widths, width):
 def _measure_windows(snr, shape, windows, threshold, n_pixels, seed):
     """The complete sources of windows, in window order, and which windows cut one short.
 
-    The windows are packed one pixel apart on one canvas, labelled in one
-    call: thousands of small windows cost one pass of NumPy, not thousands.
+    The windows are packed one pixel apart on canvases of at most
+    ``_CANVAS_PIXELS`` (more for a larger window), each labelled in one
+    call: thousands of small windows cost one pass of NumPy, not thousands,
+    and the memory stays bounded on a frame full of stars.
     """
+    win = np.asarray(windows, dtype=np.intp).reshape(-1, 4)
+    area = (win[:, 1] - win[:, 0]) * (win[:, 3] - win[:, 2])
+    # consecutive runs of windows of about _CANVAS_PIXELS each
+    batch = np.cumsum(area) // _CANVAS_PIXELS
+    starts = np.flatnonzero(np.r_[True, batch[1:] != batch[:-1]])
+    found, cut_short = [], []
+    for a, b in zip(starts, np.r_[starts[1:], len(win)], strict=True):
+        f, c = _measure_canvas(snr, shape, win[a:b], threshold, n_pixels, seed)
+        found.append(f)
+        cut_short.append(c)
+    return np.concatenate(found), np.concatenate(cut_short)
+
+
+def _measure_canvas(snr, shape, win, threshold, n_pixels, seed):
+    """`_measure_windows` of windows ``win`` (rows ``y0, y1, x0, x1``) on one canvas."""
     from scipy import ndimage
 
     ny, nx = shape
-    win = np.asarray(windows, dtype=np.intp).reshape(-1, 4)
     heights, widths = win[:, 1] - win[:, 0], win[:, 3] - win[:, 2]
     origins, (height, width) = _pack(heights, widths, max(int(widths.max()), min(nx, 2048)))
     canvas = np.zeros((height, width), np.float32)
-    owner = np.full((height, width), -1, np.intp)
+    owner = np.full((height, width), -1, np.int32)
     inner_edge = np.zeros((height, width), bool)  # window edges inside the frame
     for i, ((y0, y1, x0, x1), (cy, cx), h, w) in enumerate(
         zip(win, origins, heights, widths, strict=True)
