@@ -62,6 +62,10 @@ __all__ = ["ScoringOptions", "PreparedFrame", "FrameInfo", "FrameScores", "Frame
 
 log = logging.getLogger(__name__)
 
+# Most pixels of a band of rows normalised as one task (temporaries of 9
+# bytes a pixel while it runs)
+_BAND_PIXELS = 2**21
+
 # Faintest source peak (sky sigmas) that star-aware scoring leaves out and
 # whose shape enters the PSF term (chosen by benchmarks/quality.py).
 _STAR_MIN_SNR = 20.0
@@ -232,8 +236,10 @@ class Scorer:
                 saturated[rows] &= finite[rows]
 
         workers = self.workers()
-        bands = _row_bands(shape[0], workers)
-        with thread_pool(workers) as pool:  # bands of rows, one per core
+        # bands of rows, at least one per core, of at most _BAND_PIXELS each:
+        # the temporaries of the per-pixel work stay small on large frames
+        bands = _row_bands(shape[0], max(workers, -(-data.size // _BAND_PIXELS)))
+        with thread_pool(workers) as pool:
             _wait([pool.submit(pixel_masks, rows) for rows in bands])
             if not finite.any():
                 msg = "every pixel of the image is NaN or inf: there is nothing to evaluate"

@@ -111,14 +111,15 @@ def detect_footprint(data, finite=None, *, block=None):
 
 def _block_statistics(data, finite, block, nby, nbx):
     """Per block: median, MAD noise (of a sparse grid) and the number of finite pixels."""
-    ny, nx = data.shape
     step = 2 if block >= 16 else 1
-    pad = ((0, nby * block - ny), (0, nbx * block - nx))
-    grid = np.pad(
-        np.where(finite, data, np.nan).astype(np.float32, copy=False), pad, constant_values=np.nan
-    )[::step, ::step]
     b = block // step
-    cells = grid[: nby * b, : nbx * b].reshape(nby, b, nbx, b).transpose(0, 2, 1, 3)
+    # every step-th pixel, NaN where not finite and beyond the frame (sampled
+    # before copying: no frame-sized temporaries)
+    sub = np.where(finite[::step, ::step], data[::step, ::step], np.nan)
+    grid = np.full((nby * b, nbx * b), np.nan, np.float32)
+    h, w = min(sub.shape[0], nby * b), min(sub.shape[1], nbx * b)
+    grid[:h, :w] = sub[:h, :w]
+    cells = grid.reshape(nby, b, nbx, b).transpose(0, 2, 1, 3)
     cells = cells.reshape(nby, nbx, b * b)
     n_finite = np.isfinite(cells).sum(axis=-1)
     level = nanmedian(cells)  # NaN for blocks without a finite pixel
