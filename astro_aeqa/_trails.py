@@ -84,6 +84,10 @@ _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 # peaks on both sides is a chain of stars (a row of 3 stars on a plate: 2); a
 # trail never falls so deep unless faint
 _CHAIN_DIPS = 1
+# the matched filter's median along a trail against what its across-line
+# profile's peak gives through the filter: 0.8-1.7 for trails, 200 along a
+# crease of a bright cloud's background
+_MAX_FILTER_EXCESS = 5.0
 _CHAIN_MIN_SNR = 10.0
 
 
@@ -718,6 +722,13 @@ class _Finder:
             return "blob"
         if res["coverage"] < 0.6:
             return "gappy"  # mostly under stars or invalid pixels
+        # the matched filter along the line must be the across-line profile's
+        # peak seen through the filter: far above it, the band holds a step
+        # or a crease of the background (a bright cloud), not a line
+        per_sample = res["median_snr"] / np.sqrt(max(length, 1.0))
+        expected = res["amp"] * np.sqrt(res["sigma"] * np.sqrt(np.pi))
+        if per_sample > _MAX_FILTER_EXCESS * max(expected, 1e-6):
+            return "offset"
         if res["evenness"] < 0.5 or res["evenness8"] < 0.3:
             return "uneven"
         if res["peakiness"] > _MAX_PEAKINESS and length < _KNOTTY_LENGTH:
