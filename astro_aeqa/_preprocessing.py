@@ -284,14 +284,12 @@ def subtract_local_background(x, valid, block, *, noise=None):
     sample = np.where(valid[::step, ::step], x[::step, ::step], np.nan)
     medians, _ = aggregate_patches(sample, block // step, statistic="median")
     ny, nx = x.shape
-    background = ndimage.zoom(
-        np.where(np.isfinite(medians), medians, 0.0).astype(np.float32),
-        block,
-        order=1,
-        grid_mode=True,
-        mode="nearest",
-    )
-    out = np.subtract(x, background[:ny, :nx], dtype=np.float32)
+    grid = np.where(np.isfinite(medians), medians, 0.0).astype(np.float32)
+    # the background is zoomed into the output, which then takes x less it:
+    # one frame-sized array, not two
+    out = np.empty((ny, nx), np.float32)
+    _zoom_into(grid, block, out)
+    np.subtract(x, out, out=out, dtype=np.float32)
     out[~valid] = 0.0
     if noise is None:
         return out, None
@@ -321,3 +319,13 @@ def subtract_local_background(x, valid, block, *, noise=None):
             gain.astype(np.float32), block, order=1, grid_mode=True, mode="nearest"
         )[:ny, :nx]
     return out, edges
+
+
+def _zoom_into(grid, block, out):
+    """``grid`` zoomed ``block`` times (bilinear, block centres) into ``out``, cropped to it."""
+    ny, nx = out.shape
+    full = (grid.shape[0] * block, grid.shape[1] * block)
+    if full == (ny, nx):
+        ndimage.zoom(grid, block, output=out, order=1, grid_mode=True, mode="nearest")
+    else:
+        out[...] = ndimage.zoom(grid, block, order=1, grid_mode=True, mode="nearest")[:ny, :nx]
