@@ -892,7 +892,10 @@ def find_trails(
             msg = f"valid has shape {valid.shape}, image {shape}: they must match"
             raise ValueError(msg)
         good &= valid
-    snr = np.where(good, image, 0).astype(np.float32, copy=False)
+    if image.dtype == np.float32 and not image[~good].any():
+        snr = image  # already zero where not usable (the evaluator's S/N): no copy
+    else:
+        snr = np.where(good, image, 0).astype(np.float32, copy=False)
     if noise is not None:
         with np.errstate(all="ignore"):
             snr = np.where(good, snr / np.asarray(noise, np.float32), 0).astype(np.float32)

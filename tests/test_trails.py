@@ -191,6 +191,25 @@ def test_invalid_pixels(star_field):
     assert len(find_trails(snr, np.zeros(SHAPE, bool))) == 0
 
 
+def test_input_is_used_as_it_is_and_not_changed(star_field):
+    # A float32 S/N already zero where it is not usable (as the evaluator
+    # passes it) is searched without a copy, and neither it nor one that
+    # needs cleaning is written to; both give the same trails.
+    snr, valid = star_field
+    snr, valid = snr.copy(), valid.copy()
+    add_trail(snr, x0=0, y0=100, angle=0.4, length=800, fwhm=2.0, peak=4.0)
+    valid[:, 250:270] = False
+    dirty = snr.copy()
+    dirty[~valid] = np.nan
+    clean = np.where(valid, snr, 0).astype(np.float32)
+    before_dirty, before_clean = dirty.copy(), clean.copy()
+    a, b = find_trails(dirty, valid), find_trails(clean, valid)
+    assert np.array_equal(dirty, before_dirty, equal_nan=True)
+    assert np.array_equal(clean, before_clean)
+    assert len(a) == len(b) == 1
+    assert a["theta"][0] == b["theta"][0] and a["length"][0] == b["length"][0]
+
+
 def test_noise_argument_and_table():
     rng = np.random.default_rng(5)
     image = rng.normal(scale=7.0, size=SHAPE).astype(np.float32)
