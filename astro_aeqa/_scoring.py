@@ -528,12 +528,13 @@ class Scorer:
     # -- the terms ----------------------------------------------------------
 
     def mae_scores(self, parts, info, *, shift=(0, 0)):
-        """Per patch: the MAE score with its sky term, and the same before star-aware scoring (or None)."""
-        mae = parts["mae"] + self.sky_term_of(parts["sky"], info, shift=shift)
+        """Per patch: the MAE score with its sky term, the same before star-aware
+        scoring (or None), and the sky term itself."""
+        sky = self.sky_term_of(parts["sky"], info, shift=shift)
         raw = None
         if self.star_aware:
             raw = parts["raw_mae"] + self.sky_term_of(parts["raw_sky"], info, shift=shift)
-        return mae, raw
+        return parts["mae"] + sky, raw, sky
 
     def sky_term_of(self, sky, info, *, shift=(0, 0)):
         """The sky term: the patch sky against the camera's clean sky, or against the frame's."""
@@ -613,7 +614,7 @@ class Scorer:
             progress_bar=progress_bar,
             trails=trails,
         )
-        mae, raw = self.mae_scores(parts, prepared.info)
+        mae, raw, sky = self.mae_scores(parts, prepared.info)
         raw_scores = None if raw is None else self.combine(raw, parts["psf"])
         scores = self.combine(mae, parts["psf"])
         deficit = None
@@ -624,8 +625,7 @@ class Scorer:
             # not make the clear sky beside it look dimmed. Patches masked for
             # their structure (doubled or defocused stars) stay in: their
             # missing sources are the defect's, and raise its neighbours.
-            cloud = self.above_default_threshold(self.sky_term_of(parts["sky"], prepared.info))
-            parts["coverage"] = np.where(cloud, 0.0, coverage)
+            parts["coverage"] = np.where(self.above_default_threshold(sky), 0.0, coverage)
             deficit = self.transparency(parts, prepared.info)
         if deficit is not None:
             scores = self.with_transparency(scores, deficit)
@@ -837,7 +837,7 @@ class Scorer:
         scorer = self.with_calibration(Calibration(camera=camera))
         parts, deficits = [], []
         for record in records:
-            mae, _ = scorer.mae_scores(record["parts"], record["info"], shift=record["shift"])
+            mae, _, _ = scorer.mae_scores(record["parts"], record["info"], shift=record["shift"])
             psf = record["parts"]["psf"]
             deficit = scorer.transparency(record["parts"], record["info"], shift=record["shift"])
             inside = record["inside"]
