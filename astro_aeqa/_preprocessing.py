@@ -287,8 +287,7 @@ def subtract_local_background(x, valid, block, *, noise=None):
     grid = np.where(np.isfinite(medians), medians, 0.0).astype(np.float32)
     # the background is zoomed into the output, which then takes x less it:
     # one frame-sized array, not two
-    out = np.empty((ny, nx), np.float32)
-    _zoom_into(grid, block, out)
+    out = _zoomed(grid, block, (ny, nx))
     np.subtract(x, out, out=out, dtype=np.float32)
     out[~valid] = 0.0
     if noise is None:
@@ -315,17 +314,17 @@ def subtract_local_background(x, valid, block, *, noise=None):
         1.0,
     )
     if (gain > 1).any():
-        out *= ndimage.zoom(
-            gain.astype(np.float32), block, order=1, grid_mode=True, mode="nearest"
-        )[:ny, :nx]
+        out *= _zoomed(gain.astype(np.float32), block, (ny, nx))
     return out, edges
 
 
-def _zoom_into(grid, block, out):
-    """``grid`` zoomed ``block`` times (bilinear, block centres) into ``out``, cropped to it."""
-    ny, nx = out.shape
-    full = (grid.shape[0] * block, grid.shape[1] * block)
-    if full == (ny, nx):
+def _zoomed(grid, block, shape):
+    """A per-block float32 ``grid`` zoomed ``block`` times (bilinear between block
+    centres), cropped to ``shape``; written straight into a new array when the
+    blocks tile ``shape`` exactly."""
+    if (grid.shape[0] * block, grid.shape[1] * block) == tuple(shape):
+        out = np.empty(shape, np.float32)
         ndimage.zoom(grid, block, output=out, order=1, grid_mode=True, mode="nearest")
-    else:
-        out[...] = ndimage.zoom(grid, block, order=1, grid_mode=True, mode="nearest")[:ny, :nx]
+        return out
+    zoomed = ndimage.zoom(grid, block, order=1, grid_mode=True, mode="nearest")
+    return np.ascontiguousarray(zoomed[: shape[0], : shape[1]])
