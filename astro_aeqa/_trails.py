@@ -84,11 +84,11 @@ _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 # peaks on both sides is a chain of stars (a row of 3 stars on a plate: 2); a
 # trail never falls so deep unless faint
 _CHAIN_DIPS = 1
+_CHAIN_MIN_SNR = 10.0
 # the matched filter's median along a trail against what its across-line
 # profile's peak gives through the filter: 0.8-1.7 for trails, 200 along a
 # crease of a bright cloud's background
 _MAX_FILTER_EXCESS = 5.0
-_CHAIN_MIN_SNR = 10.0
 
 
 def _empty_table():
