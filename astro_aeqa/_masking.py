@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from ._tiling import patches_to_pixels
 from .exceptions import AEQAWarning
-from .flags import AEQAFlags
+from .flags import AEQAFlags, flag_plane_dtype
 
 __all__ = [
     "conformal_threshold",
@@ -301,7 +301,7 @@ def build_flag_plane(
     trail=None,
 ):
     """
-    Pack per-pixel reasons into a uint16 ``AEQA_FLAGS`` bit plane.
+    Pack per-pixel reasons into an ``AEQA_FLAGS`` bit plane.
 
     Parameters
     ----------
@@ -314,7 +314,8 @@ def build_flag_plane(
     Returns
     -------
     flags : `~numpy.ndarray`
-        uint16 array of ``shape``.
+        Array of ``shape``, of the narrowest unsigned integer type that holds
+        every bit (`astro_aeqa.flags.flag_plane_dtype`: uint8 today).
 
     Examples
     --------
@@ -325,7 +326,8 @@ def build_flag_plane(
     [[17, 16]]
     """
     shape = tuple(int(n) for n in shape)
-    flags = np.zeros(shape, dtype=np.uint16)
+    dtype = flag_plane_dtype()
+    flags = np.zeros(shape, dtype=dtype)
     parts = {
         "low_quality": (low_quality, AEQAFlags.LOW_QUALITY),
         "non_finite": (non_finite, AEQAFlags.NON_FINITE),
@@ -343,5 +345,5 @@ def build_flag_plane(
         if arr.shape != shape:
             msg = f"{name} must have the image shape {shape}, got {arr.shape}"
             raise ValueError(msg)
-        flags[arr] |= np.uint16(int(bit))
+        flags[arr] |= dtype.type(int(bit))
     return flags

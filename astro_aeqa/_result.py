@@ -198,7 +198,7 @@ class QualityResult:
         return table
 
     def flag_plane(self):
-        """Return the ``AEQA_FLAGS`` uint16 plane of this result (see `astro_aeqa.flags`)."""
+        """Return the ``AEQA_FLAGS`` bit plane of this result (see `astro_aeqa.flags`)."""
         p = self.patch_size
         edge = np.zeros(self.shape, dtype=bool)
         ny, nx = self.shape

@@ -10,11 +10,12 @@ flag plane is written at the end, by `astro_aeqa.io`.
 import numpy as np
 from astropy.nddata.bitmask import BitFlagNameMap
 
-__all__ = ["AEQAFlags", "decode_flags"]
+__all__ = ["AEQAFlags", "decode_flags", "flag_plane_dtype"]
 
 
 class AEQAFlags(BitFlagNameMap):
-    """Bit flags of the ``AEQA_FLAGS`` extension (uint16)."""
+    """Bit flags of the ``AEQA_FLAGS`` extension (the narrowest unsigned integer
+    type that holds them: uint8 while there are eight)."""
 
     LOW_QUALITY = 1, "score above the threshold: masked by AEQA"
     NON_FINITE = 2, "NaN or inf in the input"
@@ -42,6 +43,19 @@ def flag_descriptions():
         if name.isupper() and isinstance(value, int):
             rows.append((name, int(value), value.__doc__ or ""))
     return sorted(rows, key=lambda row: row[1])
+
+
+def flag_plane_dtype():
+    """
+    The dtype of a flag plane: the narrowest unsigned integer type that holds every bit.
+
+    Examples
+    --------
+    >>> from astro_aeqa.flags import flag_plane_dtype
+    >>> flag_plane_dtype()
+    dtype('uint8')
+    """
+    return np.min_scalar_type(2 * flag_descriptions()[-1][1] - 1)
 
 
 def flag_header_cards():

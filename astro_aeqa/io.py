@@ -14,7 +14,7 @@ This is the only module that knows FITS extension and keyword names.
       MASK        uint8, the input mask OR the AEQA mask (CCDData convention)
       UNCERT      the uncertainty, if any (CCDData convention)
       AEQA_SCORE  float32 patch score map, with the WCS of the patch grid
-      AEQA_FLAGS  uint16 bit plane (bits of `astro_aeqa.flags.AEQAFlags`)
+      AEQA_FLAGS  bit plane (bits of `astro_aeqa.flags.AEQAFlags`), uint8
       AEQA_TRAILS the trails found (a binary table), when there are any
 
   `~astropy.nddata.CCDData.read` still reads such a file (it ignores the
@@ -122,7 +122,8 @@ class AEQAProducts:
     score_map : `~astropy.nddata.NDData`
         The patch score map, with the WCS of the patch grid (or None).
     flags : `~numpy.ndarray`
-        The uint16 ``AEQA_FLAGS`` plane.
+        The ``AEQA_FLAGS`` plane (uint8; uint16 in files written by
+        astro_aeqa 0.3 and earlier).
     header : `~astropy.io.fits.Header`
         The primary header (with the AEQA* keywords).
     trails : `~astropy.table.Table` or None
@@ -1105,8 +1106,10 @@ def write_aeqa_fits(
         The patch score map; its ``wcs`` (the WCS of the patch grid) is written in
         the ``AEQA_SCORE`` header.
     flags : array-like
-        The uint16 flag plane of the image shape (see
-        ``astro_aeqa._masking.build_flag_plane``).
+        The flag plane of the image shape, unsigned integers of at most 16
+        bits (`astro_aeqa.QualityResult.flag_plane`). It is written in the
+        narrowest unsigned type that holds its values: uint8 for the bits of
+        `astro_aeqa.flags.AEQAFlags`.
     overwrite : bool, optional
         Replace an existing file. Default `False`.
     original_data : array-like, optional
@@ -1162,7 +1165,8 @@ def write_aeqa_fits(
     if flags.shape != shape:
         msg = f"flags must have the image shape {shape}, got {flags.shape}"
         raise ValueError(msg)
-    if flags.dtype.kind not in "biu" or (flags.size and int(flags.max()) > 0xFFFF):
+    largest = int(flags.max()) if flags.size and flags.dtype.kind in "biu" else 0
+    if flags.dtype.kind not in "biu" or largest > 0xFFFF or (flags.size and int(flags.min()) < 0):
         msg = f"flags must be unsigned integers that fit in 16 bits, got dtype {flags.dtype}"
         raise ValueError(msg)
     score_data, score_wcs = _as_score_nddata(score_map)
@@ -1216,7 +1220,11 @@ def write_aeqa_fits(
     for key, value, comment in flag_header_cards():
         flag_header[key] = (value, _fit_comment(key, value, comment))
     flag_header["COMMENT"] = "AEQA flag bits; AEQAFBn names bit n (value 2**n)."
-    hdul.append(fits.ImageHDU(data=flags.astype(np.uint16), header=flag_header, name=FLAGS_EXTNAME))
+    # uint8 needs neither the byte swap nor the BZERO shift of uint16
+    narrow = np.uint8 if largest <= 0xFF else np.uint16
+    hdul.append(
+        fits.ImageHDU(data=flags.astype(narrow, copy=False), header=flag_header, name=FLAGS_EXTNAME)
+    )
     if trails is not None:
         table = fits.table_to_hdu(Table(trails))
         table.name = TRAILS_EXTNAME
@@ -1262,6 +1270,6 @@ def read_aeqa_fits(path):
         score = NDData(
             np.array(shdu.data, dtype=np.float32, copy=True), wcs=swcs, meta=shdu.header.copy()
         )
-        flags = np.array(hdul[FLAGS_EXTNAME].data, dtype=np.uint16, copy=True)
+        flags = np.array(hdul[FLAGS_EXTNAME].data, copy=True)
         trails = Table.read(hdul[TRAILS_EXTNAME]) if TRAILS_EXTNAME in names else None
     return AEQAProducts(ccd=ccd, score_map=score, flags=flags, header=header, trails=trails)

@@ -427,7 +427,7 @@ def test_write_round_trip(tmp_path, ccd):
         assert [h.name for h in hdul] == ["PRIMARY", "MASK", "UNCERT", "AEQA_SCORE", "AEQA_FLAGS"]
         assert hdul["MASK"].data.dtype == np.uint8
         assert hdul["AEQA_SCORE"].data.dtype.newbyteorder("=") == np.float32
-        assert hdul["AEQA_FLAGS"].data.dtype == np.uint16
+        assert hdul["AEQA_FLAGS"].data.dtype == np.uint8
         head = hdul[0].header
         assert head["AEQAMOD"] == "small" and head["AEQAPSZ"] == 16 and head["AEQAFPR"] == 0.01
         assert all(head.comments[key] for key, _ in AEQA_KEYWORDS.values())
@@ -465,6 +465,25 @@ def test_write_original_integer_data(tmp_path):
     products = read_aeqa_fits(path)
     assert products.score_map.wcs is None
     assert products.ccd.mask is not None and not products.ccd.mask.any()
+
+
+def test_flag_plane_written_in_the_narrowest_type(tmp_path, ccd):
+    score_map, _ = _products(ccd)
+    wide = np.zeros(ccd.shape, np.uint16)
+    wide[0, :3] = [1, 255, 128]  # fits uint8: written as uint8, values kept
+    path = write_aeqa_fits(tmp_path / "narrow.fits", ccd, score_map=score_map, flags=wide)
+    back = read_aeqa_fits(path).flags
+    assert back.dtype == np.uint8
+    np.testing.assert_array_equal(back, wide)
+    wide[0, 3] = 0x8001  # another caller's bit above 8: uint16 is kept
+    path = write_aeqa_fits(tmp_path / "wide.fits", ccd, score_map=score_map, flags=wide)
+    back = read_aeqa_fits(path).flags
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, wide)
+    with pytest.raises(ValueError, match="16 bits"):
+        write_aeqa_fits(
+            tmp_path / "neg.fits", ccd, score_map=score_map, flags=-wide.astype(np.int32)
+        )
 
 
 def test_write_no_overwrite_and_overwrite(tmp_path, ccd):

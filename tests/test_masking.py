@@ -158,7 +158,7 @@ def test_build_flag_plane():
     sat = np.zeros(shape, bool)
     sat[3, 4] = True
     flags = build_flag_plane(shape, low_quality=low, edge=edge, saturated=sat)
-    assert flags.dtype == np.uint16 and flags.shape == shape
+    assert flags.dtype == np.uint8 and flags.shape == shape  # the narrowest that holds every bit
     np.testing.assert_array_equal(decode_flags(flags, "LOW_QUALITY"), low)
     np.testing.assert_array_equal(decode_flags(flags, "EDGE"), edge)
     np.testing.assert_array_equal(decode_flags(flags, "SATURATED"), sat)
