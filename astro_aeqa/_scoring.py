@@ -363,32 +363,47 @@ class Scorer:
         band of patch rows as soon as the tiles above it are done.
         With ``local_background`` (the default when there is a camera
         reference) the network sees the frame less its local background
-        (``astro_aeqa._preprocessing.subtract_local_background``).
+        (``astro_aeqa._preprocessing.subtract_local_background``), made by
+        the first task while the stars are found on another.
         """
         with_psf = with_psf and self.psf_term and self.reference_fwhm is not None
-        x = prepared.x
         if local_background is None:  # as the camera reference was calibrated
             local_background = self.camera is not None and self.sky_term
-        edges = None
-        if local_background:
-            noise = 1.0 / _ASINH_SOFTENING if self.options.normalization == "noise" else None
-            x, edges = subtract_local_background(
-                x, prepared.valid, self.background_block, noise=noise
-            )
-            if edges is not None and not edges.any():
-                edges = None
-        ny, nx = x.shape
+        ny, nx = shape = prepared.x.shape
         p = self.patch_size
         workers = self.workers()
-        t, padded, tasks = self.tile_tasks(x.shape, workers)
-        if padded != x.shape:  # shorter than a tile: reflect to one tile, crop after
-            x = np.pad(x, ((0, padded[0] - ny), (0, padded[1] - nx)), mode="reflect")
+        t, padded, tasks = self.tile_tasks(shape, workers)
+
+        def network_input():
+            """What the network sees (with the local background's edges, or None)."""
+            x, edges = prepared.x, None
+            if local_background:
+                noise = 1.0 / _ASINH_SOFTENING if self.options.normalization == "noise" else None
+                x, edges = subtract_local_background(
+                    x, prepared.valid, self.background_block, noise=noise
+                )
+                if edges is not None and not edges.any():
+                    edges = None
+            if padded != shape:  # shorter than a tile: reflect to one tile, crop after
+                x = np.pad(x, ((0, padded[0] - ny), (0, padded[1] - nx)), mode="reflect")
+            return x, edges
+
         residual = np.empty(padded, dtype=np.float32)
         bar = _progress_bar(
             total=sum(len(o) for o, _, _ in tasks), enabled=progress_bar, desc="tiles", unit="tile"
         )
         rec = self.reconstructor
+
+        def residuals(inputs, origins, regions, transform, model):
+            rec.residuals(
+                inputs.result()[0], origins, regions, t, residual, transform=transform, model=model
+            )
+
         with thread_pool(workers) as pool, rec.threads(workers):
+            # the network's input first, so that the star finding and the
+            # trail search run beside it rather than after it; the network's
+            # tasks wait for it
+            inputs = pool.submit(network_input)
             stars = None
             if self.star_aware or with_psf or local_background:
                 stars = pool.submit(
@@ -399,16 +414,7 @@ class Scorer:
             transform = self.tile_transform()
             pending = [
                 (
-                    pool.submit(
-                        rec.residuals,
-                        x,
-                        origins,
-                        regions,
-                        t,
-                        residual,
-                        transform=transform,
-                        model=model,
-                    ),
+                    pool.submit(residuals, inputs, origins, regions, transform, model),
                     len(origins),
                     rows_done,
                 )
@@ -422,6 +428,7 @@ class Scorer:
                     continue
                 stop = ny if rows_done >= ny else rows_done // p * p
                 if stop > start:
+                    edges = inputs.result()[1]
                     bands.append(
                         pool.submit(self.band, prepared, residual, start, stop, stars, edges)
                     )
