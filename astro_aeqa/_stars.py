@@ -104,15 +104,28 @@ def find_stars(
         stats = sky_statistics(data, valid)
     level, noise = np.float32(stats.level), np.float32(stats.noise)
 
-    def snr(window):
-        # a window at a time: no full-frame copy of a large frame
+    def snr(window, out=None):
+        # a window at a time (into ``out``, a window of a canvas): no
+        # full-frame copy of a large frame
         y0, y1, x0, x1 = window
-        out = (data[y0:y1, x0:x1] - level) / noise
+        out = np.subtract(data[y0:y1, x0:x1], level, out=out)
+        out /= noise
         out[~np.isfinite(out)] = 0.0
         return out
 
+    def block_peaks(y0, y1):
+        # the S/N is monotonic in the data: the peak of the data is the
+        # peak of the S/N, without making it, except where the data hold
+        # NaN or +inf (the peak is then not finite) or -inf (counted as 0,
+        # which matters only in a block below the sky)
+        peaks = (_block_max(data[y0:y1], _BLOCK) - level) / noise
+        redo = ~((peaks >= 0) & (peaks < np.inf))
+        if redo.any():
+            peaks = np.where(redo, _block_max(snr((y0, y1, 0, data.shape[1])), _BLOCK), peaks)
+        return peaks
+
     seed = threshold if min_peak is None else max(float(min_peak), threshold)
-    rows = _segment_sources(snr, data.shape, threshold, n_pixels, seed)
+    rows = _segment_sources(snr, block_peaks, data.shape, threshold, n_pixels, seed)
     # a source that two windows both reached is kept once (its peak pixel)
     _, first = np.unique(rows[:, -1], return_index=True)
     rows = rows[np.sort(first)]
@@ -135,11 +148,13 @@ def _flag_stars(table, fwhm, threshold):
     return table
 
 
-def _segment_sources(snr, shape, threshold, n_pixels, seed):
+def _segment_sources(snr, block_peaks, shape, threshold, n_pixels, seed):
     """Rows of `_COLUMNS` plus the peak pixel's flat index for every source.
 
-    ``snr(window)`` returns the signal-to-noise image of a window
-    ``(y0, y1, x0, x1)`` of a frame of ``shape``.
+    ``snr(window, out=None)`` returns (or writes into ``out``) the
+    signal-to-noise image of a window ``(y0, y1, x0, x1)`` of a frame of
+    ``shape``; ``block_peaks(y0, y1)`` the peak S/N of each `_BLOCK` block
+    of the rows ``y0:y1``.
 
     The frame is segmented in windows around the blocks whose peak reaches
     ``seed``, with a block of margin: the 5-sigma isophote of all but the
@@ -152,7 +167,7 @@ def _segment_sources(snr, shape, threshold, n_pixels, seed):
     ny, nx = shape
     band = 16 * _BLOCK
     peaks = np.concatenate(
-        [_block_max(snr((y, min(ny, y + band), 0, nx)), _BLOCK) for y in range(0, ny, band)]
+        [block_peaks(y, min(ny, y + band)) for y in range(0, ny, band)]
     )
     if seed <= threshold:  # every detection is wanted: one window, the frame
         todo = np.ones_like(peaks, dtype=bool)
@@ -232,15 +247,16 @@ def _measure_canvas(snr, shape, win, threshold, n_pixels, seed):
     for i, ((y0, y1, x0, x1), (cy, cx), h, w) in enumerate(
         zip(win, origins, heights, widths, strict=True)
     ):
-        canvas[cy : cy + h, cx : cx + w] = snr((y0, y1, x0, x1))
+        snr((y0, y1, x0, x1), out=canvas[cy : cy + h, cx : cx + w])
         owner[cy : cy + h, cx : cx + w] = i
         inner_edge[cy, cx : cx + w] |= y0 > 0
         inner_edge[cy + h - 1, cx : cx + w] |= y1 < ny
         inner_edge[cy : cy + h, cx] |= x0 > 0
         inner_edge[cy : cy + h, cx + w - 1] |= x1 < nx
-    labels, n = ndimage.label(canvas > threshold, structure=_EIGHT)
+    above = canvas > threshold
+    labels, n = ndimage.label(above, structure=_EIGHT)
     flat = labels.ravel()
-    pix = np.flatnonzero(flat)
+    pix = np.flatnonzero(above)  # the labelled pixels (4x faster on bools than on labels)
     lab, values = flat[pix], canvas.ravel()[pix]
     size = np.bincount(lab, minlength=n + 1)
     peak = np.full(n + 1, -np.inf, dtype=np.float32)

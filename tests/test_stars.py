@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from astro_aeqa._preprocessing import sky_statistics
+from astro_aeqa import _stars
 from astro_aeqa._stars import find_stars
 
 
@@ -45,3 +46,44 @@ def test_find_stars_cuts_small_segments_and_faint_peaks():
     # round Gaussians of FWHM 2.355 * 1.5 px: round and, from the bright ones, the FWHM
     assert (every["elongation"] < 1.05).all()
     assert every.meta["fwhm"] == pytest.approx(2.355 * 1.5, rel=0.1)
+
+
+def test_find_stars_counts_non_finite_pixels_as_sky(monkeypatch):
+    # NaN, +inf and -inf pixels have S/N 0: a frame with them finds what the
+    # same frame with the sky level there finds (the seeds of the windows
+    # are taken from the data's peaks, which such pixels would fool)
+    stats = _stats()
+    rng = np.random.default_rng(1)
+    shape = (320, 400)
+    data = rng.normal(float(stats.level), float(stats.noise), shape).astype(np.float32)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for _ in range(12):
+        x, y, peak = rng.uniform(5, 395), rng.uniform(5, 315), rng.uniform(8, 300)
+        data += (
+            peak * stats.noise * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5**2))
+        ).astype(np.float32)
+    data[:40, :60] = float(stats.level) - 20 * stats.noise  # a region below the sky
+    holes = data.copy()
+    for value in (np.nan, np.inf, -np.inf):
+        iy, ix = rng.integers(0, shape[0], 20), rng.integers(0, shape[1], 20)
+        holes[iy, ix] = value
+        data[iy, ix] = stats.level
+    holes[:40, :60][::7, ::5] = -np.inf  # -inf beside pixels below the sky
+    data[:40, :60][::7, ::5] = stats.level
+    # the same windows are segmented, too
+    windows = []
+    measure = _stars._measure_windows
+
+    def record(snr, shape, wins, *args):
+        windows.append(list(map(tuple, wins)))
+        return measure(snr, shape, wins, *args)
+
+    monkeypatch.setattr(_stars, "_measure_windows", record)
+    for min_peak in (None, 10.0, 30.0):
+        expected = find_stars(data, stats=stats, min_peak=min_peak)
+        found = find_stars(holes, stats=stats, min_peak=min_peak)
+        assert len(found) == len(expected) > 0
+        for name in expected.colnames:
+            np.testing.assert_array_equal(found[name], expected[name])
+        assert windows[1::2] == windows[0::2]
+        windows.clear()
