@@ -166,9 +166,7 @@ def _segment_sources(snr, block_peaks, shape, threshold, n_pixels, seed):
 
     ny, nx = shape
     band = 16 * _BLOCK
-    peaks = np.concatenate(
-        [block_peaks(y, min(ny, y + band)) for y in range(0, ny, band)]
-    )
+    peaks = np.concatenate([block_peaks(y, min(ny, y + band)) for y in range(0, ny, band)])
     if seed <= threshold:  # every detection is wanted: one window, the frame
         todo = np.ones_like(peaks, dtype=bool)
     else:

@@ -314,7 +314,9 @@ def _vm_hwm_gb():
 def peak_memory(model_file, directory, device):
     """Peak RSS (GB) of a fresh process that scores the 4096x4096 frame once."""
     path = _frame_file(directory)
-    _evaluator(model_file, device, directory)  # calibrated and saved here, not in the measured process
+    _evaluator(
+        model_file, device, directory
+    )  # calibrated and saved here, not in the measured process
     code = (
         "import sys; sys.path.insert(0, 'benchmarks');"
         "from speed import _evaluator, _vm_hwm_gb;"

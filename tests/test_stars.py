@@ -4,8 +4,8 @@
 import numpy as np
 import pytest
 
-from astro_aeqa._preprocessing import sky_statistics
 from astro_aeqa import _stars
+from astro_aeqa._preprocessing import sky_statistics
 from astro_aeqa._stars import find_stars
 
 
