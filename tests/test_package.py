@@ -4,6 +4,7 @@
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 import astro_aeqa
 from astro_aeqa.cli import main
 from astro_aeqa.flags import AEQAFlags, decode_flags, flag_descriptions, flag_header_cards
-from astro_aeqa.utils import atomic_write, check_2d_float, check_fraction
+from astro_aeqa.utils import atomic_write, check_2d_float, check_fraction, nanmedian
 
 
 def test_import_does_not_load_torch_or_astroquery():
@@ -107,3 +108,22 @@ def test_thread_pool_runs_inline_with_one_worker_and_raises_task_errors():
         failed.result()
     with thread_pool(2) as pool:
         assert pool.submit(threading.current_thread).result() is not threading.current_thread()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+@pytest.mark.parametrize(
+    ("shape", "axis"), [((40, 7), -1), ((30, 700), 1), ((6, 5, 4), 0), ((5, 0), -1)]
+)
+def test_nanmedian_is_numpys_without_warnings(shape, axis, dtype):
+    # slices without NaN are vectorised, the others go to NumPy: the same
+    # values, and no warning for an all-NaN slice (warnings are errors here)
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, 100.0, shape).astype(dtype)
+    if dtype is not np.int64 and a.size:
+        a[rng.random(shape) < 0.02] = np.nan
+        a[:2] = np.nan  # all-NaN slices
+    ours = nanmedian(a, axis=axis)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's all-NaN warning
+        expected = np.nanmedian(a, axis=axis) if a.shape[axis] else np.full(ours.shape, np.nan)
+    np.testing.assert_array_equal(ours, np.asarray(expected, ours.dtype))

@@ -27,6 +27,10 @@ def nanmedian(a, axis=-1):
     """
     `numpy.nanmedian` along ``axis``, NaN for all-NaN slices, without a warning.
 
+    The same values, faster: slices without a NaN take one vectorised
+    `numpy.median` (NumPy loops over slices of 600 or more values in
+    Python whenever the array holds a NaN), the others `numpy.nanmedian`.
+
     Examples
     --------
     >>> import numpy as np
@@ -34,7 +38,21 @@ def nanmedian(a, axis=-1):
     >>> nanmedian(np.array([[1.0, np.nan, 3.0], [np.nan, np.nan, np.nan]])).tolist()
     [2.0, nan]
     """
-    return _by_slice(np.nanmedian, a, axis)
+    a = np.moveaxis(np.asarray(a), axis, -1)
+    out = np.full(a.shape[:-1], np.nan, dtype=np.result_type(a.dtype, np.float32))
+    if a.shape[-1] == 0:
+        return out
+    n_nan = np.isnan(a).sum(axis=-1)
+    full = n_nan == 0
+    if full.all():
+        out[...] = np.median(a, axis=-1)
+        return out
+    if full.any():
+        out[full] = np.median(a[full], axis=-1)
+    some = ~full & (n_nan < a.shape[-1])
+    if some.any():
+        out[some] = np.nanmedian(a[some], axis=-1)
+    return out
 
 
 def nanmean(a, axis=-1):
