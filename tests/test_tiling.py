@@ -218,6 +218,21 @@ def test_fast_patch_quantiles_match_numpy_nanquantile(statistic, q):
     np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 16, 255, 256])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_median_rows_is_numpys_quantile_bit_for_bit(n, dtype):
+    from astro_aeqa._tiling import _median_rows
+
+    rng = np.random.default_rng(n)
+    rows = rng.normal(size=(300, n)).astype(dtype)
+    rows[::5] = np.round(rows[::5] * 2)  # ties
+    rows[::7] *= 1e30
+    np.testing.assert_array_equal(_median_rows(rows), np.quantile(rows, 0.5, axis=1))
+    rows[3, 0] = np.inf  # NumPy's medians of rows with inf are NaN: kept
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(_median_rows(rows), np.quantile(rows, 0.5, axis=1))
+
+
 def _brute_ownership(starts, n, tile_size):
     """The tiles x pixels ownership of before issue 17: the reference."""
     pix = np.arange(n)[None, :]
