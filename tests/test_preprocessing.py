@@ -79,3 +79,28 @@ def test_local_background_scales_a_quiet_sky_up_and_finds_its_edge(rng):
     assert np.std(cloud) == pytest.approx(1 / 3, rel=0.15)  # sky noise again
     assert edges.shape == (8, 8)
     assert edges[:, 3:5].all() and not edges[:, :3].any() and not edges[:, 5:].any()
+
+
+@pytest.mark.parametrize(
+    ("grid_shape", "block", "shape"),
+    [
+        ((32, 32), 32, (1024, 1024)),
+        ((8, 9), 25, (190, 211)),
+        ((1, 1), 8, (5, 8)),
+        ((3, 40), 4, (9, 157)),
+    ],
+)
+def test_zoomed_bands_sample_as_ndimage_zoom(grid_shape, block, shape):
+    # the local background's bilinear zoom: scipy's sampling (grid_mode,
+    # nearest beyond the outer block centres) to float32 rounding
+    from scipy import ndimage
+
+    from astro_aeqa._preprocessing import _zoomed_bands
+
+    grid = np.random.default_rng(0).normal(size=grid_shape).astype(np.float32)
+    zoom = ndimage.zoom(grid, block, order=1, grid_mode=True, mode="nearest")
+    expected = zoom[: shape[0], : shape[1]]
+    got = np.full(shape, np.nan, np.float32)
+    for rows, values in _zoomed_bands(grid, block, shape):
+        got[rows] = values
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
