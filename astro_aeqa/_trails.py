@@ -316,8 +316,7 @@ class _Frame:
         inside = (xs >= 0) & (xs <= nx - 1) & (ys >= 0) & (ys <= ny - 1)
         coords = np.array([np.clip(ys, 0, ny - 1), np.clip(xs, 0, nx - 1)])
         v = ndimage.map_coordinates(self.snr, coords, order=1, mode="nearest")
-        ok = ndimage.map_coordinates(self.valid, coords, order=0, mode="nearest")
-        bad = ~(inside & ok.astype(bool))
+        bad = ~(inside & _valid_at(self.valid, coords))
         if self.star_bin is not None:
             iy = np.clip(coords[0].astype(np.intp) // self.b, 0, self.star_bin.shape[0] - 1)
             ix = np.clip(coords[1].astype(np.intp) // self.b, 0, self.star_bin.shape[1] - 1)
@@ -664,8 +663,7 @@ class _Finder:
             ys = (rho + ds)[None, :] * s + ts[:, None] * c
             coords = np.array([ys.ravel(), xs.ravel()])
             v = ndimage.map_coordinates(f.snr, coords, order=1, mode="nearest").reshape(xs.shape)
-            ok = ndimage.map_coordinates(f.valid, coords, order=0, mode="nearest")
-            ok = ok.reshape(xs.shape).astype(bool)
+            ok = _valid_at(f.valid, coords).reshape(xs.shape)
             v = np.where(ok, v, np.nan)
             with np.errstate(all="ignore"):
                 centre = nanmean(v[:, inner], axis=1)
@@ -1409,8 +1407,38 @@ def _binned_band(res, zshape, b):
     return (d <= half) & (t >= res["t0"] - 2 * b) & (t <= res["t1"] + 2 * b)
 
 
+def _valid_at(valid, coords):
+    """``valid`` at the pixel nearest each ``(y, x)`` of ``coords`` (the frame's edge
+    beyond it), rounded as ``ndimage.map_coordinates(order=0, mode='nearest')`` does."""
+    ny, nx = valid.shape
+    iy = np.clip(np.floor(coords[0] + 0.5), 0, ny - 1).astype(np.intp)
+    ix = np.clip(np.floor(coords[1] + 0.5), 0, nx - 1).astype(np.intp)
+    return valid[iy, ix]
+
+
+# _line_counts of frames whose binned pixels are all valid: they depend on the
+# geometry alone, which a survey's frames share (a few entries, read-only)
+_ALL_VALID_COUNTS = {}
+
+
 def _line_counts(zgood, cos_t, sin_t, n_rho, rho_off, xc, yc):
     """Number of valid binned pixels on each line (theta, rho)."""
+    key = None
+    if zgood.all():
+        key = (zgood.shape, cos_t.tobytes(), sin_t.tobytes(), n_rho, rho_off, xc, yc)
+        cached = _ALL_VALID_COUNTS.get(key)
+        if cached is not None:
+            return cached
+    full = _count_lines(zgood, cos_t, sin_t, n_rho, rho_off, xc, yc)
+    if key is not None:
+        full.setflags(write=False)
+        if len(_ALL_VALID_COUNTS) >= 4:
+            _ALL_VALID_COUNTS.clear()
+        _ALL_VALID_COUNTS[key] = full
+    return full
+
+
+def _count_lines(zgood, cos_t, sin_t, n_rho, rho_off, xc, yc):
     f = 4
     ny, nx = zgood.shape
     if ny < 2 * f or nx < 2 * f:

@@ -297,3 +297,34 @@ def test_meteor_head_masked(star_field):
     assert mask[head_pixels].mean() >= 0.95
     assert mask[tail_pixels].mean() >= 0.95
     assert mask[~(head_pixels | tail_pixels)].mean() <= 0.01
+
+
+def test_valid_at_rounds_as_map_coordinates():
+    # the trail refinement looks up valid pixels by index, as scipy's
+    # nearest-neighbour sampling does (halves round up, the edge beyond it)
+    from scipy import ndimage
+
+    from astro_aeqa._trails import _valid_at
+
+    rng = np.random.default_rng(0)
+    valid = rng.random((40, 50)) > 0.5
+    ys = np.concatenate([rng.uniform(-3, 43, 2000), np.arange(-2, 42, 0.5)])
+    xs = np.concatenate([rng.uniform(-3, 53, 2000), np.arange(-2, 42, 0.5)])
+    coords = np.array([ys, xs])
+    expected = ndimage.map_coordinates(valid, coords, order=0, mode="nearest").astype(bool)
+    np.testing.assert_array_equal(_valid_at(valid, coords), expected)
+
+
+def test_line_counts_of_all_valid_frames_are_reused():
+    from astro_aeqa._trails import _count_lines, _line_counts
+
+    theta = np.linspace(0, np.pi, 90, endpoint=False)
+    args = (np.cos(theta), np.sin(theta), 90, 45.0, 31.5, 23.5)
+    good = np.ones((48, 64), bool)
+    first = _line_counts(good, *args)
+    assert _line_counts(good.copy(), *args) is first  # the same geometry: reused
+    np.testing.assert_array_equal(first, _count_lines(good, *args))
+    holes = good.copy()
+    holes[10:20, 5:30] = False  # not all valid: counted again
+    np.testing.assert_array_equal(_line_counts(holes, *args), _count_lines(holes, *args))
+    assert not np.array_equal(_line_counts(holes, *args), first)
