@@ -215,25 +215,37 @@ def _measure_windows(snr, shape, windows, threshold, n_pixels, seed):
     """The complete sources of windows, in window order, and which windows cut one short.
 
     The windows are packed one pixel apart on canvases of at most
-    ``_CANVAS_PIXELS`` (more for a larger window), each labelled in one
-    call: thousands of small windows cost one pass of NumPy, not thousands,
-    and the memory stays bounded on a frame full of stars.
+    ``_CANVAS_PIXELS``, each labelled in one call: thousands of small
+    windows cost one pass of NumPy, not thousands. A window larger than a
+    canvas (the merged windows of a crowded field) is labelled in strips of
+    rows, so the memory stays bounded on a frame full of stars.
     """
     win = np.asarray(windows, dtype=np.intp).reshape(-1, 4)
     area = (win[:, 1] - win[:, 0]) * (win[:, 3] - win[:, 2])
-    # consecutive runs of windows of about _CANVAS_PIXELS each
+    # consecutive runs of windows of about _CANVAS_PIXELS each, a large one alone
     batch = np.cumsum(area) // _CANVAS_PIXELS
-    starts = np.flatnonzero(np.r_[True, batch[1:] != batch[:-1]])
+    large = area > _CANVAS_PIXELS
+    starts = np.flatnonzero(np.r_[True, batch[1:] != batch[:-1]] | large | np.r_[False, large[:-1]])
     found, cut_short = [], []
     for a, b in zip(starts, np.r_[starts[1:], len(win)], strict=True):
-        f, c = _measure_canvas(snr, shape, win[a:b], threshold, n_pixels, seed)
+        if b - a == 1 and area[a] > _CANVAS_PIXELS:
+            labelled = _label_in_strips(snr, shape, win[a], threshold)
+        else:
+            labelled = _label_canvas(snr, shape, win[a:b], threshold)
+        f, c = _measure_labels(shape, win[a:b], n_pixels, seed, *labelled)
         found.append(f)
         cut_short.append(c)
     return np.concatenate(found), np.concatenate(cut_short)
 
 
-def _measure_canvas(snr, shape, win, threshold, n_pixels, seed):
-    """`_measure_windows` of windows ``win`` (rows ``y0, y1, x0, x1``) on one canvas."""
+def _label_canvas(snr, shape, win, threshold):
+    """The windows ``win`` (rows ``y0, y1, x0, x1``) packed on one canvas and labelled.
+
+    Returns the labelled pixels (flat indices on the canvas, in raster
+    order), their labels and S/N values, the number of labels, the canvas
+    width, each window's origin on it, the window of each labelled pixel and
+    the labels that touch a window edge inside the frame.
+    """
     from scipy import ndimage
 
     ny, nx = shape
@@ -256,15 +268,86 @@ def _measure_canvas(snr, shape, win, threshold, n_pixels, seed):
     flat = labels.ravel()
     pix = np.flatnonzero(above)  # the labelled pixels (4x faster on bools than on labels)
     lab, values = flat[pix], canvas.ravel()[pix]
+    edge_labels = flat[inner_edge.ravel()]
+    return pix, lab, values, n, width, origins, owner.ravel()[pix], edge_labels
+
+
+def _label_in_strips(snr, shape, window, threshold):
+    """`_label_canvas` of one large window, labelled in strips of rows.
+
+    Each strip is labelled alone; labels that touch across a strip boundary
+    (8-connected) are joined, and the joined labels numbered in raster
+    order of their first pixel, as `scipy.ndimage.label` numbers them: the
+    same labels as the whole window's, with one strip in memory at a time.
+    """
+    from scipy import ndimage
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ny, nx = shape
+    y0, y1, x0, x1 = (int(v) for v in window)
+    h, w = y1 - y0, x1 - x0
+    rows = max(2, _CANVAS_PIXELS // w)
+    strip = np.empty((min(rows, h), w), np.float32)
+    pix, lab, values, joins, edge = [], [], [], [], []
+    offset, last = 0, None  # labels so far; the previous strip's last row
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        s = snr((y0 + r0, y0 + r1, x0, x1), out=strip[: r1 - r0])
+        above = s > threshold
+        labels, n = ndimage.label(above, structure=_EIGHT)
+        labels[above] += offset  # unique across strips
+        flat = np.flatnonzero(above)
+        pix.append(flat + r0 * w)
+        lab.append(labels.ravel()[flat])
+        values.append(s.ravel()[flat])
+        first = labels[0]
+        if last is not None:
+            for a, b in ((last, first), (last[:-1], first[1:]), (last[1:], first[:-1])):
+                touch = (a > 0) & (b > 0)
+                joins.append((a[touch], b[touch]))
+        last = labels[-1].copy()
+        if r0 == 0 and y0 > 0:
+            edge.append(first)
+        if x0 > 0:
+            edge.append(labels[:, 0])
+        if x1 < nx:
+            edge.append(labels[:, -1])
+        offset += n
+    if y1 < ny:
+        edge.append(last)
+    pix, lab, values = np.concatenate(pix), np.concatenate(lab), np.concatenate(values)
+    a, b = (np.concatenate(v) for v in zip(*joins, strict=True)) if joins else ((), ())
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(offset + 1, offset + 1))
+    _, component = connected_components(graph, directed=False)
+    # number the components by their first pixel (pix is in raster order)
+    comp = component[lab]
+    _, first = np.unique(comp, return_index=True)
+    order = np.argsort(first, kind="stable")
+    number = np.zeros(component.max() + 1, np.intp)
+    number[comp[first[order]]] = np.arange(1, len(first) + 1)
+    relabel = number[component]
+    relabel[0] = 0
+    edge_labels = relabel[np.concatenate(edge)] if edge else np.zeros(0, np.intp)
+    owner = np.zeros(len(pix), np.int32)
+    return pix, relabel[lab], values, len(first), w, np.zeros((1, 2), np.intp), owner, edge_labels
+
+
+def _measure_labels(
+    shape, win, n_pixels, seed, pix, lab, values, n, width, origins, owner, edge_labels
+):
+    """The complete sources of labelled windows (`_label_canvas`) and which
+    windows cut one short."""
+    ny, nx = shape
     size = np.bincount(lab, minlength=n + 1)
     peak = np.full(n + 1, -np.inf, dtype=np.float32)
     np.maximum.at(peak, lab, values)
     keep = (size >= n_pixels) & (peak >= seed)
     keep[0] = False
     edge = np.zeros(n + 1, bool)
-    edge[flat[inner_edge.ravel()]] = True
+    edge[edge_labels] = True
     window_of = np.zeros(n + 1, np.intp)
-    window_of[lab] = owner.ravel()[pix]
+    window_of[lab] = owner
     cut_short = np.zeros(len(win), bool)
     cut_short[window_of[keep & edge]] = True
     keep &= ~edge
@@ -273,8 +356,7 @@ def _measure_canvas(snr, shape, win, threshold, n_pixels, seed):
         return np.zeros((0, len(_COLUMNS) + 1)), cut_short
     wanted = wanted[np.argsort(window_of[wanted], kind="stable")]  # window order, then scan order
     sel = keep[lab]
-    pix, lab, w = pix[sel], lab[sel], values[sel].astype(np.float64)
-    wi = owner.ravel()[pix]
+    pix, lab, w, wi = pix[sel], lab[sel], values[sel].astype(np.float64), owner[sel]
     cy, cx = np.divmod(pix, width)
     iy, ix = cy - origins[wi, 0], cx - origins[wi, 1]  # within the window, as photutils sees it
 

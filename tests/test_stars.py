@@ -87,3 +87,42 @@ def test_find_stars_counts_non_finite_pixels_as_sky(monkeypatch):
             np.testing.assert_array_equal(found[name], expected[name])
         assert windows[1::2] == windows[0::2]
         windows.clear()
+
+
+def test_large_windows_are_labelled_in_strips_with_the_same_sources(monkeypatch):
+    # a crowded field merges its windows into one larger than a canvas: it is
+    # labelled strip by strip, with the catalogue of the whole window
+    stats = _stats()
+    rng = np.random.default_rng(2)
+    shape = (300, 260)
+    data = rng.normal(float(stats.level), float(stats.noise), shape).astype(np.float32)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for _ in range(250):
+        x, y = rng.uniform(0, shape[1]), rng.uniform(0, shape[0])
+        peak, sigma = rng.uniform(4, 400), rng.uniform(0.8, 3.0)
+        data += (
+            peak * stats.noise * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
+        ).astype(np.float32)
+    # a streak alone, whose pixels touch only diagonally across the strip
+    # boundary between rows 6 and 7
+    data[:16, 96:124] = stats.level
+    data[np.arange(3, 11), np.arange(104, 112)] = stats.level + 60 * stats.noise
+    strips = []
+    label_in_strips = _stars._label_in_strips
+
+    def spy(*args):
+        strips.append(args[2])
+        return label_in_strips(*args)
+
+    monkeypatch.setattr(_stars, "_label_in_strips", spy)
+    for min_peak in (None, 10.0):
+        monkeypatch.setattr(_stars, "_CANVAS_PIXELS", 2**22)
+        whole = find_stars(data, stats=stats, min_peak=min_peak)
+        assert not strips
+        monkeypatch.setattr(_stars, "_CANVAS_PIXELS", 2000)  # strips of 7 rows
+        found = find_stars(data, stats=stats, min_peak=min_peak)
+        assert strips, "no window was labelled in strips"
+        strips.clear()
+        assert len(found) == len(whole) > 50
+        for name in whole.colnames:
+            np.testing.assert_array_equal(found[name], whole[name])
