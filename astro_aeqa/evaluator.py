@@ -458,16 +458,28 @@ class AEQualityEvaluator:
         -------
         result : `QualityResult`
         """
+        frame = self._read_for_output(image, path, hdu=hdu, overwrite=overwrite)
+        result = self._evaluate_ccd(frame.ccd, threshold=threshold, fpr=fpr)
+        self._write_output(frame, result, image, path, overwrite=overwrite)
+        return result
+
+    # The steps of write_masked, which a batch runs on two threads (the next
+    # file read and the last one written while a frame is scored).
+
+    def _read_for_output(self, image, path, *, hdu, overwrite):
+        """Check the output path, then read the input once (`astro_aeqa.io.Frame`)."""
         path = Path(path)
         aeqa_io.check_output_path(path, inputs=[image])  # never replace the input
         if path.exists() and not overwrite:
             msg = f"{path}: file exists; pass overwrite=True to replace it"
             raise FileExistsError(msg)
         self._check_fitted()
-        frame = aeqa_io.read_frame(image, hdu=hdu)  # read once: pixels, original array, header
-        result = self._evaluate_ccd(frame.ccd, threshold=threshold, fpr=fpr)
+        return aeqa_io.read_frame(image, hdu=hdu)  # read once: pixels, original array, header
+
+    def _write_output(self, frame, result, image, path, *, overwrite):
+        """Write the products of ``result`` for a frame read by `_read_for_output`."""
         aeqa_io.write_result(
-            path,
+            Path(path),
             frame,
             result,
             source=image,
@@ -475,7 +487,6 @@ class AEQualityEvaluator:
             model=(self.model_name, self.model_sha),
             workers=min(2, self.reconstructor_.n_threads()),
         )
-        return result
 
     # -- files --------------------------------------------------------------
 

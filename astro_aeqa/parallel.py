@@ -150,14 +150,9 @@ def process_file(
     output_dir = None if output_dir is None else Path(output_dir)
     if write_masks:
         target = output_dir / f"{stem}_aeqa.fits"
-        if target.exists() and not overwrite:
-            log.info("%s: %s exists; skipped (pass overwrite to redo it)", path, target)
-            try:
-                values = _values_from_header(target)
-            except (OSError, ValueError) as exc:
-                log.warning("%s: cannot read the AEQA keywords (%s)", target, exc)
-                values = {}
-            return {**values, "status": "skipped"}
+        skipped = _skipped(path, target, overwrite)
+        if skipped is not None:
+            return skipped
     if plots:
         plot_path = output_dir / f"{stem}_aeqa.png"
         if plot_path.exists() and not overwrite:
@@ -177,12 +172,113 @@ def process_file(
     if plots:
         save_figure_atomic(result.plot(image), plot_path, overwrite=overwrite, close=True)
     log.debug("%s: score %.4g, masked %.2f%%", path, result.score, 100 * result.masked_fraction)
+    return _result_values(result)
+
+
+def _skipped(path, target, overwrite):
+    """The row values of a file whose output ``target`` exists (None: score it)."""
+    if overwrite or not target.exists():
+        return None
+    log.info("%s: %s exists; skipped (pass overwrite to redo it)", path, target)
+    try:
+        values = _values_from_header(target)
+    except (OSError, ValueError) as exc:
+        log.warning("%s: cannot read the AEQA keywords (%s)", target, exc)
+        values = {}
+    return {**values, "status": "skipped"}
+
+
+def _result_values(result):
     return {
         "score": result.score,
         "masked_fraction": result.masked_fraction,
         "threshold": result.threshold,
         "status": "ok",
     }
+
+
+def _pipelined_rows(paths, evaluator, options, *, progress_bar, show_traceback):
+    """The rows of ``write_masks`` jobs, a file at a time, with the next file
+    read and the last output written on a second thread.
+
+    A frame's scoring keeps the cores busy; the disk's work of its
+    neighbours goes on beside it instead of between them. A file's
+    ``seconds`` are the sum of its own reading, scoring and writing.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    out_dir, overwrite = Path(options["output_dir"]), options.get("overwrite", False)
+    hdu, threshold, fpr = options.get("hdu"), options.get("threshold"), options.get("fpr")
+
+    def target(path):
+        return out_dir / f"{fits_stem(path)}_aeqa.fits"
+
+    def timed(func, *args):
+        t0 = time.perf_counter()
+        return func(*args), time.perf_counter() - t0
+
+    def read(path):
+        return timed(
+            lambda: evaluator._read_for_output(path, target(path), hdu=hdu, overwrite=overwrite)
+        )
+
+    def write(path, frame, result):
+        return timed(
+            lambda: evaluator._write_output(frame, result, path, target(path), overwrite=overwrite)
+        )
+
+    def start(path):  # a row already (skipped), or the future of its frame
+        skipped = _skipped(path, target(path), overwrite)
+        if skipped is not None:
+            return {**_empty_row(path), "error": "", "seconds": 0.0, **skipped}
+        return io.submit(read, path)
+
+    def finish(path, pending):  # the row of a file once its output is written
+        future, seconds, result = pending
+        try:
+            _, write_seconds = future.result()
+        except Exception as exc:  # one bad file must not stop the others
+            return _failed_row(path, exc, seconds)
+        row = {**_empty_row(path), "error": "", **_result_values(result)}
+        row["seconds"] = seconds + write_seconds
+        return row
+
+    rows = []
+    with ThreadPoolExecutor(1, thread_name_prefix="aeqa-io") as io:
+        upcoming = start(paths[0]) if paths else None
+        writing = None  # (path, (future, seconds, result)) of the last file
+        for i, path in enumerate(
+            _progress_bar(paths, enabled=progress_bar, desc="score", unit="file")
+        ):
+            current = upcoming
+            upcoming = start(paths[i + 1]) if i + 1 < len(paths) else None
+            row = pending = None
+            if isinstance(current, dict):
+                row = current
+            else:
+                t0 = time.perf_counter()
+                try:
+                    frame, read_seconds = current.result()
+                    result = evaluator._evaluate_ccd(frame.ccd, threshold=threshold, fpr=fpr)
+                except Exception as exc:  # one bad file must not stop the others
+                    row = _failed_row(path, exc, time.perf_counter() - t0)
+                else:
+                    seconds = read_seconds + time.perf_counter() - t0
+                    pending = (io.submit(write, path, frame, result), seconds, result)
+                    del frame, result
+            if writing is not None:
+                rows.append(finish(*writing))
+                _report(rows[-1], show_traceback)
+                writing = None
+            if pending is not None:
+                writing = (path, pending)
+            else:
+                rows.append(row)
+                _report(row, show_traceback)
+        if writing is not None:
+            rows.append(finish(*writing))
+            _report(rows[-1], show_traceback)
+    return rows
 
 
 def _one_line(exc):
@@ -611,6 +707,14 @@ def _rows_here(paths, model, options, *, device, compile, progress_bar, show_tra
         evaluator = model
     else:
         evaluator = load_evaluator(model, device=device, compile=compile)
+    if options.get("write_masks") and not options.get("plots") and len(paths) > 1:
+        return _pipelined_rows(
+            list(paths),
+            evaluator,
+            options,
+            progress_bar=progress_bar,
+            show_traceback=show_traceback,
+        )
     job = _job(evaluator, options)
     rows = []
     for path in _progress_bar(paths, enabled=progress_bar, desc="score", unit="file"):

@@ -421,6 +421,37 @@ def test_score_files_masking_rerun_merges_and_checks_the_directory(tiny_evaluato
         parallel.score_files(night[:1], tiny_evaluator, output_dir=tmp_path / "taken", **kwargs)
 
 
+def test_serial_mask_batches_read_and_write_beside_the_scoring(tiny_evaluator, night, tmp_path):
+    # the next file is read and the last written on a second thread: the
+    # rows, their order, the errors and the outputs are those of one file at
+    # a time
+    files = [p for p in night if p.name != CORRUPT][:4]
+    files.insert(2, next(p for p in night if p.name == CORRUPT))
+    one_by_one = tmp_path / "one"
+    one_by_one.mkdir()
+    for path in files[:2] + files[3:]:
+        tiny_evaluator.write_masked(path, one_by_one / f"{path.stem}_aeqa.fits", fpr=FPR)
+    out = tmp_path / "batch"
+    out.mkdir()
+    shutil.copy(one_by_one / f"{files[3].stem}_aeqa.fits", out)  # done already: skipped
+    kwargs = dict(write_masks=True, scheduler="synchronous", fpr=FPR, progress_bar=False)
+    with mock.patch.object(parallel, "_pipelined_rows", wraps=parallel._pipelined_rows) as spy:
+        table = parallel.score_files(files, tiny_evaluator, output_dir=out, **kwargs)
+    assert spy.call_count == 1
+    assert [Path(f).name for f in table["file"]] == [p.name for p in files]
+    assert list(table["status"]) == ["ok", "ok", "failed", "skipped", "ok"]
+    assert CORRUPT in table["error"][2]
+    assert np.all(table["seconds"][[0, 1, 4]] > 0)
+    for path in files[:2] + files[3:]:
+        name = f"{path.stem}_aeqa.fits"
+        with fits.open(out / name) as got, fits.open(one_by_one / name) as expected:
+            for ext in ("PRIMARY", "MASK", "AEQA_SCORE", "AEQA_FLAGS"):
+                np.testing.assert_array_equal(got[ext].data, expected[ext].data)
+        row = table[[Path(f).name for f in table["file"]].index(path.name)]
+        assert row["score"] == fits.getval(one_by_one / name, "AEQASCOR")
+    assert not (out / f"{Path(CORRUPT).stem}_aeqa.fits").exists()
+
+
 def test_cli_score_n_workers(model_file, night, tiny_evaluator, tmp_path, capsys, monkeypatch):
     # a thread cluster: worker processes are slow to start here
     real = parallel._new_local_cluster
