@@ -4,7 +4,7 @@ Inference speed and memory of the evaluator.
 
 Run from the repository root::
 
-    python benchmarks/speed.py [--sections peak forward e2e memory precision]
+    python benchmarks/speed.py [--sections peak forward e2e memory scaling precision]
                                [--model-file M] [--compile] [--device cpu]
 
 Sections, each printed as a table and saved to ``speed.json``:
@@ -30,6 +30,10 @@ Sections, each printed as a table and saved to ``speed.json``:
   Background2D are what to compare across machines.
 * ``memory``: peak resident memory of the end-to-end job, in a fresh
   process.
+* ``scaling``: ``write_masked`` of 4096x4096 and 8192x8192 star fields
+  (the shipped model, zero-shot), alternating, ``--repeat`` rounds: the
+  ratio of the median times, and the peak resident memory of each in a
+  fresh process, in bytes per pixel beyond the loaded model.
 * ``precision``: image scores and patch masks with bfloat16 against float32
   on simulated frames: the image score change and the share of patches
   whose mask changes.
@@ -332,6 +336,79 @@ def peak_memory(model_file, directory, device):
     return {"rss_after_loading_gb": before, "peak_rss_gb": after}
 
 
+def _star_field(directory, size):
+    """A ``size`` x ``size`` star field (Gaussian stars of FWHM 3 px on a
+    1000-electron sky, one per 2000 pixels), written once."""
+    from astropy.io import fits
+    from scipy import ndimage
+
+    path = Path(directory) / f"stars{size}.fits"
+    if not path.exists():
+        rng = np.random.default_rng(size)
+        stars = np.zeros((size, size), np.float32)
+        n = size * size // 2000
+        np.add.at(
+            stars, (rng.integers(0, size, n), rng.integers(0, size, n)), rng.uniform(50, 5e4, n)
+        )
+        data = ndimage.gaussian_filter(stars, 1.3) + np.float32(1000.0)
+        data += rng.normal(0.0, 1.0, data.shape).astype(np.float32) * np.sqrt(data)
+        header = fits.Header({"BUNIT": "electron", "EXPTIME": 30.0})
+        fits.PrimaryHDU(data.astype(np.float32), header=header).writeto(path)
+    return path
+
+
+def scaling(model_file, directory, repeat, device):
+    """Time and peak memory of ``write_masked`` at 4096^2 and 8192^2 (zero-shot)."""
+    from astro_aeqa import AEQualityEvaluator
+
+    sizes = (4096, 8192)
+    paths = {size: _star_field(directory, size) for size in sizes}
+    ev = (
+        AEQualityEvaluator.load(model_file, device=device)
+        if model_file
+        else AEQualityEvaluator.pretrained(device=device)
+    )
+    walls = {size: [] for size in sizes}
+    for size in sizes:  # warm-up
+        ev.write_masked(paths[size], Path(directory) / f"stars{size}_aeqa.fits", overwrite=True)
+    loads = [os.getloadavg()[0]]
+    for _ in range(repeat):
+        for size in sizes:
+            out = Path(directory) / f"stars{size}_aeqa.fits"
+            out.unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            ev.write_masked(paths[size], out)
+            walls[size].append(time.perf_counter() - t0)
+        loads.append(os.getloadavg()[0])
+    result = {"repeat": repeat, "load_1min": loads}
+    for size in sizes:
+        result[f"{size}_median_s"] = float(np.median(walls[size]))
+        result[f"{size}_best_s"] = float(np.min(walls[size]))
+        code = (
+            "import sys, warnings; warnings.simplefilter('ignore');"
+            "sys.path.insert(0, 'benchmarks');"
+            "from speed import _vm_hwm_gb; from astro_aeqa import AEQualityEvaluator;"
+            + (
+                f"ev = AEQualityEvaluator.load({model_file!r}, device={device!r});"
+                if model_file
+                else f"ev = AEQualityEvaluator.pretrained(device={device!r});"
+            )
+            + "base = _vm_hwm_gb();"
+            f"ev.write_masked({str(paths[size])!r}, {str(paths[size]) + '.mem.fits'!r},"
+            " overwrite=True);"
+            "print(base, _vm_hwm_gb())"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+        before, after = (float(v) for v in out[-2:])
+        result[f"{size}_rss_after_loading_gb"] = before
+        result[f"{size}_peak_rss_gb"] = after
+        result[f"{size}_bytes_per_pixel_beyond_loading"] = (after - before) * 2**30 / size**2
+    result["time_ratio_8192_over_4096"] = result["8192_median_s"] / result["4096_median_s"]
+    return result
+
+
 def precision_check(model_file, device):
     """bfloat16 against float32: image score change and patch-mask change."""
     from astro_aeqa.simulation import simulate_image
@@ -360,7 +437,9 @@ def precision_check(model_file, device):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--sections", nargs="+", default=["peak", "forward", "e2e", "memory", "precision"]
+        "--sections",
+        nargs="+",
+        default=["peak", "forward", "e2e", "memory", "scaling", "precision"],
     )
     parser.add_argument(
         "--model-file", default=None, help="a model file (default: the shipped model)"
@@ -443,6 +522,9 @@ def main(argv=None):
     if "memory" in args.sections:
         results["memory"] = peak_memory(args.model_file, workdir, args.device)
         print(json.dumps(results["memory"], indent=1))
+    if "scaling" in args.sections:
+        results["scaling"] = scaling(args.model_file, workdir, args.repeat, args.device)
+        print(json.dumps(results["scaling"], indent=1))
     if "precision" in args.sections:
         results["precision"] = precision_check(args.model_file, args.device)
         for r in results["precision"]:
