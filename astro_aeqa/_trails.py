@@ -45,7 +45,6 @@ This module sits in the preprocessing layer: numpy, scipy and astropy only.
 """
 
 import logging
-import warnings
 
 import numpy as np
 from astropy.table import QTable
@@ -413,15 +412,18 @@ def _profile_fit(d, prof):
     # a Gaussian fit near the peak: centre, width and amplitude
     near = np.abs(d - centre0) <= max(2.5 * fwhm0, 3.0)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optimize.OptimizeWarning)
-            popt, _ = optimize.curve_fit(
-                _gauss,
-                d[near],
-                p[near],
-                p0=(amp, centre0, fwhm0 / _FWHM_PER_SIGMA),
-                maxfev=200,
-            )
+        # curve_fit's Levenberg-Marquardt fit (leastsq) without the
+        # covariance it would warn about: silencing a warning is not
+        # thread-safe, and frames are scored on threads
+        x, y = np.asarray(d[near], float), np.asarray(p[near], float)
+        if y.size < 3:
+            raise RuntimeError
+        p0 = np.array((amp, centre0, fwhm0 / _FWHM_PER_SIGMA), float)
+        popt, _, _, _, ier = optimize.leastsq(
+            lambda q: _gauss(x, *q) - y, p0, full_output=True, maxfev=200
+        )
+        if ier not in (1, 2, 3, 4):  # as curve_fit: no optimum found
+            raise RuntimeError
         a, centre, sigma = float(popt[0]), float(popt[1]), abs(float(popt[2]))
         if not (a > 0 and abs(centre - centre0) < fwhm0 + 1 and 0.2 < sigma < 3 * fwhm0 + 2):
             raise RuntimeError

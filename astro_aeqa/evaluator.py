@@ -24,7 +24,7 @@ from .calibration import Calibration
 from .config import conf
 from .exceptions import InputDataError
 from .nn import Reconstructor, build_model, load_model, save_model, train_autoencoder, weights_sha
-from .utils import file_sha256, forwarded_property
+from .utils import file_sha256, forwarded_property, write_hdulist_atomic
 
 __all__ = ["AEQualityEvaluator", "QualityResult", "aeqa_mask", "default_model_path"]
 
@@ -460,11 +460,13 @@ class AEQualityEvaluator:
         """
         frame = self._read_for_output(image, path, hdu=hdu, overwrite=overwrite)
         result = self._evaluate_ccd(frame.ccd, threshold=threshold, fpr=fpr)
-        self._write_output(frame, result, image, path, overwrite=overwrite)
+        self._write_output(self._output_hdulist(frame, result, image), path, overwrite=overwrite)
         return result
 
-    # The steps of write_masked, which a batch runs on two threads (the next
-    # file read and the last one written while a frame is scored).
+    # The steps of write_masked. A batch writes one output on a second thread
+    # while it scores the next frame: only the write of the finished HDUList
+    # goes there, as reading and building set warning filters, which are
+    # process-wide and not thread-safe.
 
     def _read_for_output(self, image, path, *, hdu, overwrite):
         """Check the output path, then read the input once (`astro_aeqa.io.Frame`)."""
@@ -476,17 +478,21 @@ class AEQualityEvaluator:
         self._check_fitted()
         return aeqa_io.read_frame(image, hdu=hdu)  # read once: pixels, original array, header
 
-    def _write_output(self, frame, result, image, path, *, overwrite):
-        """Write the products of ``result`` for a frame read by `_read_for_output`."""
-        aeqa_io.write_result(
-            Path(path),
+    def _output_hdulist(self, frame, result, image):
+        """The output of ``result`` for a frame read by `_read_for_output`."""
+        return aeqa_io._result_hdulist(
             frame,
             result,
             source=image,
-            overwrite=overwrite,
             model=(self.model_name, self.model_sha),
             workers=min(2, self.reconstructor_.n_threads()),
         )
+
+    @staticmethod
+    def _write_output(hdulist, path, *, overwrite):
+        """Write an output list atomically; sets no warning filter (thread-safe)."""
+        write_hdulist_atomic(hdulist, path, overwrite=overwrite)
+        aeqa_io.log.info("wrote %s", path)  # as write_aeqa_fits logs it
 
     # -- files --------------------------------------------------------------
 

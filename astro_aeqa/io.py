@@ -1013,25 +1013,26 @@ def masked_ccd(ccd, result, *, model_name, model_sha):
     return out
 
 
-def write_result(path, frame, result, *, source, overwrite, model, workers=1):
+def _result_hdulist(frame, result, *, source, model, workers=1):
     """
-    Write the AEQA products of ``result`` for a `Frame` read by `read_frame`.
+    The `~astropy.io.fits.HDUList` of the AEQA products of ``result`` for a
+    `Frame` read by `read_frame` (as `write_aeqa_fits` writes them).
 
     The masked CCDData (`masked_ccd`) is built while the flag plane is made
-    on another thread (with ``workers=2``); the primary data are written back
-    as they were read and the header is the input's plus the AEQA cards.
-    ``model`` is ``(model_name, model_sha)``.
+    on another thread (with ``workers=2``); the primary data are the array
+    as it was read and the header is the input's plus the AEQA cards.
+    ``model`` is ``(model_name, model_sha)``. Building the list sets warning
+    filters, which are process-wide and not thread-safe; writing it
+    (``write_hdulist_atomic``) does not.
     """
     with thread_pool(workers) as pool:
         flags = pool.submit(result.flag_plane)
         out = masked_ccd(frame.ccd, result, model_name=model[0], model_sha=model[1])
         flags = flags.result()
-    return write_aeqa_fits(
-        path,
+    return _aeqa_hdulist(
         out,
         score_map=result.score_map,
         flags=flags,
-        overwrite=overwrite,
         source=source,  # the output header is the input's plus the AEQA cards
         source_header=frame.header,
         trails=result.trails if result.trails is not None and len(result.trails) else None,
@@ -1160,6 +1161,39 @@ def write_aeqa_fits(
     if path.exists() and not overwrite:
         msg = f"{path}: file exists; pass overwrite=True to replace it"
         raise FileExistsError(msg)
+    hdul = _aeqa_hdulist(
+        ccd,
+        score_map=score_map,
+        flags=flags,
+        original_data=original_data,
+        header_cards=header_cards,
+        source=source,
+        source_hdu=source_hdu,
+        trails=trails,
+        source_header=source_header,
+    )
+    write_hdulist_atomic(hdul, path, overwrite=overwrite)
+    log.info("wrote %s", path)
+    return path
+
+
+def _aeqa_hdulist(
+    ccd,
+    *,
+    score_map,
+    flags,
+    original_data=None,
+    header_cards=None,
+    source=None,
+    source_hdu=None,
+    trails=None,
+    source_header=None,
+):
+    """The `~astropy.io.fits.HDUList` that `write_aeqa_fits` writes.
+
+    Building it sets warning filters (``warnings.catch_warnings``); writing
+    it does not, so the write may run on another thread.
+    """
     shape = ccd.data.shape
     flags = np.asarray(flags)
     if flags.shape != shape:
@@ -1230,9 +1264,7 @@ def write_aeqa_fits(
         table.name = TRAILS_EXTNAME
         table.header["COMMENT"] = "AEQA trails: end points (pixels, 0-based), angle, FWHM, S/N."
         hdul.append(table)
-    write_hdulist_atomic(hdul, path, overwrite=overwrite)
-    log.info("wrote %s", path)
-    return path
+    return hdul
 
 
 def read_aeqa_fits(path):

@@ -87,10 +87,17 @@ def _values_from_header(path):
 
     header = fits.getheader(path, 0)
     return {
-        "score": float(header.get(KEYWORDS["score"], np.nan)),
-        "masked_fraction": float(header.get(KEYWORDS["masked_fraction"], np.nan)),
-        "threshold": float(header.get(KEYWORDS["threshold"], np.nan)),
+        name: _number(header.get(KEYWORDS[name]))
+        for name in ("score", "masked_fraction", "threshold")
     }
+
+
+def _number(value):
+    """``value`` as a float; NaN where it is missing, undefined or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan
 
 
 def process_file(
@@ -198,12 +205,15 @@ def _result_values(result):
 
 
 def _pipelined_rows(paths, evaluator, options, *, progress_bar, show_traceback):
-    """The rows of ``write_masks`` jobs, a file at a time, with the next file
-    read and the last output written on a second thread.
+    """The rows of ``write_masks`` jobs, a file at a time, each output written
+    on a second thread while the next file is read and scored.
 
-    A frame's scoring keeps the cores busy; the disk's work of its
-    neighbours goes on beside it instead of between them. A file's
-    ``seconds`` are the sum of its own reading, scoring and writing.
+    Reading, scoring and building an output stay on this thread: they set
+    warning filters, which are process-wide and not thread-safe. Only the
+    write of a finished `~astropy.io.fits.HDUList` runs beside them, so at
+    most two frames are in memory. A file's ``seconds`` are the sum of its
+    own reading, scoring and writing. On an interrupt, a write under way
+    completes (atomically) before the interrupt goes on.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -213,71 +223,54 @@ def _pipelined_rows(paths, evaluator, options, *, progress_bar, show_traceback):
     def target(path):
         return out_dir / f"{fits_stem(path)}_aeqa.fits"
 
-    def timed(func, *args):
+    def prepare(path):  # a finished row, or (output HDUList, row values, seconds)
         t0 = time.perf_counter()
-        return func(*args), time.perf_counter() - t0
-
-    def read(path):
-        return timed(
-            lambda: evaluator._read_for_output(path, target(path), hdu=hdu, overwrite=overwrite)
-        )
-
-    def write(path, frame, result):
-        return timed(
-            lambda: evaluator._write_output(frame, result, path, target(path), overwrite=overwrite)
-        )
-
-    def start(path):  # a row already (skipped), or the future of its frame
-        skipped = _skipped(path, target(path), overwrite)
-        if skipped is not None:
-            return {**_empty_row(path), "error": "", "seconds": 0.0, **skipped}
-        return io.submit(read, path)
-
-    def finish(path, pending):  # the row of a file once its output is written
-        future, seconds, result = pending
         try:
-            _, write_seconds = future.result()
+            skipped = _skipped(path, target(path), overwrite)
+            if skipped is not None:
+                return {**_empty_row(path), "error": "", "seconds": 0.0, **skipped}
+            frame = evaluator._read_for_output(path, target(path), hdu=hdu, overwrite=overwrite)
+            result = evaluator._evaluate_ccd(frame.ccd, threshold=threshold, fpr=fpr)
+            hdulist = evaluator._output_hdulist(frame, result, path)
         except Exception as exc:  # one bad file must not stop the others
-            return _failed_row(path, exc, seconds)
-        row = {**_empty_row(path), "error": "", **_result_values(result)}
-        row["seconds"] = seconds + write_seconds
-        return row
+            return _failed_row(path, exc, time.perf_counter() - t0)
+        return hdulist, _result_values(result), time.perf_counter() - t0
+
+    def write(hdulist, path):  # (exception or None, seconds)
+        t0 = time.perf_counter()
+        try:
+            evaluator._write_output(hdulist, target(path), overwrite=overwrite)
+        except Exception as exc:  # reported in the file's row
+            return exc, time.perf_counter() - t0
+        return None, time.perf_counter() - t0
+
+    def finish(path, future, values, seconds):  # the row of a file once it is written
+        exc, write_seconds = future.result()
+        if exc is not None:
+            return _failed_row(path, exc, seconds + write_seconds)
+        return {**_empty_row(path), "error": "", **values, "seconds": seconds + write_seconds}
 
     rows = []
-    with ThreadPoolExecutor(1, thread_name_prefix="aeqa-io") as io:
-        upcoming = start(paths[0]) if paths else None
-        writing = None  # (path, (future, seconds, result)) of the last file
-        for i, path in enumerate(
-            _progress_bar(paths, enabled=progress_bar, desc="score", unit="file")
-        ):
-            current = upcoming
-            upcoming = start(paths[i + 1]) if i + 1 < len(paths) else None
-            row = pending = None
-            if isinstance(current, dict):
-                row = current
-            else:
-                t0 = time.perf_counter()
-                try:
-                    frame, read_seconds = current.result()
-                    result = evaluator._evaluate_ccd(frame.ccd, threshold=threshold, fpr=fpr)
-                except Exception as exc:  # one bad file must not stop the others
-                    row = _failed_row(path, exc, time.perf_counter() - t0)
-                else:
-                    seconds = read_seconds + time.perf_counter() - t0
-                    pending = (io.submit(write, path, frame, result), seconds, result)
-                    del frame, result
+
+    def add(row):
+        rows.append(row)
+        _report(row, show_traceback)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="aeqa-write") as writer:
+        writing = None  # (path, future, values, seconds) of the output being written
+        for path in _progress_bar(paths, enabled=progress_bar, desc="score", unit="file"):
+            prepared = prepare(path)
             if writing is not None:
-                rows.append(finish(*writing))
-                _report(rows[-1], show_traceback)
+                add(finish(*writing))
                 writing = None
-            if pending is not None:
-                writing = (path, pending)
+            if isinstance(prepared, dict):
+                add(prepared)
             else:
-                rows.append(row)
-                _report(row, show_traceback)
+                hdulist, values, seconds = prepared
+                writing = (path, writer.submit(write, hdulist, path), values, seconds)
+                del hdulist, prepared  # the writer holds the only reference
         if writing is not None:
-            rows.append(finish(*writing))
-            _report(rows[-1], show_traceback)
+            add(finish(*writing))
     return rows
 
 

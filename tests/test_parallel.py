@@ -10,7 +10,9 @@ worker processes take many seconds to start here.
 import contextlib
 import os
 import shutil
+import threading
 import time
+import warnings
 from pathlib import Path
 from unittest import mock
 
@@ -450,6 +452,70 @@ def test_serial_mask_batches_read_and_write_beside_the_scoring(tiny_evaluator, n
         row = table[[Path(f).name for f in table["file"]].index(path.name)]
         assert row["score"] == fits.getval(one_by_one / name, "AEQASCOR")
     assert not (out / f"{Path(CORRUPT).stem}_aeqa.fits").exists()
+
+
+def test_serial_mask_batch_sets_no_warning_filter_on_its_writer_thread(
+    tiny_evaluator, night, tmp_path, monkeypatch
+):
+    # warning filters are process-wide: a second thread entering
+    # catch_warnings while another is in it would restore the wrong filters
+    entered = []
+    real = warnings.catch_warnings
+
+    class Recording(real):
+        def __enter__(self):
+            entered.append(threading.current_thread().name)
+            return super().__enter__()
+
+    monkeypatch.setattr(warnings, "catch_warnings", Recording)
+    filters = list(warnings.filters)
+    files = [p for p in night if p.name != CORRUPT][:3]
+    kwargs = dict(write_masks=True, scheduler="synchronous", fpr=FPR, progress_bar=False)
+    table = parallel.score_files(files, tiny_evaluator, output_dir=tmp_path, **kwargs)
+    assert list(table["status"]) == ["ok"] * 3
+    assert entered  # reading and building the outputs set filters...
+    # ...on this thread only: not the writer, nor the scoring's threads
+    assert set(entered) == {threading.current_thread().name}
+    assert warnings.filters == filters
+
+
+def test_serial_mask_batch_reports_a_failed_write_in_its_row(tiny_evaluator, night, tmp_path):
+    files = [p for p in night if p.name != CORRUPT][:3]
+    real = tiny_evaluator._write_output
+
+    def write(hdulist, path, *, overwrite):
+        if files[1].stem in Path(path).name:
+            raise OSError(f"{path}: no space left on device")
+        real(hdulist, path, overwrite=overwrite)
+
+    kwargs = dict(write_masks=True, scheduler="synchronous", fpr=FPR, progress_bar=False)
+    with mock.patch.object(tiny_evaluator, "_write_output", side_effect=write):
+        table = parallel.score_files(files, tiny_evaluator, output_dir=tmp_path, **kwargs)
+    assert list(table["status"]) == ["ok", "failed", "ok"]
+    assert "no space left" in table["error"][1]
+    assert np.all(table["seconds"] > 0)  # the failed row counts its reading and scoring
+    assert not (tmp_path / f"{files[1].stem}_aeqa.fits").exists()
+    assert (tmp_path / f"{files[2].stem}_aeqa.fits").exists()
+
+
+@pytest.mark.parametrize("n_files", [1, 3])
+def test_mask_batch_skips_an_output_with_undefined_keywords(
+    tiny_evaluator, night, tmp_path, n_files
+):
+    # an existing output whose AEQA cards are undefined (or not numbers) is
+    # skipped with NaN values, not a TypeError that stops the batch (one
+    # file goes through process_file, several through the batch pipeline)
+    files = [p for p in night if p.name != CORRUPT][:n_files]
+    done = tmp_path / f"{files[0].stem}_aeqa.fits"
+    header = fits.Header()
+    header["AEQASCOR"] = fits.card.UNDEFINED
+    header["AEQAMFR"] = "n/a"
+    fits.PrimaryHDU(np.zeros((4, 4), np.float32), header).writeto(done)
+    kwargs = dict(write_masks=True, scheduler="synchronous", fpr=FPR, progress_bar=False)
+    table = parallel.score_files(files, tiny_evaluator, output_dir=tmp_path, **kwargs)
+    assert table["status"][0] == "skipped"
+    assert np.isnan(table["score"][0]) and np.isnan(table["masked_fraction"][0])
+    assert list(table["status"][1:]) == ["ok"] * (n_files - 1)
 
 
 def test_cli_score_n_workers(model_file, night, tiny_evaluator, tmp_path, capsys, monkeypatch):
