@@ -106,8 +106,10 @@ def _block_sums(a, b):
     """Sums (float64) of the whole ``b x b`` blocks of ``a``; counts for a bool ``a``.
 
     Strided slices added up, column phase then row phase: 2-5x faster than
-    summing a block view over its short axes. The float32 values of a block
-    add up exactly in float64, in any order.
+    summing a block view over its short axes. Float32 values whose block
+    spans fewer than about 8 decades add up exactly in float64 (24 + 29
+    bits), so the order does not matter; beyond that the sums may differ
+    from NumPy's in the last bits (about 1e-15 relative).
     """
     ny, nx = a.shape[0] // b, a.shape[1] // b
     a = a[: ny * b, : nx * b]
