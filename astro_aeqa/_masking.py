@@ -345,5 +345,5 @@ def build_flag_plane(
         if arr.shape != shape:
             msg = f"{name} must have the image shape {shape}, got {arr.shape}"
             raise ValueError(msg)
-        flags[arr] |= dtype.type(int(bit))
+        np.bitwise_or(flags, dtype.type(int(bit)), out=flags, where=arr)
     return flags

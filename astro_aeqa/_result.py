@@ -81,9 +81,11 @@ class QualityResult:
     finite : 2-D bool `~numpy.ndarray`
         Pixels with a finite value in the input.
     saturated : 2-D bool `~numpy.ndarray`
-        Pixels at or above the header's saturation level.
+        Pixels at or above the header's saturation level (without a
+        saturation level in the header, a read-only all-False view that
+        takes no memory).
     input_mask : 2-D bool `~numpy.ndarray`
-        The input's own mask (all False without one).
+        The input's own mask (without one, a read-only all-False view).
     star_kept : 2-D bool `~numpy.ndarray`
         Pixels of patches above the threshold only because of the bright
         stars that star-aware scoring leaves out (not masked).

@@ -51,7 +51,7 @@ from ._preprocessing import (
 )
 from ._stars import auto_patch_size, bright_star_mask, find_stars, measure_fwhm, psf_shape_map
 from ._tiling import aggregate_patches, owned_regions, patch_any, patch_grid_shape, tile_origins
-from ._trails import find_trails, trail_mask
+from ._trails import ScaledSNR, find_trails, trail_mask
 from .calibration import Calibration, CameraReference, exposure_time, needed_references
 from .exceptions import InputDataError
 from .footprint import detect_footprint
@@ -220,8 +220,10 @@ class Scorer:
         saturation = _saturation_level(ccd.meta)
         shape = data.shape
         finite, valid = np.empty(shape, bool), np.empty(shape, bool)
-        saturated = np.zeros(shape, bool)
-        input_mask = np.zeros(shape, bool) if ccd.mask is None else np.asarray(ccd.mask, bool)
+        # a plane that is all False takes no memory: a read-only broadcast view
+        nothing = np.broadcast_to(np.False_, shape)
+        saturated = nothing if saturation is None else np.zeros(shape, bool)
+        input_mask = nothing if ccd.mask is None else np.asarray(ccd.mask, bool)
         mask = None if ccd.mask is None else input_mask
         x = np.empty(shape, np.float32)
 
@@ -1017,11 +1019,9 @@ def frame_fwhm(prepared):
 
 def _find_trails(prepared):
     """Trails in a prepared frame, searched on its S/N, ``(data - level) / noise``."""
-    stats, valid = prepared.stats, prepared.valid
-    snr = np.subtract(prepared.data, np.float32(stats.level), dtype=np.float32)
-    snr /= np.float32(stats.noise)
-    snr[~valid] = 0.0
-    return find_trails(snr, valid)
+    stats = prepared.stats
+    # made where it is used, never whole on a large frame (4 bytes a pixel)
+    return find_trails(ScaledSNR(prepared.data, prepared.valid, stats.level, stats.noise))
 
 
 def _star_counts(found, shape, patch_size):

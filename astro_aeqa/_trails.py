@@ -126,6 +126,80 @@ def _block_sums(a, b):
     return out.astype(np.float64, copy=False)
 
 
+class ScaledSNR:
+    """The S/N ``(data - level) / noise`` of a frame, float32 and zero at
+    invalid pixels, computed where it is used rather than held whole.
+
+    `find_trails` given one sums it in bands of rows and interpolates it on
+    small windows around the lines it measures: 4 bytes a pixel less than
+    the S/N array, with the same values.
+    """
+
+    def __init__(self, data, valid, level, noise):
+        self.data, self.valid = data, valid
+        self.level, self.noise = np.float32(level), np.float32(noise)
+        self.shape = data.shape
+
+    def __getitem__(self, key):
+        """The S/N of ``data[key]`` (a tuple of slices)."""
+        out = np.subtract(self.data[key], self.level, dtype=np.float32)
+        out /= self.noise
+        out[~self.valid[key]] = 0.0
+        return out
+
+
+# frames with fewer pixels have their S/N made whole: it is small
+_WHOLE_SNR_PIXELS = 2048 * 2048
+# rows of the S/N a band holds at a time while it is summed
+_SNR_BAND_PIXELS = 1 << 20
+
+
+def _summed_snr(image, bs):
+    """A `ScaledSNR`'s usable pixels (valid and finite) and the float64 sums
+    of its S/N and its usable counts in blocks of each ``b`` of ``bs``, made
+    band by band (as `_block_sums` of the whole S/N would make them)."""
+    ny, nx = image.shape
+    good = np.empty(image.shape, bool)
+    step = int(np.lcm.reduce(bs))
+    band = max(step, _SNR_BAND_PIXELS // max(nx, 1) // step * step)
+    sums = {b: (np.empty((ny // b, nx // b)), np.empty((ny // b, nx // b)), b) for b in bs}
+    for start in range(0, ny, band):
+        rows = slice(start, min(ny, start + band))
+        snr = image[rows, :]
+        np.isfinite(snr, out=good[rows])
+        good[rows] &= image.valid[rows]
+        snr[~good[rows]] = 0.0
+        for b, (total, count, _) in sums.items():
+            blocks = slice(start // b, (rows.stop - start) // b + start // b)
+            total[blocks] = _block_sums(snr, b)
+            count[blocks] = _block_sums(good[rows], b)
+    return good, sums
+
+
+def _interpolated(snr, valid, coords):
+    """``ndimage.map_coordinates(snr, coords, order=1, mode='nearest')``; on
+    a `ScaledSNR` (``valid`` its usable pixels) window by window, each
+    window the pixels around a run of points: the same values."""
+    if isinstance(snr, np.ndarray):
+        return ndimage.map_coordinates(snr, coords, order=1, mode="nearest")
+    ny, nx = snr.shape
+    out = np.empty(coords.shape[1], np.float32)
+    chunk = 4096  # consecutive points of a line's grid lie close together
+    for start in range(0, coords.shape[1], chunk):
+        c = coords[:, start : start + chunk]
+        y0 = int(np.clip(np.floor(c[0].min()), 0, ny - 1))
+        y1 = int(np.clip(np.floor(c[0].max()) + 2, y0 + 1, ny))
+        x0 = int(np.clip(np.floor(c[1].min()), 0, nx - 1))
+        x1 = int(np.clip(np.floor(c[1].max()) + 2, x0 + 1, nx))
+        window = snr[y0:y1, x0:x1]
+        window[~valid[y0:y1, x0:x1]] = 0.0
+        shifted = c - np.array([[y0], [x0]], c.dtype)
+        out[start : start + c.shape[1]] = ndimage.map_coordinates(
+            window, shifted, order=1, mode="nearest"
+        )
+    return out
+
+
 def _bin(snr, valid, b, sums=None):
     """Binned S/N (the sum over valid pixels over its square root) and valid fraction.
 
@@ -316,7 +390,7 @@ class _Frame:
         xs, ys = xs.ravel(), ys.ravel()
         inside = (xs >= 0) & (xs <= nx - 1) & (ys >= 0) & (ys <= ny - 1)
         coords = np.array([np.clip(ys, 0, ny - 1), np.clip(xs, 0, nx - 1)])
-        v = ndimage.map_coordinates(self.snr, coords, order=1, mode="nearest")
+        v = _interpolated(self.snr, self.valid, coords)
         bad = ~(inside & _valid_at(self.valid, coords))
         if self.star_bin is not None:
             iy = np.clip(coords[0].astype(np.intp) // self.b, 0, self.star_bin.shape[0] - 1)
@@ -666,7 +740,7 @@ class _Finder:
             xs = (rho + ds)[None, :] * c - ts[:, None] * s
             ys = (rho + ds)[None, :] * s + ts[:, None] * c
             coords = np.array([ys.ravel(), xs.ravel()])
-            v = ndimage.map_coordinates(f.snr, coords, order=1, mode="nearest").reshape(xs.shape)
+            v = _interpolated(f.snr, f.valid, coords).reshape(xs.shape)
             ok = _valid_at(f.valid, coords).reshape(xs.shape)
             v = np.where(ok, v, np.nan)
             with np.errstate(all="ignore"):
@@ -831,7 +905,9 @@ def find_trails(
         The frame in units of the sky noise with the background removed,
         for example ``(data - sky) / sigma``. A residual background
         gradient and a noise that is wrong by a constant factor are
-        measured and removed again, block by block.
+        measured and removed again, block by block. A ``ScaledSNR`` (the
+        S/N of a frame, made where it is used) takes 4 bytes a pixel less
+        on a large frame than the S/N array.
     valid : 2-D bool `~numpy.ndarray`, optional
         True where a pixel can be used. NaN and inf pixels are always
         invalid.
@@ -904,41 +980,54 @@ def find_trails(
     >>> trail_mask(img.shape, trails).sum() > 0
     np.True_
     """
-    image = np.asarray(image)
-    if image.ndim != 2:
-        msg = f"image must be 2-D, got shape {image.shape}"
-        raise ValueError(msg)
-    shape = image.shape
-    good = np.isfinite(image)
-    if valid is not None:
-        valid = np.asarray(valid, bool)
-        if valid.shape != shape:
-            msg = f"valid has shape {valid.shape}, image {shape}: they must match"
-            raise ValueError(msg)
-        good &= valid
-    if image.dtype == np.float32 and not image[~good].any():
-        snr = image  # already zero where not usable (the evaluator's S/N): no copy
+    lazy = None
+    if isinstance(image, ScaledSNR):
+        big = image.data.size > _WHOLE_SNR_PIXELS and min(image.shape) >= 1024
+        if big and noise is None and valid is None:
+            lazy = image  # summed band by band, never whole
+        else:
+            valid = image.valid if valid is None else valid
+            image = image[:, :]
+    if lazy is not None:
+        snr, shape = lazy, lazy.shape
     else:
-        snr = np.where(good, image, 0).astype(np.float32, copy=False)
-    if noise is not None:
-        with np.errstate(all="ignore"):
-            snr = np.where(good, snr / np.asarray(noise, np.float32), 0).astype(np.float32)
-        good &= np.isfinite(snr)
-        snr[~good] = 0
-    if good.sum() < 64 or min(shape) < 8:
-        return _empty_table()
+        image = np.asarray(image)
+        if image.ndim != 2:
+            msg = f"image must be 2-D, got shape {image.shape}"
+            raise ValueError(msg)
+        shape = image.shape
+        good = np.isfinite(image)
+        if valid is not None:
+            valid = np.asarray(valid, bool)
+            if valid.shape != shape:
+                msg = f"valid has shape {valid.shape}, image {shape}: they must match"
+                raise ValueError(msg)
+            good &= valid
+        if image.dtype == np.float32 and not image[~good].any():
+            snr = image  # already zero where not usable (the evaluator's S/N): no copy
+        else:
+            snr = np.where(good, image, 0).astype(np.float32, copy=False)
+        if noise is not None:
+            with np.errstate(all="ignore"):
+                snr = np.where(good, snr / np.asarray(noise, np.float32), 0).astype(np.float32)
+            good &= np.isfinite(snr)
+            snr[~good] = 0
 
     b = max(1, int(np.ceil(max(shape) / search_size)))
     # the short-segment search bins to ~1024 pixels a side: its sums serve here too
     b0 = max(1, int(np.ceil(max(shape) / 1024)))
     sums = None
-    if b0 > 1 and b % b0 == 0:
-        sums = (
-            _block_sums(snr, b0),
-            _block_sums(good, b0),
-            b0,
-        )
-    z, frac = _bin(snr, good, b, sums)
+    if lazy is not None:
+        good, block_sums = _summed_snr(lazy, sorted({b, b0}))
+        sums = block_sums[b0]
+    if good.sum() < 64 or min(shape) < 8:
+        return _empty_table()
+    if lazy is not None:
+        z, frac = _bin(snr, good, b, sums if b % b0 == 0 else block_sums[b])
+    else:
+        if b0 > 1 and b % b0 == 0:
+            sums = (_block_sums(snr, b0), _block_sums(good, b0), b0)
+        z, frac = _bin(snr, good, b, sums)
     zgood = frac >= 0.5
     block = max(8, int(round(128 / b)))
     stats = _local_stats(z, zgood, block)

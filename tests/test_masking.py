@@ -182,3 +182,18 @@ def test_conformal_threshold_too_few_names_the_smallest_supported_fpr():
         for w in caught
     )
     assert np.isfinite(conformal_threshold(np.arange(99.0), 0.01))
+
+
+def test_flag_plane_takes_broadcast_planes():
+    # a plane that is all False (no saturation level, no input mask) is a
+    # read-only broadcast view of no memory: it sets no bit
+    from astro_aeqa._masking import build_flag_plane
+    from astro_aeqa.flags import AEQAFlags
+
+    nothing = np.broadcast_to(np.False_, (3, 4))
+    low = np.zeros((3, 4), bool)
+    low[1, 2] = True
+    flags = build_flag_plane((3, 4), low_quality=low, saturated=nothing, input_masked=nothing)
+    expected = np.zeros((3, 4), np.uint8)
+    expected[1, 2] = int(AEQAFlags.LOW_QUALITY)
+    np.testing.assert_array_equal(flags, expected)

@@ -328,3 +328,50 @@ def test_line_counts_of_all_valid_frames_are_reused():
     holes[10:20, 5:30] = False  # not all valid: counted again
     np.testing.assert_array_equal(_line_counts(holes, *args), _count_lines(holes, *args))
     assert not np.array_equal(_line_counts(holes, *args), first)
+
+
+def test_scaled_snr_interpolates_window_by_window_as_the_whole_array():
+    # the S/N of a large frame is never made whole: interpolated on windows
+    # around runs of points, it gives map_coordinates' values of the array
+    from scipy import ndimage
+
+    from astro_aeqa._trails import ScaledSNR, _interpolated
+
+    rng = np.random.default_rng(1)
+    data = rng.normal(100.0, 5.0, (300, 400)).astype(np.float32)
+    data[50:60, 70:90] = np.nan
+    valid = np.isfinite(data) & (rng.random(data.shape) > 0.05)
+    lazy = ScaledSNR(data, valid, 100.0, 5.0)
+    whole = lazy[:, :]
+    assert whole.dtype == np.float32 and not whole[~valid].any()
+    np.testing.assert_array_equal(whole, np.where(valid, (data - 100) / np.float32(5), 0))
+    t = np.linspace(-20, 520, 9000)  # a line across the frame and beyond its edges
+    ds = np.arange(-6, 6.5, 0.5)
+    ys = (0.6 * t[:, None] - 30 + ds[None, :] * 0.8).ravel()
+    xs = (0.8 * t[:, None] + 10 - ds[None, :] * 0.6).ravel()
+    coords = np.array([ys, xs])
+    expected = ndimage.map_coordinates(whole, coords, order=1, mode="nearest")
+    np.testing.assert_array_equal(_interpolated(lazy, valid, coords), expected)
+
+
+def test_find_trails_on_a_scaled_snr_finds_the_same_trails():
+    # a large frame's S/N summed band by band and sampled on windows: the
+    # same trails as the S/N array, on frames whose two binnings divide each
+    # other (4096) and do not (2100 x 2500)
+    from astro_aeqa._trails import ScaledSNR
+
+    for shape, seed in (((2100, 2500), 12), ((4096, 4096), 10)):
+        sim = simulate_image(shape, background="trail", seed=seed)
+        data = sim.ccd.data.astype(np.float32)
+        valid = np.isfinite(data)
+        valid[:40, :] = False  # an unusable strip
+        stats = sky_statistics(data, valid)
+        snr = np.subtract(data, np.float32(stats.level), dtype=np.float32)
+        snr /= np.float32(stats.noise)
+        snr[~valid] = 0.0
+        expected = find_trails(snr, valid)
+        got = find_trails(ScaledSNR(data, valid, stats.level, stats.noise))
+        assert len(expected) >= 1
+        assert got.colnames == expected.colnames
+        for name in expected.colnames:
+            np.testing.assert_array_equal(got[name], expected[name])
