@@ -46,6 +46,11 @@ _EIGHT = np.ones((3, 3), bool)  # 8-connectivity, as detect_sources
 # windows are labelled together on canvases of about this many pixels (about
 # 17 bytes each while labelled): a frame full of stars takes several
 _CANVAS_PIXELS = 2**22
+# a segment larger than this is no star: the sky of a frame far from the
+# level it is judged against (a bright Moon against the camera's clear sky).
+# It is left out before its pixels are gathered, so such a frame costs one
+# pass, not ~100 bytes a pixel and seconds of moments
+_MAX_SOURCE_PIXELS = 2**20
 
 
 def find_stars(
@@ -96,6 +101,12 @@ def find_stars(
         ``star`` (True for a round source of the expected FWHM:
         elongation < 1.3 and FWHM within 0.6-1.6 times ``fwhm``).
         ``meta['fwhm']`` is the expected FWHM used.
+
+    Notes
+    -----
+    A segment of more than 2**20 pixels is no source: it is the sky of a
+    frame judged against a level far below its own (a bright Moon against
+    a camera's clear sky), and is left out before it is measured.
     """
     data = np.asarray(data, dtype=np.float32)
     if valid is None:
@@ -265,6 +276,9 @@ def _label_canvas(snr, shape, win, threshold):
         inner_edge[cy : cy + h, cx + w - 1] |= x1 < nx
     above = canvas > threshold
     labels, n = ndimage.label(above, structure=_EIGHT)
+    giants = _giant_labels(labels, n)
+    if giants.size:
+        above &= ~np.isin(labels, giants)
     flat = labels.ravel()
     pix = np.flatnonzero(above)  # the labelled pixels (4x faster on bools than on labels)
     lab, values = flat[pix], canvas.ravel()[pix]
@@ -289,14 +303,18 @@ def _label_in_strips(snr, shape, window, threshold):
     h, w = y1 - y0, x1 - x0
     rows = max(2, _CANVAS_PIXELS // w)
     strip = np.empty((min(rows, h), w), np.float32)
-    pix, lab, values, joins, edge = [], [], [], [], []
+    pix, lab, values, joins, edge, dropped = [], [], [], [], [], []
     offset, last = 0, None  # labels so far; the previous strip's last row
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
         s = snr((y0 + r0, y0 + r1, x0, x1), out=strip[: r1 - r0])
         above = s > threshold
         labels, n = ndimage.label(above, structure=_EIGHT)
+        giants = _giant_labels(labels, n)
         labels[above] += offset  # unique across strips
+        if giants.size:  # not gathered; still joined, so their components go too
+            dropped.append(giants + offset)
+            above &= ~np.isin(labels, giants + offset)
         flat = np.flatnonzero(above)
         pix.append(flat + r0 * w)
         lab.append(labels.ravel()[flat])
@@ -320,6 +338,9 @@ def _label_in_strips(snr, shape, window, threshold):
     a, b = (np.concatenate(v) for v in zip(*joins, strict=True)) if joins else ((), ())
     graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(offset + 1, offset + 1))
     _, component = connected_components(graph, directed=False)
+    if dropped:  # the components of giants: not sources
+        part_of_giant = np.isin(component[lab], component[np.concatenate(dropped)])
+        pix, lab, values = pix[~part_of_giant], lab[~part_of_giant], values[~part_of_giant]
     # number the components by their first pixel (pix is in raster order)
     comp = component[lab]
     _, first = np.unique(comp, return_index=True)
@@ -331,6 +352,13 @@ def _label_in_strips(snr, shape, window, threshold):
     edge_labels = relabel[np.concatenate(edge)] if edge else np.zeros(0, np.intp)
     owner = np.zeros(len(pix), np.int32)
     return pix, relabel[lab], values, len(first), w, np.zeros((1, 2), np.intp), owner, edge_labels
+
+
+def _giant_labels(labels, n):
+    """The labels (of ``n``) with more than `_MAX_SOURCE_PIXELS` pixels."""
+    if labels.size <= _MAX_SOURCE_PIXELS:
+        return np.zeros(0, np.intp)
+    return np.flatnonzero(np.bincount(labels.ravel(), minlength=n + 1)[1:] > _MAX_SOURCE_PIXELS) + 1
 
 
 def _measure_labels(

@@ -126,3 +126,44 @@ def test_large_windows_are_labelled_in_strips_with_the_same_sources(monkeypatch)
         assert len(found) == len(whole) > 50
         for name in whole.colnames:
             np.testing.assert_array_equal(found[name], whole[name])
+
+
+def test_a_sky_far_above_the_level_is_no_source():
+    # a frame judged against a sky level far below its own (a bright Moon
+    # against the camera's clear sky) is one segment: left out before its
+    # pixels are gathered, without gigabytes of moments
+    import tracemalloc
+
+    from astro_aeqa._preprocessing import SkyStatistics
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(1000.0, 10.0, (2048, 2048)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        found = find_stars(data, stats=SkyStatistics(level=0.0, noise=10.0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(found) == 0
+    assert peak < 8 * data.nbytes  # 25x before: ~100 bytes a labelled pixel
+
+
+def test_a_giant_segment_across_strips_is_left_out_whole(monkeypatch):
+    # a window larger than a canvas is labelled in strips: a giant in one
+    # strip takes the part of it in the next strip with it, and the stars
+    # beside it are still found
+    monkeypatch.setattr(_stars, "_MAX_SOURCE_PIXELS", 20_000)
+    monkeypatch.setattr(_stars, "_CANVAS_PIXELS", 2**16)
+    rng = np.random.default_rng(4)
+    data = rng.normal(0.0, 1.0, (600, 600)).astype(np.float32)
+    data[:300, :200] += 50.0  # 60,000 pixels: a giant, over several strips
+    yy, xx = np.mgrid[:600, :600]
+    stars = [(450.0, 500.0), (100.0, 400.0), (520.0, 120.0)]
+    for x, y in stars:
+        data += 200.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5**2))
+    from astro_aeqa._preprocessing import SkyStatistics
+
+    found = find_stars(data, stats=SkyStatistics(level=0.0, noise=1.0), min_peak=10)
+    xs, ys = np.round(found["x"]).astype(int), np.round(found["y"]).astype(int)
+    got = sorted(zip(xs, ys, strict=True))
+    assert got == sorted((int(x), int(y)) for x, y in stars)
