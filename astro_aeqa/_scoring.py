@@ -297,11 +297,15 @@ class Scorer:
         camera = self.camera
         if camera is not None and camera.maps_apply(data.shape, self.patch_size):
             p, (ny, nx) = self.patch_size, data.shape
-            coverage = np.repeat(np.repeat(camera.coverage, p, 0), p, 1)[:ny, :nx]
-            footprint = coverage >= 1
-            edge = (coverage > 0) & ~footprint
+
+            def pixels(patches):  # a bool per patch, to pixels (1 byte a pixel)
+                return np.repeat(np.repeat(patches, p, 0), p, 1)[:ny, :nx]
+
+            inside = camera.coverage >= 1
+            footprint = pixels(inside)
+            edge = (camera.coverage > 0) & ~inside
             if edge.any():  # measured on the frame only where the reference is partial
-                footprint |= edge & detect_footprint(data, finite)
+                footprint |= pixels(edge) & detect_footprint(data, finite)
         else:
             footprint = detect_footprint(data, finite)
         return None if footprint.all() else footprint
