@@ -24,7 +24,7 @@ from .calibration import Calibration
 from .config import conf
 from .exceptions import InputDataError
 from .nn import Reconstructor, build_model, load_model, save_model, train_autoencoder, weights_sha
-from .utils import file_sha256, forwarded_property, write_hdulist_atomic
+from .utils import file_sha256, forwarded_property, release_free_memory, write_hdulist_atomic
 
 __all__ = ["AEQualityEvaluator", "QualityResult", "aeqa_mask", "default_model_path"]
 
@@ -415,7 +415,9 @@ class AEQualityEvaluator:
     def _evaluate_ccd(self, ccd, *, threshold, fpr, progress_bar=False):
         scorer = self._scorer()
         prepared = scorer.prepare(ccd)
+        release_free_memory()  # the heap's free blocks back to the system (utils._memory)
         scored = scorer.score(prepared, progress_bar=progress_bar, trails=self.trails)
+        release_free_memory()
         masks = scorer.mask(
             prepared, scored, threshold=threshold, fpr=fpr, morphology=self.morphology
         )

@@ -386,3 +386,27 @@ def test_too_small_a_calibration_is_reported_when_it_is_made(caplog, monkeypatch
     with caplog.at_level("WARNING", logger="astro_aeqa"):
         Calibration.from_scores(np.linspace(0.1, 0.3, 1000), fpr=ev.fpr)
     assert "too few" not in caplog.text
+
+
+def test_large_frames_give_the_heaps_free_memory_back_after_each_row(
+    tiny_evaluator, moon_frame, monkeypatch
+):
+    # a large frame releases the C heap's free blocks after each row of
+    # tiles (utils.release_free_memory, glibc's malloc_trim): the same scores
+    from astro_aeqa import _scoring
+    from astro_aeqa.utils import release_free_memory
+
+    assert release_free_memory() in (True, False)
+    frame = moon_frame.ccd
+    expected = tiny_evaluator.evaluate(frame)
+    calls = []
+    monkeypatch.setattr(_scoring, "release_free_memory", lambda: calls.append(1))
+    assert tiny_evaluator.evaluate(frame).patch_scores.tolist() == (expected.patch_scores.tolist())
+    assert calls == []  # a small frame: not worth the time
+    monkeypatch.setattr(_scoring, "_TRIM_ROWS_PIXELS", 0)
+    got = tiny_evaluator.evaluate(frame)
+    np.testing.assert_array_equal(got.patch_scores, expected.patch_scores)
+    np.testing.assert_array_equal(got.mask, expected.mask)
+    scorer = tiny_evaluator._scorer()
+    _, _, tasks = scorer.tile_tasks(frame.shape, scorer.workers())
+    assert len(calls) == len(tasks)
