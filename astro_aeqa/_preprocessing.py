@@ -35,6 +35,7 @@ __all__ = [
     "minmax_tiles",
     "subtract_tile_median",
     "subtract_local_background",
+    "LocalBackground",
 ]
 
 NORMALIZATIONS = ("noise", "minmax")
@@ -281,49 +282,115 @@ def subtract_local_background(x, valid, block, *, noise=None):
         to a neighbouring block (a cloud's edge, where the interpolated
         background is off by a sigma or more); None without ``noise``.
     """
-    step = 2 if block >= 8 and block % 2 == 0 else 1
-    sample = np.where(valid[::step, ::step], x[::step, ::step], np.nan)
-    medians, _ = aggregate_patches(sample, block // step, statistic="median")
-    ny, nx = x.shape
-    grid = np.where(np.isfinite(medians), medians, 0.0).astype(np.float32)
-    # x less the background zoomed band by band: one frame-sized array, not two
-    out = np.empty((ny, nx), np.float32)
-    for rows, background in _zoomed_bands(grid, block, (ny, nx)):
-        np.subtract(x[rows], background, out=out[rows], dtype=np.float32)
-        np.copyto(out[rows], 0.0, where=~valid[rows])
-    if noise is None:
-        return out, None
-    # the largest jump of the background to any of the 8 neighbouring blocks
-    padded = np.pad(medians, 1, mode="edge")
-    jump = np.zeros(medians.shape)
-    for dy in (0, 1, 2):
-        for dx in (0, 1, 2):
-            neighbour = padded[dy : dy + medians.shape[0], dx : dx + medians.shape[1]]
-            jump = np.fmax(jump, np.abs(neighbour - medians))
-    edges = np.nan_to_num(jump) > _EDGE_JUMP * noise
-    mad, _ = aggregate_patches(
-        np.abs(out[::step, ::step]),
-        block // step,
-        weights=valid[::step, ::step],
-        statistic="median",
-    )
-    block_noise = 1.4826 * np.nan_to_num(mad, nan=noise)
-    quiet = (block_noise < _QUIET_BLOCK * noise) & (np.abs(medians) > _FAR_FROM_SKY * noise)
-    gain = np.where(
-        quiet,
-        np.clip(noise / np.maximum(block_noise, 1e-6 * noise), 1.0, _MAX_NOISE_GAIN),
-        1.0,
-    )
-    if (gain > 1).any():
-        for rows, band_gain in _zoomed_bands(gain.astype(np.float32), block, (ny, nx)):
-            out[rows] *= band_gain
-    return out, edges
+    background = LocalBackground(x, valid, block, noise=noise)
+    return background.subtract(x, valid), background.edges
+
+
+class LocalBackground:
+    """
+    The local background of a normalised frame (`subtract_local_background`),
+    subtracted from any window of it: a large frame's network input is made
+    a row of tiles at a time, never whole.
+
+    It is measured on every other pixel of the frame (every pixel for
+    blocks under 8 pixels or odd: `sample_step`). Given the whole frame
+    ``x``, it takes that sample itself; given ``shape``, ``x`` and ``valid``
+    are the sample already. `window` gives, for the normalised pixels of a
+    window, the values that `subtract_local_background` gives there.
+    """
+
+    @staticmethod
+    def sample_step(block):
+        """The step of the pixels the background of ``block``-pixel blocks is measured on."""
+        return 2 if block >= 8 and block % 2 == 0 else 1
+
+    def __init__(self, x, valid, block, *, noise=None, shape=None):
+        self.step = step = self.sample_step(block)
+        if shape is None:  # x is the whole frame
+            shape = x.shape
+            x, valid = x[::step, ::step], valid[::step, ::step]
+        self.shape, self.block = tuple(shape), block
+        sample = np.where(valid, x, np.nan)
+        medians, _ = aggregate_patches(sample, block // step, statistic="median")
+        grid = np.where(np.isfinite(medians), medians, 0.0).astype(np.float32)
+        self._background = _BilinearZoom(grid, block, self.shape)
+        self._gain = None
+        self.edges = None
+        if noise is None:
+            return
+        # the largest jump of the background to any of the 8 neighbouring blocks
+        padded = np.pad(medians, 1, mode="edge")
+        jump = np.zeros(medians.shape)
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                neighbour = padded[dy : dy + medians.shape[0], dx : dx + medians.shape[1]]
+                jump = np.fmax(jump, np.abs(neighbour - medians))
+        self.edges = np.nan_to_num(jump) > _EDGE_JUMP * noise
+        # the sampled pixels less the background, as the whole frame's would be
+        ny, nx = self.shape
+        out = self._background.window(range(0, ny, step), slice(0, nx, step)).copy()
+        np.subtract(x, out, out=out, dtype=np.float32)
+        np.copyto(out, 0.0, where=~valid)
+        mad, _ = aggregate_patches(np.abs(out), block // step, weights=valid, statistic="median")
+        block_noise = 1.4826 * np.nan_to_num(mad, nan=noise)
+        quiet = (block_noise < _QUIET_BLOCK * noise) & (np.abs(medians) > _FAR_FROM_SKY * noise)
+        gain = np.where(
+            quiet,
+            np.clip(noise / np.maximum(block_noise, 1e-6 * noise), 1.0, _MAX_NOISE_GAIN),
+            1.0,
+        )
+        if (gain > 1).any():
+            self._gain = _BilinearZoom(gain.astype(np.float32), block, self.shape)
+
+    def window(self, x, valid, rows, cols=slice(None)):
+        """``x`` (the normalised pixels of ``[rows, cols]``, slices of the
+        frame) less the background, zero at invalid pixels (float32)."""
+        if isinstance(rows, slice):
+            rows = range(*rows.indices(self.shape[0]))
+        out = np.empty(np.shape(x), np.float32)
+        np.subtract(x, self._background.window(rows, cols), out=out, dtype=np.float32)
+        np.copyto(out, 0.0, where=~valid)
+        if self._gain is not None:
+            out *= self._gain.window(rows, cols)
+        return out
+
+    def subtract(self, x, valid):
+        """The whole frame less the background, band by band (float32)."""
+        ny, nx = self.shape
+        out = np.empty((ny, nx), np.float32)
+        band = max(1, _ZOOM_BAND_PIXELS // max(nx, 1))
+        for start in range(0, ny, band):
+            rows = slice(start, min(ny, start + band))
+            out[rows] = self.window(x[rows], valid[rows], rows)
+        return out
+
+
+class _BilinearZoom:
+    """A per-block ``grid`` zoomed ``block`` times to ``shape`` (as
+    `_zoomed_bands`), evaluated on any rows and columns."""
+
+    def __init__(self, grid, block, shape):
+        ny, nx = shape
+        self.y0, y1, fy = _bilinear_axis(ny, grid.shape[0], block)
+        x0, x1, fx = _bilinear_axis(nx, grid.shape[1], block)
+        g = np.asarray(grid, np.float64)
+        self.rows = (g[:, x0] * (1 - fx) + g[:, x1] * fx).astype(np.float32)
+        self.step = np.zeros_like(self.rows)  # each row to the next
+        self.step[:-1] = self.rows[1:] - self.rows[:-1]
+        self.fy = np.where(y1 > self.y0, fy, 0).astype(np.float32)[:, None]
+
+    def window(self, rows, cols=slice(None)):
+        """The zoomed values of ``rows`` (a range or slice of the frame's) and ``cols``."""
+        y0 = self.y0[rows]
+        values = np.multiply(self.step[:, cols][y0], self.fy[rows])
+        values += self.rows[:, cols][y0]
+        return values
 
 
 def _zoomed_bands(grid, block, shape):
     """A per-block ``grid`` zoomed ``block`` times, bilinear between block
     centres and constant beyond the outer ones, cropped to ``shape``: yields
-    ``(rows, values)`` for bands of rows (float32; ``values`` is reused).
+    ``(rows, values)`` for bands of rows (float32).
 
     The sampling of ``scipy.ndimage.zoom(grid, block, order=1,
     grid_mode=True, mode='nearest')``, computed separably: the grid is
@@ -333,21 +400,11 @@ def _zoomed_bands(grid, block, shape):
     temporary. The two differ by float32 rounding (a few 1e-7).
     """
     ny, nx = shape
-    y0, y1, fy = _bilinear_axis(ny, grid.shape[0], block)
-    x0, x1, fx = _bilinear_axis(nx, grid.shape[1], block)
-    g = np.asarray(grid, np.float64)
-    rows = (g[:, x0] * (1 - fx) + g[:, x1] * fx).astype(np.float32)
-    step = np.zeros_like(rows)  # each row to the next
-    step[:-1] = rows[1:] - rows[:-1]
-    fy = np.where(y1 > y0, fy, 0).astype(np.float32)[:, None]
+    zoom = _BilinearZoom(grid, block, shape)
     band = max(1, _ZOOM_BAND_PIXELS // max(nx, 1))
-    buffer = np.empty((min(band, ny), nx), np.float32)
     for start in range(0, ny, band):
-        out_rows = slice(start, min(ny, start + band))
-        values = buffer[: out_rows.stop - start]
-        np.multiply(step[y0[out_rows]], fy[out_rows], out=values)
-        values += rows[y0[out_rows]]
-        yield out_rows, values
+        stop = min(ny, start + band)
+        yield slice(start, stop), zoom.window(range(start, stop))
 
 
 def _bilinear_axis(n_out, n_in, block):

@@ -32,6 +32,7 @@ patch rows already reconstructed.
 import logging
 import warnings
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 from astropy.utils.exceptions import AstropyUserWarning
@@ -41,11 +42,11 @@ from ._masking import clean_patch_mask, patch_mask_to_pixel_mask, robust_thresho
 from ._preprocessing import (
     _ASINH_SOFTENING,
     NORMALIZATIONS,
+    LocalBackground,
     SkyStatistics,
     minmax_tiles,
     normalize_frame,
     sky_statistics,
-    subtract_local_background,
     subtract_tile_median,
     valid_pixels,
 )
@@ -132,11 +133,15 @@ class FrameInfo:
 
 @dataclass(frozen=True, eq=False)
 class PreparedFrame:
-    """A frame ready to score: its pixels, pixel masks, footprint, sky and normalisation."""
+    """A frame ready to score: its pixels, pixel masks, footprint, sky and normalisation.
+
+    The normalised frame is made where it is used (`x_window`, `x_sample`)
+    rather than held whole: 4 bytes a pixel less while a frame is scored.
+    `x` makes it whole, for training and calibration.
+    """
 
     data: np.ndarray  # the frame's pixels (float32, as read)
     meta: dict  # its header
-    x: np.ndarray  # the normalised frame
     valid: np.ndarray  # pixels used: finite, unmasked, unsaturated, inside the footprint
     finite: np.ndarray
     saturated: np.ndarray
@@ -144,14 +149,41 @@ class PreparedFrame:
     footprint: np.ndarray | None  # None: the whole frame
     stats: SkyStatistics
     exptime: float | None
+    normalization: str = "noise"
 
     @property
     def shape(self):
-        return self.x.shape
+        return self.data.shape
 
     @property
     def info(self):
-        return FrameInfo(self.stats, self.x.shape, self.exptime)
+        return FrameInfo(self.stats, self.shape, self.exptime)
+
+    @cached_property
+    def x(self):
+        """The whole normalised frame (`astro_aeqa._preprocessing.normalize_frame`)."""
+        return self.x_window(slice(None), slice(None))
+
+    def x_window(self, rows, cols=slice(None)):
+        """The normalised pixels of ``[rows, cols]`` (slices; steps allowed)."""
+        if "x" in self.__dict__:
+            return self.__dict__["x"][rows, cols]
+        x, _ = normalize_frame(
+            self.data[rows, cols],
+            self.valid[rows, cols],
+            method=self.normalization,
+            stats=self.stats,
+        )
+        return x
+
+    def x_sample(self, step):
+        """``x[::step, ::step]``, made once."""
+        if step == 1:
+            return self.x
+        samples = self.__dict__.setdefault("_x_samples", {})
+        if step not in samples:
+            samples[step] = self.x_window(slice(None, None, step), slice(None, None, step))
+        return samples[step]
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,7 +259,6 @@ class Scorer:
         saturated = nothing if saturation is None else np.zeros(shape, bool)
         input_mask = nothing if ccd.mask is None else np.asarray(ccd.mask, bool)
         mask = None if ccd.mask is None else input_mask
-        x = np.empty(shape, np.float32)
 
         def pixel_masks(rows):
             np.isfinite(data[rows], out=finite[rows])
@@ -256,30 +287,15 @@ class Scorer:
             if self.camera is not None:
                 # about the level and in the noise of the camera's clear sky
                 # tonight: a cloud over most of the frame moves the frame's own
-                p = self.patch_size
-                step = 2 if p % 2 == 0 and p >= 8 else 1
+                p, step = self.patch_size, self.sky_sample_step
                 sample = np.where(valid[::step, ::step], data[::step, ::step], np.nan)
                 patch_sky, _ = aggregate_patches(sample, p // step, statistic="median")
                 _, noise, anchor = self.camera.clear_sky(patch_sky, shape, p, exptime)
                 level, _ = self.camera.expected_sky(shape, p, exptime, maps=False)
                 stats = SkyStatistics(level=level * anchor, noise=noise)
-            _wait(
-                [
-                    pool.submit(
-                        normalize_frame,
-                        data[rows],
-                        valid[rows],
-                        method=self.options.normalization,
-                        stats=stats,
-                        out=x[rows],
-                    )
-                    for rows in bands
-                ]
-            )
         return PreparedFrame(
             data=data,
             meta=ccd.meta,
-            x=x,
             valid=valid,
             finite=finite,
             saturated=saturated,
@@ -287,6 +303,7 @@ class Scorer:
             footprint=footprint,
             stats=stats,
             exptime=exptime,
+            normalization=self.options.normalization,
         )
 
     def footprint(self, data, finite):
@@ -377,38 +394,68 @@ class Scorer:
         with_psf = with_psf and self.psf_term and self.reference_fwhm is not None
         if local_background is None:  # as the camera reference was calibrated
             local_background = self.camera is not None and self.sky_term
-        ny, nx = shape = prepared.x.shape
+        ny, nx = shape = prepared.shape
         p = self.patch_size
         workers = self.workers()
         t, padded, tasks = self.tile_tasks(shape, workers)
 
         def network_input():
-            """What the network sees (with the local background's edges, or None)."""
-            x, edges = prepared.x, None
+            """What the network sees, as a function of a window's rows and
+            columns (made a row of tiles at a time), with the local
+            background's edges (or None)."""
+            background = edges = None
+            if self.sky_term:  # made here, before the bands' threads want it
+                prepared.x_sample(self.sky_sample_step)
             if local_background:
                 noise = 1.0 / _ASINH_SOFTENING if self.options.normalization == "noise" else None
-                x, edges = subtract_local_background(
-                    x, prepared.valid, self.background_block, noise=noise
+                block = self.background_block
+                step = LocalBackground.sample_step(block)
+                background = LocalBackground(
+                    prepared.x_sample(step),
+                    prepared.valid[::step, ::step],
+                    block,
+                    noise=noise,
+                    shape=shape,
                 )
+                edges = background.edges
                 if edges is not None and not edges.any():
                     edges = None
+
+            def window(rows, cols):
+                x = prepared.x_window(rows, cols)
+                if background is None:
+                    return x
+                return background.window(x, prepared.valid[rows, cols], rows, cols)
+
             if padded != shape:  # shorter than a tile: reflect to one tile, crop after
+                x = window(slice(None), slice(None))
                 x = np.pad(x, ((0, padded[0] - ny), (0, padded[1] - nx)), mode="reflect")
-            return x, edges
+                return (lambda rows, cols: x[rows, cols]), edges
+            return window, edges
 
         residual = np.empty(padded, dtype=np.float32)
         # on a large frame the heap's free blocks go back to the system after
         # each row of tiles (2-3 bytes a pixel at 8192x8192); on smaller ones
         # the ~2 % of time is not worth it
-        trim_rows = prepared.x.size > _TRIM_ROWS_PIXELS
+        trim_rows = prepared.data.size > _TRIM_ROWS_PIXELS
         bar = _progress_bar(
             total=sum(len(o) for o, _, _ in tasks), enabled=progress_bar, desc="tiles", unit="tile"
         )
         rec = self.reconstructor
 
         def residuals(inputs, origins, regions, transform, model):
+            # the tiles of one row: their window of the input, in its coordinates
+            y0, x0 = int(origins[:, 0].min()), int(origins[:, 1].min())
+            x1 = int(origins[:, 1].max()) + t
+            rows, cols = slice(y0, y0 + t), slice(x0, x1)
             rec.residuals(
-                inputs.result()[0], origins, regions, t, residual, transform=transform, model=model
+                inputs.result()[0](rows, cols),
+                origins - np.array([y0, x0]),
+                regions - np.array([y0, y0, x0, x0]),
+                t,
+                residual[rows, cols],
+                transform=transform,
+                model=model,
             )
 
         with thread_pool(workers) as pool, rec.threads(workers):
@@ -478,7 +525,7 @@ class Scorer:
             min_peak=_COUNT_MIN_SNR if count else _STAR_MIN_SNR,
         )
         psf = stars = None
-        shape = prepared.x.shape
+        shape = prepared.shape
         if with_psf:
             psf = psf_shape_map(
                 found, shape, self.patch_size, self.reference_fwhm, min_snr=_STAR_MIN_SNR
@@ -499,13 +546,12 @@ class Scorer:
         jumps (``astro_aeqa._preprocessing.subtract_local_background``): their
         pixels are left out of the MAE of a patch that has others.
         """
-        nx = prepared.x.shape[1]
+        nx = prepared.shape[1]
         band = residual[start:stop, :nx]
         valid = prepared.valid[start:stop]
-        x = prepared.x[start:stop]
         band[~valid] = np.nan
         mae, n_valid = self.aggregate_patches(band, valid)
-        sky = self.patch_sky(x, valid) if self.sky_term else None
+        sky = self.patch_sky(prepared, start, stop, valid) if self.sky_term else None
         usable = valid
         if edges is not None:
             half = self.background_block
@@ -526,7 +572,7 @@ class Scorer:
         kept_mae = np.where(np.isfinite(kept), kept, mae)
         kept_sky = sky
         if self.sky_term:
-            starless_sky = self.patch_sky(x, starless, patches=touched)
+            starless_sky = self.patch_sky(prepared, start, stop, starless, patches=touched)
             kept_sky = np.where(np.isfinite(starless_sky), starless_sky, sky)
         return kept_mae, kept_sky, mae, sky, n_valid
 
@@ -536,15 +582,22 @@ class Scorer:
             residual, self.patch_size, weights=weights, statistic=self.aggregate, patches=patches
         )
 
-    def patch_sky(self, x, valid, patches=None):
-        """The median of the normalised frame per patch."""
-        # The median of every other pixel in each axis: 4x cheaper than the
-        # full median and as good a sky estimate at these patch sizes.
+    @property
+    def sky_sample_step(self):
+        """The patch sky is the median of every other pixel in each axis: 4x
+        cheaper than the full median and as good a sky estimate at these
+        patch sizes (every pixel for odd patches or under 8 pixels)."""
         p = self.patch_size
-        step = 2 if p % 2 == 0 and p >= 8 else 1
-        sky = np.where(valid[::step, ::step], x[::step, ::step], np.nan)
+        return 2 if p % 2 == 0 and p >= 8 else 1
+
+    def patch_sky(self, prepared, start, stop, valid, patches=None):
+        """The median of the normalised frame per patch of the rows ``start:stop``
+        (``valid``: the pixels of those rows to take)."""
+        p, step = self.patch_size, self.sky_sample_step
+        x = prepared.x_sample(step)[start // step : -(-stop // step)]
+        sky = np.where(valid[::step, ::step], x, np.nan)
         medians, _ = aggregate_patches(sky, p // step, statistic="median", patches=patches)
-        return medians[: -(-x.shape[0] // p), : -(-x.shape[1] // p)]
+        return medians[: -(-(stop - start) // p), : -(-prepared.shape[1] // p)]
 
     # -- the terms ----------------------------------------------------------
 
@@ -640,7 +693,7 @@ class Scorer:
         scores = self.combine(mae, parts["psf"])
         deficit = None
         if self.camera is not None:  # the transparency term needs the camera's star density
-            coverage = _coverage(prepared.footprint, prepared.x.shape, self.patch_size)
+            coverage = _coverage(prepared.footprint, prepared.shape, self.patch_size)
             # Patches whose sky alone is masked (a lit or dark cloud) are left
             # out of their neighbours' star counts: the stars a cloud hides do
             # not make the clear sky beside it look dimmed. Patches masked for
@@ -735,7 +788,7 @@ class Scorer:
 
     def grid_shifts(self, n_frames, first):
         """Patch grid origins to sample each clean frame on: half-shifted grids too when few."""
-        shape = first.x.shape
+        shape = first.shape
         n_patches = n_frames * int(np.count_nonzero(_coverage(first.valid, shape, self.patch_size)))
         need = needed_references(self.options.fpr)
         half = self.patch_size // 2
@@ -769,7 +822,7 @@ class Scorer:
             parts = self.shifted_parts(prepared, parts, shift)
         else:
             parts = {k: v for k, v in parts.items() if k not in ("residual", "star_pixels")}
-            coverage = _coverage(prepared.footprint, prepared.x.shape, self.patch_size)
+            coverage = _coverage(prepared.footprint, prepared.shape, self.patch_size)
             parts["coverage"] = coverage
             if parts["sky"] is not None:
                 camera = {
@@ -778,7 +831,7 @@ class Scorer:
                     "exptime": prepared.exptime,
                     "patch_sky": _patch_sky_level(parts["sky"], prepared.stats),
                     "coverage": coverage,
-                    "shape": prepared.x.shape,
+                    "shape": prepared.shape,
                     "star_counts": parts["star_counts"],
                 }
         return {"parts": parts, "info": info, "shift": shift, "inside": inside, "camera": camera}
@@ -786,7 +839,7 @@ class Scorer:
     def shifted_parts(self, prepared, parts, shift):
         """The patch-level parts of a frame on a patch grid moved by ``shift`` (same residual)."""
         dy, dx = shift
-        moved = replace(prepared, x=prepared.x[dy:, dx:], valid=prepared.valid[dy:, dx:])
+        moved = replace(prepared, data=prepared.data[dy:, dx:], valid=prepared.valid[dy:, dx:])
         residual = parts["residual"][dy:, dx:].copy()
         star_pixels = None if parts["star_pixels"] is None else parts["star_pixels"][dy:, dx:]
         mae, sky, raw_mae, raw_sky, n_valid = self.band(

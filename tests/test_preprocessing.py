@@ -104,3 +104,49 @@ def test_zoomed_bands_sample_as_ndimage_zoom(grid_shape, block, shape):
     for rows, values in _zoomed_bands(grid, block, shape):
         got[rows] = values
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("noise", [None, 1 / 3])
+def test_local_background_of_a_window_is_that_of_the_whole_frame(rng, noise):
+    # the network input of a large frame is made a row of tiles at a time:
+    # any window, given its normalised pixels, is what the whole frame gives
+    from astro_aeqa._preprocessing import LocalBackground
+
+    x = rng.normal(0.0, 1 / 3, (300, 260)).astype(np.float32)
+    x[:, 130:] = 5.0 + rng.normal(0.0, 1 / 30, (300, 130))  # a quiet cloud: gain > 1
+    valid = rng.random(x.shape) > 0.02
+    whole, edges = subtract_local_background(x, valid, 16, noise=noise)
+    step = LocalBackground.sample_step(16)
+    background = LocalBackground(
+        x[::step, ::step], valid[::step, ::step], 16, noise=noise, shape=x.shape
+    )
+    if noise is not None:
+        assert background._gain is not None
+        np.testing.assert_array_equal(background.edges, edges)
+    for rows, cols in [
+        (slice(0, 300), slice(0, 260)),
+        (slice(37, 141), slice(5, 200)),
+        (slice(290, 300), slice(250, 260)),
+    ]:
+        got = background.window(x[rows, cols], valid[rows, cols], rows, cols)
+        np.testing.assert_array_equal(got, whole[rows, cols])
+
+
+def test_a_prepared_frame_makes_its_normalised_pixels_where_they_are_used(
+    tiny_evaluator, reference_frames
+):
+    # the normalised frame is made a window or a sample at a time, never
+    # whole while a frame is scored: the same values as the whole frame
+    scorer = tiny_evaluator._scorer()
+    prepared = scorer.prepare(reference_frames[0])
+    assert "x" not in prepared.__dict__
+    window = prepared.x_window(slice(10, 100), slice(31, 250))
+    sample = prepared.x_sample(2)
+    assert "x" not in prepared.__dict__
+    whole, _ = normalize_frame(
+        prepared.data, prepared.valid, method=prepared.normalization, stats=prepared.stats
+    )
+    np.testing.assert_array_equal(window, whole[10:100, 31:250])
+    np.testing.assert_array_equal(sample, whole[::2, ::2])
+    assert prepared.x_sample(2) is sample  # made once
+    np.testing.assert_array_equal(prepared.x, whole)  # made whole on demand (training)
