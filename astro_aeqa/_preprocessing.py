@@ -310,8 +310,17 @@ class LocalBackground:
             shape = x.shape
             x, valid = x[::step, ::step], valid[::step, ::step]
         self.shape, self.block = tuple(shape), block
-        sample = np.where(valid, x, np.nan)
-        medians, _ = aggregate_patches(sample, block // step, statistic="median")
+        ny, nx = self.shape
+        # the per-block statistics, computed on bands of block rows of the
+        # sample: the same values, without sample-sized temporaries
+        side = block // step
+        band = max(side, _ZOOM_BAND_PIXELS // max(x.shape[1], 1) // side * side)
+        bands = [slice(r, min(x.shape[0], r + band)) for r in range(0, x.shape[0], band)]
+
+        def block_medians(r):
+            return aggregate_patches(np.where(valid[r], x[r], np.nan), side, statistic="median")[0]
+
+        medians = np.concatenate([block_medians(r) for r in bands])
         grid = np.where(np.isfinite(medians), medians, 0.0).astype(np.float32)
         self._background = _BilinearZoom(grid, block, self.shape)
         self._gain = None
@@ -326,12 +335,16 @@ class LocalBackground:
                 neighbour = padded[dy : dy + medians.shape[0], dx : dx + medians.shape[1]]
                 jump = np.fmax(jump, np.abs(neighbour - medians))
         self.edges = np.nan_to_num(jump) > _EDGE_JUMP * noise
-        # the sampled pixels less the background, as the whole frame's would be
-        ny, nx = self.shape
-        out = self._background.window(range(0, ny, step), slice(0, nx, step)).copy()
-        np.subtract(x, out, out=out, dtype=np.float32)
-        np.copyto(out, 0.0, where=~valid)
-        mad, _ = aggregate_patches(np.abs(out), block // step, weights=valid, statistic="median")
+
+        def block_mads(r):  # the sampled pixels less the background, as the frame's
+            rows = range(r.start * step, min(ny, r.stop * step), step)
+            out = self._background.window(rows, slice(0, nx, step))
+            np.subtract(x[r], out, out=out, dtype=np.float32)
+            np.copyto(out, 0.0, where=~valid[r])
+            np.abs(out, out=out)
+            return aggregate_patches(out, side, weights=valid[r], statistic="median")[0]
+
+        mad = np.concatenate([block_mads(r) for r in bands])
         block_noise = 1.4826 * np.nan_to_num(mad, nan=noise)
         quiet = (block_noise < _QUIET_BLOCK * noise) & (np.abs(medians) > _FAR_FROM_SKY * noise)
         gain = np.where(
