@@ -394,9 +394,15 @@ class _BilinearZoom:
 
     def window(self, rows, cols=slice(None)):
         """The zoomed values of ``rows`` (a range or slice of the frame's) and ``cols``."""
-        y0 = self.y0[rows]
-        values = np.multiply(self.step[:, cols][y0], self.fy[rows])
-        values += self.rows[:, cols][y0]
+        y0, fy = self.y0[rows], self.fy[rows]
+        step, base = self.step[:, cols], self.rows[:, cols]
+        values = np.empty((len(y0), step.shape[1]), np.float32)
+        # output rows come in runs that share one grid row: one broadcast
+        # multiply-add per run, no gathered copies of the grid rows
+        bounds = np.flatnonzero(np.diff(y0, prepend=-1, append=-1))  # run starts, then the end
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            np.multiply(step[y0[a]], fy[a:b], out=values[a:b])
+            values[a:b] += base[y0[a]]
         return values
 
 

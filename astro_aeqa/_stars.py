@@ -356,7 +356,8 @@ def _label_in_strips(snr, shape, window, threshold):
 
 def _giant_labels(labels, n):
     """The labels (of ``n``) with more than `_MAX_SOURCE_PIXELS` pixels."""
-    if labels.size <= _MAX_SOURCE_PIXELS:
+    # none can be that large unless the labelled pixels are: a count, not a bincount
+    if labels.size <= _MAX_SOURCE_PIXELS or np.count_nonzero(labels) <= _MAX_SOURCE_PIXELS:
         return np.zeros(0, np.intp)
     return np.flatnonzero(np.bincount(labels.ravel(), minlength=n + 1)[1:] > _MAX_SOURCE_PIXELS) + 1
 

@@ -106,6 +106,30 @@ def test_zoomed_bands_sample_as_ndimage_zoom(grid_shape, block, shape):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("rows", "cols"),
+    [
+        (slice(0, 190), slice(None)),
+        (slice(37, 141), slice(5, 200)),
+        (range(3, 190, 7), slice(0, 211, 7)),
+        (slice(189, 190), slice(210, 211)),
+        (slice(50, 50), slice(None)),
+    ],
+)
+def test_bilinear_zoom_windows_are_the_gathered_rows(rows, cols):
+    # windows are built a run of rows sharing one grid row at a time: the
+    # same values as gathering the grid row of every output row
+    from astro_aeqa._preprocessing import _BilinearZoom
+
+    grid = np.random.default_rng(1).normal(size=(8, 9)).astype(np.float32)
+    zoom = _BilinearZoom(grid, 25, (190, 211))
+    y0 = zoom.y0[rows]
+    expected = zoom.step[:, cols][y0] * zoom.fy[rows] + zoom.rows[:, cols][y0]
+    got = zoom.window(rows, cols)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("noise", [None, 1 / 3])
 def test_local_background_of_a_window_is_that_of_the_whole_frame(rng, noise):
     # the network input of a large frame is made a row of tiles at a time:
