@@ -387,7 +387,8 @@ class _BilinearZoom:
         self.y0, y1, fy = _bilinear_axis(ny, grid.shape[0], block)
         x0, x1, fx = _bilinear_axis(nx, grid.shape[1], block)
         g = np.asarray(grid, np.float64)
-        self.rows = (g[:, x0] * (1 - fx) + g[:, x1] * fx).astype(np.float32)
+        # C order: windows read whole rows (the column gather leaves them strided)
+        self.rows = np.ascontiguousarray((g[:, x0] * (1 - fx) + g[:, x1] * fx), np.float32)
         self.step = np.zeros_like(self.rows)  # each row to the next
         self.step[:-1] = self.rows[1:] - self.rows[:-1]
         self.fy = np.where(y1 > self.y0, fy, 0).astype(np.float32)[:, None]
