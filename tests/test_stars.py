@@ -167,3 +167,19 @@ def test_a_giant_segment_across_strips_is_left_out_whole(monkeypatch):
     xs, ys = np.round(found["x"]).astype(int), np.round(found["y"]).astype(int)
     got = sorted(zip(xs, ys, strict=True))
     assert got == sorted((int(x), int(y)) for x, y in stars)
+
+
+@pytest.mark.parametrize("shape", [(32, 48), (37, 50), (5, 3)])
+def test_block_max_is_the_maximum_of_each_block(shape):
+    from astro_aeqa._stars import _block_max
+
+    image = np.random.default_rng(2).normal(size=shape).astype(np.float32)
+    image[1, 2] = np.nan  # a NaN block stays NaN, as np.max gives it
+    block = 16
+    expected = np.array(
+        [
+            [np.max(image[y : y + block, x : x + block]) for x in range(0, shape[1], block)]
+            for y in range(0, shape[0], block)
+        ]
+    )
+    np.testing.assert_array_equal(_block_max(image, block), expected)
