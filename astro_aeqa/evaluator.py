@@ -451,10 +451,26 @@ class AEQualityEvaluator:
             image, result, model_name=self.model_name, model_sha=self.model_sha
         )
 
-    def write_masked(self, image, path, *, threshold=None, fpr=None, hdu=None, overwrite=False):
+    def write_masked(
+        self, image, path, *, threshold=None, fpr=None, hdu=None, overwrite=False, compress=False
+    ):
         """
         Evaluate ``image`` and write the FITS layout of `astro_aeqa.io`:
         the data unchanged, ``MASK``, ``AEQA_SCORE`` and ``AEQA_FLAGS``.
+
+        Parameters
+        ----------
+        image : str, `~pathlib.Path`, `~astropy.nddata.CCDData`, HDU or array
+            The frame, as `evaluate` takes it.
+        path : str or `~pathlib.Path`
+            The output file; never the input file. It is written atomically.
+        threshold, fpr, hdu : optional
+            As in `evaluate`.
+        overwrite : bool, optional
+            Replace an existing ``path``. Default `False`.
+        compress : bool, optional
+            Write ``MASK`` and ``AEQA_FLAGS`` tile-compressed (lossless; see
+            `astro_aeqa.io.write_aeqa_fits`). Default `False`.
 
         Returns
         -------
@@ -462,7 +478,8 @@ class AEQualityEvaluator:
         """
         frame = self._read_for_output(image, path, hdu=hdu, overwrite=overwrite)
         result = self._evaluate_ccd(frame.ccd, threshold=threshold, fpr=fpr)
-        self._write_output(self._output_hdulist(frame, result, image), path, overwrite=overwrite)
+        hdulist = self._output_hdulist(frame, result, image, compress=compress)
+        self._write_output(hdulist, path, overwrite=overwrite)
         return result
 
     # The steps of write_masked. A batch writes one output on a second thread
@@ -480,7 +497,7 @@ class AEQualityEvaluator:
         self._check_fitted()
         return aeqa_io.read_frame(image, hdu=hdu)  # read once: pixels, original array, header
 
-    def _output_hdulist(self, frame, result, image):
+    def _output_hdulist(self, frame, result, image, *, compress=False):
         """The output of ``result`` for a frame read by `_read_for_output`."""
         return aeqa_io._result_hdulist(
             frame,
@@ -488,6 +505,7 @@ class AEQualityEvaluator:
             source=image,
             model=(self.model_name, self.model_sha),
             workers=min(2, self.reconstructor_.n_threads()),
+            compress=compress,
         )
 
     @staticmethod

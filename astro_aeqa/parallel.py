@@ -111,6 +111,7 @@ def process_file(
     hdu=None,
     threshold=None,
     fpr=None,
+    compress=False,
 ):
     """
     Score one file, and write its outputs, as `score_files` does for each file.
@@ -137,6 +138,9 @@ def process_file(
         Redo files whose outputs exist.
     hdu, threshold, fpr : optional
         As in `~astro_aeqa.AEQualityEvaluator.evaluate`.
+    compress : bool, optional
+        Write the mask and flag planes tile-compressed (see
+        `~astro_aeqa.io.write_aeqa_fits`).
 
     Returns
     -------
@@ -168,7 +172,13 @@ def process_file(
     if write_masks:
         image = None
         result = evaluator.write_masked(
-            path, target, threshold=threshold, fpr=fpr, hdu=hdu, overwrite=overwrite
+            path,
+            target,
+            threshold=threshold,
+            fpr=fpr,
+            hdu=hdu,
+            overwrite=overwrite,
+            compress=compress,
         )
     else:
         from .io import read_image
@@ -219,6 +229,7 @@ def _pipelined_rows(paths, evaluator, options, *, progress_bar, show_traceback):
 
     out_dir, overwrite = Path(options["output_dir"]), options.get("overwrite", False)
     hdu, threshold, fpr = options.get("hdu"), options.get("threshold"), options.get("fpr")
+    compress = options.get("compress", False)
 
     def target(path):
         return out_dir / f"{fits_stem(path)}_aeqa.fits"
@@ -231,7 +242,7 @@ def _pipelined_rows(paths, evaluator, options, *, progress_bar, show_traceback):
                 return {**_empty_row(path), "error": "", "seconds": 0.0, **skipped}
             frame = evaluator._read_for_output(path, target(path), hdu=hdu, overwrite=overwrite)
             result = evaluator._evaluate_ccd(frame.ccd, threshold=threshold, fpr=fpr)
-            hdulist = evaluator._output_hdulist(frame, result, path)
+            hdulist = evaluator._output_hdulist(frame, result, path, compress=compress)
         except Exception as exc:  # one bad file must not stop the others
             return _failed_row(path, exc, time.perf_counter() - t0)
         return hdulist, _result_values(result), time.perf_counter() - t0
@@ -889,6 +900,7 @@ def score_files(
     fpr=None,
     device="cpu",
     compile=False,  # noqa: A002 (the torch name)
+    compress=False,
 ):
     """
     Score many FITS files, one task per file, and write the summary table.
@@ -949,6 +961,9 @@ def score_files(
         for the compilation (10-40 s on a CPU; it needs a C++ compiler), the
         others run about 1.5x faster, so it pays for batches of tens of
         large frames. Ignored for a fitted evaluator passed as ``model``.
+    compress : bool, optional
+        With ``write_masks``, write each output's mask and flag planes
+        tile-compressed (lossless; see `~astro_aeqa.io.write_aeqa_fits`).
 
     Returns
     -------
@@ -999,6 +1014,7 @@ def score_files(
         "hdu": hdu,
         "threshold": threshold,
         "fpr": fpr,
+        "compress": compress,
     }
     rows, sha = _score_rows(
         paths,

@@ -443,6 +443,23 @@ def test_mask_writes_skips_and_overwrites(frames, model, tmp_path, capsys):
     assert fits.getheader(products[0])["AEQATHR"] == 1e9
 
 
+def test_mask_compress_writes_the_same_planes_compressed(frames, model, tmp_path):
+    frame = frames / "cloud.fits"
+    plain, packed = tmp_path / "plain", tmp_path / "packed"
+    common = ["mask", frame, "--model", model, *_FPR]
+    assert aeqa("-q", *common, "--output-dir", plain) == 0
+    assert aeqa("-q", *common, "--output-dir", packed, "--compress") == 0
+    with fits.open(plain / "cloud_aeqa.fits") as a, fits.open(packed / "cloud_aeqa.fits") as b:
+        assert [h.name for h in b] == [h.name for h in a]
+        for name in ("MASK", "AEQA_FLAGS"):
+            assert isinstance(b[name], fits.CompImageHDU) and not isinstance(
+                a[name], fits.CompImageHDU
+            )
+            np.testing.assert_array_equal(b[name].data, a[name].data)
+        np.testing.assert_array_equal(b[0].data, fits.getdata(frame))
+    assert fits.getdata(plain / "cloud_aeqa.fits", "MASK").any()  # the planes hold a verdict
+
+
 def test_mask_bad_file_and_hdu(frames, model, tmp_path, capsys):
     data = fits.getdata(frames / "refs" / "ref_1.fits")
     fits.HDUList(

@@ -416,6 +416,34 @@ def _with_cards(ccd, p=16):
     return out
 
 
+def test_compressed_planes_read_back_unchanged(tmp_path, ccd):
+    # compress=True tile-compresses MASK and AEQA_FLAGS (lossless); the data stay as they are
+    ccd = _with_cards(ccd)
+    score_map, flags = _products(ccd)
+    flags[40:60, :] |= 128  # a trail across the frame: runs the compression has to keep
+    plain = write_aeqa_fits(tmp_path / "plain.fits", ccd, score_map=score_map, flags=flags)
+    packed = write_aeqa_fits(
+        tmp_path / "packed.fits", ccd, score_map=score_map, flags=flags, compress=True
+    )
+    with fits.open(packed) as hdul:
+        assert [h.name for h in hdul] == ["PRIMARY", "MASK", "UNCERT", "AEQA_SCORE", "AEQA_FLAGS"]
+        assert isinstance(hdul["MASK"], fits.CompImageHDU)
+        assert isinstance(hdul["AEQA_FLAGS"], fits.CompImageHDU)
+        assert type(hdul[0]) is fits.PrimaryHDU and type(hdul["UNCERT"]) is fits.ImageHDU
+        assert hdul["AEQA_FLAGS"].data.dtype == np.uint8
+        for key, value, _ in flag_header_cards():
+            assert hdul["AEQA_FLAGS"].header[key] == value
+    assert packed.stat().st_size < plain.stat().st_size
+    a, b = read_aeqa_fits(plain), read_aeqa_fits(packed)
+    np.testing.assert_array_equal(b.flags, a.flags)
+    np.testing.assert_array_equal(b.flags, flags)
+    np.testing.assert_array_equal(b.ccd.data, a.ccd.data)
+    np.testing.assert_array_equal(b.ccd.mask, ccd.mask)
+    back = CCDData.read(packed)
+    np.testing.assert_array_equal(back.data, ccd.data)
+    np.testing.assert_array_equal(back.mask, ccd.mask)
+
+
 def test_write_round_trip(tmp_path, ccd):
     ccd = _with_cards(ccd)
     score_map, flags = _products(ccd)

@@ -454,6 +454,33 @@ def test_serial_mask_batches_read_and_write_beside_the_scoring(tiny_evaluator, n
     assert not (out / f"{Path(CORRUPT).stem}_aeqa.fits").exists()
 
 
+def test_mask_batches_write_compressed_planes(tiny_evaluator, night, tmp_path):
+    # compress=True reaches the serial batch's writer and process_file (each Dask task)
+    files = [p for p in night if p.name != CORRUPT][:2]
+    kwargs = dict(write_masks=True, scheduler="synchronous", fpr=FPR, progress_bar=False)
+    parallel.score_files(
+        files, tiny_evaluator, output_dir=tmp_path / "batch", compress=True, **kwargs
+    )
+    parallel.process_file(
+        files[0],
+        tiny_evaluator,
+        output_dir=tmp_path / "task",
+        write_masks=True,
+        fpr=FPR,
+        compress=True,
+    )
+    tiny_evaluator.write_masked(files[0], tmp_path / "plain.fits", fpr=FPR)
+    name = f"{files[0].stem}_aeqa.fits"
+    with fits.open(tmp_path / "plain.fits") as plain:
+        for out in (tmp_path / "batch" / name, tmp_path / "task" / name):
+            with fits.open(out) as got:
+                for ext in ("MASK", "AEQA_FLAGS"):
+                    assert isinstance(got[ext], fits.CompImageHDU)
+                    np.testing.assert_array_equal(got[ext].data, plain[ext].data)
+    with fits.open(tmp_path / "batch" / f"{files[1].stem}_aeqa.fits") as second:
+        assert isinstance(second["MASK"], fits.CompImageHDU)
+
+
 def test_serial_mask_batch_sets_no_warning_filter_on_its_writer_thread(
     tiny_evaluator, night, tmp_path, monkeypatch
 ):

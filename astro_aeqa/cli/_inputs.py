@@ -313,6 +313,8 @@ def run_files(args, paths, *, out_dir, write_masks, plots=False):
         "threshold": args.threshold,
         "fpr": args.fpr,
     }
+    if write_masks:
+        options["compress"] = args.compress
     rows, sha = _score_rows(
         paths,
         model,
