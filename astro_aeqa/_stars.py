@@ -312,7 +312,7 @@ def _label_in_strips(snr, shape, window, threshold):
         above = s > threshold
         labels, n = ndimage.label(above, structure=_EIGHT)
         giants = _giant_labels(labels, n)
-        labels[above] += offset  # unique across strips
+        np.add(labels, offset, out=labels, where=above)  # unique across strips
         if giants.size:  # not gathered; still joined, so their components go too
             dropped.append(giants + offset)
             above &= ~np.isin(labels, giants + offset)
@@ -344,7 +344,11 @@ def _label_in_strips(snr, shape, window, threshold):
         pix, lab, values = pix[~part_of_giant], lab[~part_of_giant], values[~part_of_giant]
     # number the components by their first pixel (pix is in raster order)
     comp = component[lab]
-    _, first = np.unique(comp, return_index=True)
+    # each component's first pixel, in component order (np.unique's
+    # return_index without its sort of every pixel)
+    first_of = np.full(component.max() + 1, len(comp), np.intp)
+    np.minimum.at(first_of, comp, np.arange(len(comp)))
+    first = first_of[first_of < len(comp)]
     order = np.argsort(first, kind="stable")
     number = np.zeros(component.max() + 1, np.intp)
     number[comp[first[order]]] = np.arange(1, len(first) + 1)
