@@ -79,7 +79,8 @@ class QualityResult:
     shape : tuple of int
         The frame's shape.
     finite : 2-D bool `~numpy.ndarray`
-        Pixels with a finite value in the input.
+        Pixels with a finite value in the input (when every pixel is, a
+        read-only all-True view that takes no memory).
     saturated : 2-D bool `~numpy.ndarray`
         Pixels at or above the header's saturation level (without a
         saturation level in the header, a read-only all-False view that

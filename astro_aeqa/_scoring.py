@@ -279,6 +279,8 @@ class Scorer:
             if not finite.any():
                 msg = "every pixel of the image is NaN or inf: there is nothing to evaluate"
                 raise InputDataError(msg)
+            if finite.all():  # the usual frame: a view that takes no memory (1 byte a pixel)
+                finite = np.broadcast_to(np.True_, shape)
             footprint = self.footprint(data, finite)
             if footprint is not None:
                 valid &= footprint

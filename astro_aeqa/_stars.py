@@ -326,12 +326,13 @@ def _label_in_strips(snr, shape, window, threshold):
                 touch = (a > 0) & (b > 0)
                 joins.append((a[touch], b[touch]))
         last = labels[-1].copy()
+        # copies: a view would keep every strip's labels alive to the end
         if r0 == 0 and y0 > 0:
-            edge.append(first)
+            edge.append(first.copy())
         if x0 > 0:
-            edge.append(labels[:, 0])
+            edge.append(labels[:, 0].copy())
         if x1 < nx:
-            edge.append(labels[:, -1])
+            edge.append(labels[:, -1].copy())
         offset += n
     if y1 < ny:
         edge.append(last)

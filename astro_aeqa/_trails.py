@@ -142,8 +142,9 @@ class ScaledSNR:
 
     def __getitem__(self, key):
         """The S/N of ``data[key]`` (a tuple of slices)."""
-        out = np.subtract(self.data[key], self.level, dtype=np.float32)
-        out /= self.noise
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: not usable, below
+            out = np.subtract(self.data[key], self.level, dtype=np.float32)
+            out /= self.noise
         out[~self.valid[key]] = 0.0
         return out
 
@@ -159,16 +160,22 @@ def _summed_snr(image, bs):
     of its S/N and its usable counts in blocks of each ``b`` of ``bs``, made
     band by band (as `_block_sums` of the whole S/N would make them)."""
     ny, nx = image.shape
-    good = np.empty(image.shape, bool)
+    # the usable pixels are the valid ones unless a valid pixel's S/N
+    # overflows: a plane of their own (1 byte a pixel) only then
+    good = np.asarray(image.valid, bool)
+    own = False
     step = int(np.lcm.reduce(bs))
     band = max(step, _SNR_BAND_PIXELS // max(nx, 1) // step * step)
     sums = {b: (np.empty((ny // b, nx // b)), np.empty((ny // b, nx // b)), b) for b in bs}
     for start in range(0, ny, band):
         rows = slice(start, min(ny, start + band))
-        snr = image[rows, :]
-        np.isfinite(snr, out=good[rows])
-        good[rows] &= image.valid[rows]
-        snr[~good[rows]] = 0.0
+        snr = image[rows, :]  # zero where not valid
+        finite = np.isfinite(snr)
+        if not finite.all():
+            if not own:
+                good, own = good.copy(), True
+            good[rows] &= finite
+            snr[~finite] = 0.0
         for b, (total, count, _) in sums.items():
             blocks = slice(start // b, (rows.stop - start) // b + start // b)
             total[blocks] = _block_sums(snr, b)

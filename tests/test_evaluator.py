@@ -185,6 +185,12 @@ def test_non_finite_and_masked_pixels_are_handled(tiny_evaluator, clean_frame):
     assert decode_flags(flags, "NON_FINITE")[15, 15]
     assert decode_flags(flags, "NON_FINITE")[100, 100]
     assert not decode_flags(flags, "NON_FINITE")[50, 50]
+    assert not res.finite[15, 15] and res.finite[50, 50]
+    # a frame without NaN or inf: finite is an all-True view of no memory
+    whole = tiny_evaluator.evaluate(clean_frame)
+    assert whole.finite.all() and not whole.finite.flags.writeable
+    assert whole.finite.strides == (0, 0) and whole.finite.shape == clean_frame.shape
+    assert not decode_flags(whole.flag_plane(), "NON_FINITE").any()
 
 
 def test_integer_data_with_bzero(tiny_evaluator, clean_frame, tmp_path):

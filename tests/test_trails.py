@@ -354,6 +354,30 @@ def test_scaled_snr_interpolates_window_by_window_as_the_whole_array():
     np.testing.assert_array_equal(_interpolated(lazy, valid, coords), expected)
 
 
+def test_summed_snr_keeps_the_valid_plane_unless_a_value_overflows():
+    # the usable pixels are the valid ones (no plane of their own) until a
+    # valid pixel's S/N is not finite; the valid plane is never changed
+    from astro_aeqa._trails import ScaledSNR, _block_sums, _summed_snr
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(100.0, 5.0, (96, 64)).astype(np.float32)
+    valid = rng.random(data.shape) > 0.05
+    good, sums = _summed_snr(ScaledSNR(data, valid, 100.0, 5.0), [4, 8])
+    assert good is valid
+    data[70, 9] = 3e38  # finite, but not once the level is taken off and divided by 1e-3
+    before = valid.copy()
+    lazy = ScaledSNR(data, valid, 100.0, 1e-3)
+    good, sums = _summed_snr(lazy, [4, 8])
+    np.testing.assert_array_equal(valid, before)
+    assert valid[70, 9] and not good[70, 9]
+    np.testing.assert_array_equal(good, valid & np.isfinite(lazy[:, :]))
+    snr = np.where(good, lazy[:, :], 0)
+    for b in (4, 8):
+        total, count, _ = sums[b]
+        np.testing.assert_array_equal(total, _block_sums(snr, b))
+        np.testing.assert_array_equal(count, _block_sums(good, b))
+
+
 def test_find_trails_on_a_scaled_snr_finds_the_same_trails():
     # a large frame's S/N summed band by band and sampled on windows: the
     # same trails as the S/N array, on frames whose two binnings divide each
