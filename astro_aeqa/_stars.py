@@ -347,11 +347,12 @@ def _label_in_strips(snr, shape, window, threshold):
     comp = component[lab]
     # each component's first pixel, in component order (np.unique's
     # return_index without its sort of every pixel)
-    first_of = np.full(component.max() + 1, len(comp), np.intp)
+    n_components = component.max() + 1
+    first_of = np.full(n_components, len(comp), np.intp)
     np.minimum.at(first_of, comp, np.arange(len(comp)))
     first = first_of[first_of < len(comp)]
     order = np.argsort(first, kind="stable")
-    number = np.zeros(component.max() + 1, np.intp)
+    number = np.zeros(n_components, np.intp)
     number[comp[first[order]]] = np.arange(1, len(first) + 1)
     relabel = number[component]
     relabel[0] = 0

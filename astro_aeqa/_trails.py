@@ -162,8 +162,7 @@ def _summed_snr(image, bs):
     ny, nx = image.shape
     # the usable pixels are the valid ones unless a valid pixel's S/N
     # overflows: a plane of their own (1 byte a pixel) only then
-    good = np.asarray(image.valid, bool)
-    own = False
+    valid = good = np.asarray(image.valid, bool)
     step = int(np.lcm.reduce(bs))
     band = max(step, _SNR_BAND_PIXELS // max(nx, 1) // step * step)
     sums = {b: (np.empty((ny // b, nx // b)), np.empty((ny // b, nx // b)), b) for b in bs}
@@ -172,8 +171,8 @@ def _summed_snr(image, bs):
         snr = image[rows, :]  # zero where not valid
         finite = np.isfinite(snr)
         if not finite.all():
-            if not own:
-                good, own = good.copy(), True
+            if good is valid:
+                good = valid.copy()
             good[rows] &= finite
             snr[~finite] = 0.0
         for b, (total, count, _) in sums.items():
