@@ -706,12 +706,14 @@ class _Finder:
             "sigma": float(max(sig, 0.4)),
             "amp": amp,
         }
-        centre = np.abs(ds - d0) <= max(2 * sig, 1.0)
-        out["gaps"] = float(np.mean(~np.isfinite(v[sel][:, centre])))
-        out["coverage"] = float(np.mean(covered[core]))
         seg = m[core][covered[core]]
         n = max(seg.size, 1)
         out["snr"] = float(np.sum(seg) / np.sqrt(n))
+        if not final:
+            return out  # an iteration of `refine`: the line, its width and S/N are all it uses
+        centre = np.abs(ds - d0) <= max(2 * sig, 1.0)
+        out["gaps"] = float(np.mean(~np.isfinite(v[sel][:, centre])))
+        out["coverage"] = float(np.mean(covered[core]))
         out["median_snr"] = float(np.median(seg) * np.sqrt(n)) if seg.size else 0.0
         # the weakest quarter against the mean: a trail is even, star pairs are not
         quarters = [q.mean() for q in np.array_split(seg, 4) if q.size]
@@ -728,11 +730,10 @@ class _Finder:
         out["dips"] = _deep_dips(raw, sig * _FWHM_PER_SIGMA)
         out["profile_t"] = ts[sel][covered[sel]]
         out["profile_m"] = m[sel][covered[sel]]
-        if final:
-            # the endpoints in pixels
-            out["x0"], out["y0"] = rho * c - tt0 * s, rho * s + tt0 * c
-            out["x1"], out["y1"] = rho * c - tt1 * s, rho * s + tt1 * c
-            out["theta_used"], out["rho_used"] = theta, rho
+        # the endpoints in pixels
+        out["x0"], out["y0"] = rho * c - tt0 * s, rho * s + tt0 * c
+        out["x1"], out["y1"] = rho * c - tt1 * s, rho * s + tt1 * c
+        out["theta_used"], out["rho_used"] = theta, rho
         return out
 
     def grow_ends(self, res, *, level=3.0, gap=3):
