@@ -115,12 +115,15 @@ def test_thread_pool_runs_inline_with_one_worker_and_raises_task_errors():
     ("shape", "axis"), [((40, 7), -1), ((30, 700), 1), ((6, 5, 4), 0), ((5, 0), -1)]
 )
 def test_nanmedian_is_numpys_without_warnings(shape, axis, dtype):
-    # slices without NaN are vectorised, the others go to NumPy: the same
-    # values, and no warning for an all-NaN slice (warnings are errors here)
+    # slices without NaN are vectorised, the others sorted: NumPy's values
+    # (odd and even counts, inf among them), and no warning for an all-NaN
+    # slice (warnings are errors here)
     rng = np.random.default_rng(0)
     a = rng.normal(0.0, 100.0, shape).astype(dtype)
     if dtype is not np.int64 and a.size:
         a[rng.random(shape) < 0.02] = np.nan
+        a[rng.random(shape) < 0.01] = np.inf
+        a[rng.random(shape) < 0.01] = -np.inf
         a[:2] = np.nan  # all-NaN slices
     ours = nanmedian(a, axis=axis)
     with warnings.catch_warnings():

@@ -315,6 +315,31 @@ def test_valid_at_rounds_as_map_coordinates():
     np.testing.assert_array_equal(_valid_at(valid, coords), expected)
 
 
+def test_valid_at_of_a_view_is_that_of_a_copy():
+    # the look-up takes flat indices of a C-ordered plane, 2-D ones of a view
+    from astro_aeqa._trails import _valid_at
+
+    rng = np.random.default_rng(1)
+    valid = rng.random((60, 80)) > 0.5
+    coords = np.array([rng.uniform(-2, 40, 500), rng.uniform(-2, 62, 500)])
+    view = valid[::2, 7:70].T
+    np.testing.assert_array_equal(_valid_at(view, coords), _valid_at(view.copy(), coords))
+
+
+@pytest.mark.parametrize("grid_shape", [(1, 1), (1, 6), (5, 1), (7, 9)])
+def test_upsample_is_the_grid_interpolated_everywhere(grid_shape):
+    # the background grid is upsampled rows then columns: the values of the
+    # bilinear interpolation at every pixel, bit for bit
+    from astro_aeqa._trails import _interp_grid, _upsample
+
+    grid = np.random.default_rng(2).normal(size=grid_shape)
+    shape, cell = (53, 71), (9.5, 8.0)
+    yy = (np.arange(shape[0]) + 0.5) / cell[0] - 0.5
+    xx = (np.arange(shape[1]) + 0.5) / cell[1] - 0.5
+    expected = _interp_grid(grid, yy[:, None], xx[None, :])
+    np.testing.assert_array_equal(_upsample(grid, cell, shape), expected)
+
+
 def test_line_counts_of_all_valid_frames_are_reused():
     from astro_aeqa._trails import _count_lines, _line_counts
 
