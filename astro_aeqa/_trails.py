@@ -1194,12 +1194,12 @@ def find_trails(
     # counts of valid binned pixels per line, on a coarser grid and every other angle
     counts = _line_counts(zgood, cos_t, sin_t, n_rho, rho_off, xc, yc)
     vals = np.where(zgood, np.where(weights > 1.0, weights, 0.0), 0.0)[zgood]
-    mu, var = float(vals.mean()), float(vals.var())
+    noise = _line_noise(counts, float(vals.mean()), float(vals.var()))
     tried = 0
     row_scale = None
     misses = 0
     while len(trails) < n_max and tried < 2 * n_max + 5 and misses < 8:
-        sig, row_scale = _significance(acc, counts, mu, var, row_scale)
+        sig, row_scale = _significance(acc, noise, row_scale)
         k = int(np.argmax(sig))
         it, ir = divmod(k, n_rho)
         if not np.isfinite(sig[it, ir]) or sig[it, ir] < search_snr:
@@ -1601,19 +1601,27 @@ def _count_lines(zgood, cos_t, sin_t, n_rho, rho_off, xc, yc):
     return full
 
 
-def _significance(acc, counts, mu, var, row_scale=None):
-    """Hough sums in units of their noise, normalised angle by angle.
+def _line_noise(counts, mu, var):
+    """The expected Hough sum of each line, its noise, and the lines with too
+    few pixels to judge: what `_significance` divides by, made once."""
+    with np.errstate(all="ignore"):
+        return mu * counts, np.sqrt(var * np.maximum(counts, 1.0)), counts < 8
+
+
+def _significance(acc, noise, row_scale=None):
+    """Hough sums in units of their noise (`_line_noise`), normalised angle by angle.
 
     ``row_scale`` (the median and scatter of each angle) is measured once and
     reused after trails are taken out.
     """
-    n = np.maximum(counts, 1.0)
+    expected, scale, few = noise
     with np.errstate(all="ignore"):
-        sig = (acc - mu * counts) / np.sqrt(var * n)
-    sig[counts < 8] = 0
+        sig = (acc - expected) / scale
+    sig[few] = 0
     # wide or straddling trails: a 3-bin sum across rho as well
-    sig3 = ndimage.uniform_filter1d(sig, 3, axis=1, mode="constant") * np.sqrt(3)
-    sig = np.maximum(sig, sig3)
+    sig3 = ndimage.uniform_filter1d(sig, 3, axis=1, mode="constant")
+    sig3 *= np.sqrt(3)
+    np.maximum(sig, sig3, out=sig)
     # each angle's own scatter sets its unit: clumps of faint stars are not lines
     if row_scale is None:
         med = np.median(sig, axis=1, keepdims=True)
