@@ -175,10 +175,17 @@ def _summed_snr(image, bs):
                 good = valid.copy()
             good[rows] &= finite
             snr[~finite] = 0.0
+        made = {}  # this band's sums by block size
         for b, (total, count, _) in sums.items():
+            # from the sums of a finer size that divides this one, if any:
+            # float32 values add up exactly in float64, so in any order
+            finer = max((f for f in made if b % f == 0), default=None)
+            if finer is None:
+                made[b] = _block_sums(snr, b), _block_sums(good[rows], b)
+            else:
+                made[b] = tuple(_block_sums(part, b // finer) for part in made[finer])
             blocks = slice(start // b, (rows.stop - start) // b + start // b)
-            total[blocks] = _block_sums(snr, b)
-            count[blocks] = _block_sums(good[rows], b)
+            total[blocks], count[blocks] = made[b]
     return good, sums
 
 
