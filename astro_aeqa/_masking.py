@@ -338,6 +338,7 @@ def build_flag_plane(
         "outside_footprint": (outside_footprint, AEQAFlags.OUTSIDE_FOOTPRINT),
         "trail": (trail, AEQAFlags.TRAIL),
     }
+    planes = []
     for name, (arr, bit) in parts.items():
         if arr is None:
             continue
@@ -345,5 +346,25 @@ def build_flag_plane(
         if arr.shape != shape:
             msg = f"{name} must have the image shape {shape}, got {arr.shape}"
             raise ValueError(msg)
-        np.bitwise_or(flags, dtype.type(int(bit)), out=flags, where=arr)
+        bit = dtype.type(int(bit))
+        if arr.size and not any(arr.strides):  # one value broadcast (nothing to mark, often)
+            if arr.flat[0]:
+                flags |= bit
+            continue
+        planes.append((arr, bit))
+    # each plane times its bit, OR-ed in (3-7x faster than bitwise_or with
+    # where=), a band of rows at a time through a small buffer that stays in
+    # the cache
+    rows = max(1, _FLAG_BAND_BYTES // max(1, shape[1] * dtype.itemsize))
+    term = np.empty((min(rows, shape[0]), shape[1]), dtype=dtype)
+    for start in range(0, shape[0], rows):
+        band = flags[start : start + rows]
+        out = term[: len(band)]
+        for arr, bit in planes:
+            np.multiply(arr[start : start + rows], bit, out=out)
+            band |= out
     return flags
+
+
+# the rows of the flag plane built at a time
+_FLAG_BAND_BYTES = 1 << 18

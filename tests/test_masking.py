@@ -168,6 +168,32 @@ def test_build_flag_plane():
         build_flag_plane(shape, non_finite=np.zeros((2, 2), bool))
 
 
+def test_build_flag_plane_of_views_and_broadcast_planes():
+    # planes of any layout (a transposed view, one value broadcast) set their
+    # bits where they are True and nowhere else; the inputs are not changed
+    rng = np.random.default_rng(0)
+    shape = (30, 41)
+    low = rng.random(shape) < 0.3
+    trail = (rng.random(shape[::-1]) < 0.2).T
+    nothing = np.broadcast_to(np.False_, shape)
+    everything = np.broadcast_to(np.True_, shape)
+    before = low.copy()
+    flags = build_flag_plane(
+        shape, low_quality=low, trail=trail, saturated=nothing, input_masked=everything
+    )
+    np.testing.assert_array_equal(decode_flags(flags, "LOW_QUALITY"), low)
+    np.testing.assert_array_equal(decode_flags(flags, "TRAIL"), trail)
+    assert not decode_flags(flags, "SATURATED").any()
+    assert decode_flags(flags, "INPUT_MASKED").all()
+    expected = (
+        low * int(AEQAFlags.LOW_QUALITY)
+        | trail * int(AEQAFlags.TRAIL)
+        | int(AEQAFlags.INPUT_MASKED)
+    )
+    np.testing.assert_array_equal(flags, expected)
+    np.testing.assert_array_equal(low, before)
+
+
 def test_conformal_threshold_too_few_names_the_smallest_supported_fpr():
     import warnings
 
