@@ -264,6 +264,15 @@ def patch_mask_to_pixel_mask(patch_mask, patch_size, shape):
     return patches_to_pixels(np.asarray(patch_mask, dtype=bool), patch_size, shape)
 
 
+def negated(plane):
+    """``~plane``; a bool plane that is one value broadcast (a read-only view
+    of nothing to mark) stays a view, rather than a frame-sized array."""
+    plane = np.asarray(plane, dtype=bool)
+    if plane.size and not any(plane.strides):
+        return np.broadcast_to(~plane.flat[0], plane.shape)
+    return ~plane
+
+
 def combine_masks(input_mask, new_mask):
     """
     Return ``input_mask OR new_mask`` as a new bool array.

@@ -7,7 +7,7 @@ import numpy as np
 from astropy.nddata import NDData
 from astropy.table import QTable
 
-from ._masking import build_flag_plane
+from ._masking import build_flag_plane, negated
 from ._wcs import score_map_wcs
 from .io import KEYWORDS
 
@@ -161,7 +161,9 @@ class QualityResult:
     @property
     def masked_fraction(self):
         """Fraction of the frame's pixels masked by AEQA."""
-        return float(self.mask.mean())
+        mask = self.mask
+        # (a count, not np.mean: bools are not cast to float64 first; the same value)
+        return np.count_nonzero(mask) / mask.size if mask.size else float("nan")
 
     def __repr__(self):
         return (
@@ -212,12 +214,12 @@ class QualityResult:
         return build_flag_plane(
             self.shape,
             low_quality=self.mask,
-            non_finite=~self.finite,
+            non_finite=negated(self.finite),
             saturated=self.saturated,
             input_masked=self.input_mask,
             edge=edge,
             star_kept=self.star_kept,
-            outside_footprint=None if self.footprint is None else ~self.footprint,
+            outside_footprint=None if self.footprint is None else negated(self.footprint),
             trail=self.trail_mask,
         )
 

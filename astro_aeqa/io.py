@@ -45,7 +45,7 @@ from astropy.nddata import (
 from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
-from ._masking import combine_masks
+from ._masking import combine_masks, negated
 from .exceptions import AEQAWarning, InputDataError, OutputPathError
 from .flags import flag_header_cards
 from .utils import thread_pool, write_hdulist_atomic
@@ -984,10 +984,11 @@ def masked_ccd(ccd, result, *, model_name, model_sha):
     """
     from . import __version__
 
+    bad = result.mask | negated(result.finite)  # NaN/inf are bad pixels; a new array
     out = CCDData(
         ccd.data,
         unit=ccd.unit,
-        mask=combine_masks(ccd.mask, result.mask | ~result.finite),  # NaN/inf are bad pixels
+        mask=bad if ccd.mask is None else combine_masks(ccd.mask, bad),
         uncertainty=ccd.uncertainty,
         wcs=ccd.wcs,
         meta=ccd.meta.copy(),
