@@ -194,6 +194,16 @@ def test_build_flag_plane_of_views_and_broadcast_planes():
     np.testing.assert_array_equal(low, before)
 
 
+def test_negated_keeps_a_broadcast_plane_a_view():
+    from astro_aeqa._masking import negated
+
+    plane = np.random.default_rng(0).random((5, 7)) < 0.5
+    np.testing.assert_array_equal(negated(plane), ~plane)
+    everywhere = np.broadcast_to(np.True_, (5, 7))
+    nowhere = negated(everywhere)
+    assert nowhere.shape == (5, 7) and not nowhere.any() and nowhere.strides == (0, 0)
+
+
 def test_conformal_threshold_too_few_names_the_smallest_supported_fpr():
     import warnings
 
