@@ -284,15 +284,20 @@ class Scorer:
             footprint = self.footprint(data, finite)
             if footprint is not None:
                 valid &= footprint
+            p, step = self.patch_size, self.sky_sample_step
+
+            def patch_sky():
+                sample = np.where(valid[::step, ::step], data[::step, ::step], np.nan)
+                return aggregate_patches(sample, p // step, statistic="median")[0]
+
+            # (the patch sky on a worker while the frame's own sky is measured here)
+            sky = None if self.camera is None else pool.submit(patch_sky)
             stats = sky_statistics(data, valid)
             exptime = exposure_time(ccd.meta)
-            if self.camera is not None:
+            if sky is not None:
                 # about the level and in the noise of the camera's clear sky
                 # tonight: a cloud over most of the frame moves the frame's own
-                p, step = self.patch_size, self.sky_sample_step
-                sample = np.where(valid[::step, ::step], data[::step, ::step], np.nan)
-                patch_sky, _ = aggregate_patches(sample, p // step, statistic="median")
-                _, noise, anchor = self.camera.clear_sky(patch_sky, shape, p, exptime)
+                _, noise, anchor = self.camera.clear_sky(sky.result(), shape, p, exptime)
                 level, _ = self.camera.expected_sky(shape, p, exptime, maps=False)
                 stats = SkyStatistics(level=level * anchor, noise=noise)
         return PreparedFrame(
