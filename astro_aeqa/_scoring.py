@@ -284,9 +284,10 @@ class Scorer:
             footprint = self.footprint(data, finite)
             if footprint is not None:
                 valid &= footprint
-            p, step = self.patch_size, self.sky_sample_step
+            p = self.patch_size
 
             def patch_sky():
+                step = self.sky_sample_step
                 sample = np.where(valid[::step, ::step], data[::step, ::step], np.nan)
                 return aggregate_patches(sample, p // step, statistic="median")[0]
 

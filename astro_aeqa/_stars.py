@@ -312,27 +312,31 @@ def _label_in_strips(snr, shape, window, threshold):
         above = s > threshold
         labels, n = ndimage.label(above, structure=_EIGHT)
         giants = _giant_labels(labels, n)
-        np.add(labels, offset, out=labels, where=above)  # unique across strips
         if giants.size:  # not gathered; still joined, so their components go too
             dropped.append(giants + offset)
-            above &= ~np.isin(labels, giants + offset)
+            above &= ~np.isin(labels, giants)
+
+        def unique(v, offset=offset):
+            """Labels ``v`` of this strip made unique across the strips (a new array:
+            a view would keep every strip's labels alive to the end)."""
+            return np.where(v > 0, v + offset, 0)
+
         flat = np.flatnonzero(above)
         pix.append(flat + r0 * w)
-        lab.append(labels.ravel()[flat])
+        lab.append(labels.ravel()[flat] + offset)
         values.append(s.ravel()[flat])
-        first = labels[0]
+        first = unique(labels[0])
         if last is not None:
             for a, b in ((last, first), (last[:-1], first[1:]), (last[1:], first[:-1])):
                 touch = (a > 0) & (b > 0)
                 joins.append((a[touch], b[touch]))
-        last = labels[-1].copy()
-        # copies: a view would keep every strip's labels alive to the end
+        last = unique(labels[-1])
         if r0 == 0 and y0 > 0:
-            edge.append(first.copy())
+            edge.append(first)
         if x0 > 0:
-            edge.append(labels[:, 0].copy())
+            edge.append(unique(labels[:, 0]))
         if x1 < nx:
-            edge.append(labels[:, -1].copy())
+            edge.append(unique(labels[:, -1]))
         offset += n
     if y1 < ny:
         edge.append(last)
