@@ -163,7 +163,7 @@ class QualityResult:
         """Fraction of the frame's pixels masked by AEQA."""
         mask = self.mask
         # (a count, not np.mean: bools are not cast to float64 first; the same value)
-        return np.count_nonzero(mask) / mask.size if mask.size else float("nan")
+        return float(np.count_nonzero(mask) / mask.size) if mask.size else float("nan")
 
     def __repr__(self):
         return (
