@@ -196,10 +196,27 @@ def _asinh_inplace(x):
     """``arcsinh(x)`` in place, as ``sign(x) log(|x| + sqrt(x**2 + 1))``.
 
     2-3x faster than `numpy.arcsinh` on float32 and within 5e-7 of it for
-    the values a frame normalised by its noise holds.
+    the values a frame normalised by its noise holds. A contiguous array is
+    done in pieces whose temporaries stay in the cache (2x faster again).
     """
-    a = np.abs(x)
-    r = np.multiply(a, a)
+    if not x.flags.c_contiguous or x.size <= _ASINH_PIECE:
+        return _asinh_piece(x, np.empty_like(x), np.empty_like(x))
+    flat = x.reshape(-1)  # a view
+    a, r = np.empty(_ASINH_PIECE, x.dtype), np.empty(_ASINH_PIECE, x.dtype)
+    for start in range(0, flat.size, _ASINH_PIECE):
+        piece = flat[start : start + _ASINH_PIECE]
+        _asinh_piece(piece, a[: piece.size], r[: piece.size])
+    return x
+
+
+# values of a piece of _asinh_inplace: 128 kB of float32
+_ASINH_PIECE = 1 << 15
+
+
+def _asinh_piece(x, a, r):
+    """`_asinh_inplace` of ``x`` with ``a`` and ``r`` (its shape) as scratch."""
+    np.abs(x, out=a)
+    np.multiply(a, a, out=r)
     r += 1
     np.sqrt(r, out=r)
     r += a

@@ -54,6 +54,24 @@ def test_fast_asinh_matches_numpy():
     np.testing.assert_allclose(_asinh_inplace(x.copy()), np.arcsinh(x), rtol=1e-6, atol=1e-6)
 
 
+def test_fast_asinh_in_pieces_is_the_same_in_place():
+    # a large contiguous array is done in cache-sized pieces, a strided view
+    # whole: the same values, written into the array given
+    from astro_aeqa._preprocessing import _ASINH_PIECE, _asinh_inplace, _asinh_piece
+
+    x = np.random.default_rng(0).normal(0, 30, (5, _ASINH_PIECE // 2 + 3)).astype(np.float32)
+    whole = x.copy()
+    _asinh_piece(whole, np.empty_like(whole), np.empty_like(whole))
+    big = x.copy()
+    assert _asinh_inplace(big) is big
+    np.testing.assert_array_equal(big, whole)
+    strided = x.copy()
+    view = strided[:, ::2]
+    _asinh_inplace(view)
+    np.testing.assert_array_equal(strided[:, ::2], whole[:, ::2])
+    np.testing.assert_array_equal(strided[:, 1::2], x[:, 1::2])
+
+
 @pytest.mark.parametrize("shape", [(1500, 1300), (600, 277), (4100, 4200)])
 def test_sky_statistics_of_frames_whose_blocks_are_not_whole_grid_steps(shape):
     # 1300 // 16 = 81 pixels a block: not a whole number of 2-pixel grid steps
