@@ -264,11 +264,17 @@ def patch_mask_to_pixel_mask(patch_mask, patch_size, shape):
     return patches_to_pixels(np.asarray(patch_mask, dtype=bool), patch_size, shape)
 
 
+def _one_value(plane):
+    """True if ``plane`` is one value broadcast (a read-only view, often of
+    nothing to mark) rather than an array of its own."""
+    return plane.size > 0 and not any(plane.strides)
+
+
 def negated(plane):
-    """``~plane``; a bool plane that is one value broadcast (a read-only view
-    of nothing to mark) stays a view, rather than a frame-sized array."""
+    """``~plane``; a bool plane that is one value broadcast stays a view,
+    rather than a frame-sized array."""
     plane = np.asarray(plane, dtype=bool)
-    if plane.size and not any(plane.strides):
+    if _one_value(plane):
         return np.broadcast_to(~plane.flat[0], plane.shape)
     return ~plane
 
@@ -356,7 +362,7 @@ def build_flag_plane(
             msg = f"{name} must have the image shape {shape}, got {arr.shape}"
             raise ValueError(msg)
         bit = dtype.type(int(bit))
-        if arr.size and not any(arr.strides):  # one value broadcast (nothing to mark, often)
+        if _one_value(arr):
             if arr.flat[0]:
                 flags |= bit
             continue

@@ -306,6 +306,12 @@ def _label_in_strips(snr, shape, window, threshold):
     strip = np.empty((min(rows, h), w), np.float32)
     pix, lab, values, joins, edge, dropped = [], [], [], [], [], []
     offset, last = 0, None  # labels so far; the previous strip's last row
+
+    def unique(v, offset):
+        """Labels ``v`` of a strip made unique across the strips (a new array:
+        a view would keep every strip's labels alive to the end)."""
+        return np.where(v > 0, v + offset, 0)
+
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
         s = snr((y0 + r0, y0 + r1, x0, x1), out=strip[: r1 - r0])
@@ -315,28 +321,22 @@ def _label_in_strips(snr, shape, window, threshold):
         if giants.size:  # not gathered; still joined, so their components go too
             dropped.append(giants + offset)
             above &= ~np.isin(labels, giants)
-
-        def unique(v, offset=offset):
-            """Labels ``v`` of this strip made unique across the strips (a new array:
-            a view would keep every strip's labels alive to the end)."""
-            return np.where(v > 0, v + offset, 0)
-
         flat = np.flatnonzero(above)
         pix.append(flat + r0 * w)
         lab.append(labels.ravel()[flat] + offset)
         values.append(s.ravel()[flat])
-        first = unique(labels[0])
+        first = unique(labels[0], offset)
         if last is not None:
             for a, b in ((last, first), (last[:-1], first[1:]), (last[1:], first[:-1])):
                 touch = (a > 0) & (b > 0)
                 joins.append((a[touch], b[touch]))
-        last = unique(labels[-1])
+        last = unique(labels[-1], offset)
         if r0 == 0 and y0 > 0:
             edge.append(first)
         if x0 > 0:
-            edge.append(unique(labels[:, 0]))
+            edge.append(unique(labels[:, 0], offset))
         if x1 < nx:
-            edge.append(unique(labels[:, -1]))
+            edge.append(unique(labels[:, -1], offset))
         offset += n
     if y1 < ny:
         edge.append(last)

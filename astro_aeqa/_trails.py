@@ -275,8 +275,8 @@ def _upsample(grid, cell, shape):
 
 
 def _corners(n, t):
-    """The grid indices either side of each ``t`` (of ``n`` nodes) and the
-    fraction of the way to the second, as `_interp_grid` takes them."""
+    """The grid indices either side of each ``t`` (of ``n`` nodes, clipped to
+    them) and the fraction of the way to the second."""
     t = np.clip(t, 0, n - 1)
     if n == 1:
         zero = np.zeros(t.shape, int)
@@ -286,16 +286,8 @@ def _corners(n, t):
 
 
 def _interp_grid(grid, yy, xx):
-    yy = np.clip(yy, 0, grid.shape[0] - 1)
-    xx = np.clip(xx, 0, grid.shape[1] - 1)
-    y0 = np.minimum(np.floor(yy).astype(int), grid.shape[0] - 2) if grid.shape[0] > 1 else 0 * yy
-    x0 = np.minimum(np.floor(xx).astype(int), grid.shape[1] - 2) if grid.shape[1] > 1 else 0 * xx
-    y0 = np.asarray(y0, int)
-    x0 = np.asarray(x0, int)
-    fy = yy - y0 if grid.shape[0] > 1 else 0 * yy
-    fx = xx - x0 if grid.shape[1] > 1 else 0 * xx
-    y1 = np.minimum(y0 + 1, grid.shape[0] - 1)
-    x1 = np.minimum(x0 + 1, grid.shape[1] - 1)
+    """Bilinear interpolation of ``grid`` at ``(yy, xx)`` (grid nodes; clipped to it)."""
+    (y0, y1, fy), (x0, x1, fx) = _corners(grid.shape[0], yy), _corners(grid.shape[1], xx)
     return (
         grid[y0, x0] * (1 - fy) * (1 - fx)
         + grid[y0, x1] * (1 - fy) * fx
