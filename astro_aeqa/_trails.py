@@ -378,6 +378,17 @@ def _kadane(v):
     return int(running_min_idx[j]), j
 
 
+def _kadane_rows(v):
+    """`_kadane` of each row of a 2-D ``v``: arrays ``(i, j)``."""
+    c = np.concatenate((np.zeros((v.shape[0], 1)), np.cumsum(v, axis=1)), axis=1)
+    mins = np.minimum.accumulate(c, axis=1)
+    is_new = np.concatenate((np.ones((v.shape[0], 1), bool), c[:, 1:] < mins[:, :-1]), axis=1)
+    index = np.where(is_new, np.arange(c.shape[1]), 0)
+    running_min_idx = np.maximum.accumulate(index, axis=1)
+    j = np.argmax(c - mins, axis=1)
+    return running_min_idx[np.arange(v.shape[0]), j], j
+
+
 def _extend(m, i, j, *, level=3.0):
     """Grow the run ``m[i:j]`` while the next samples hold S/N >= ``level``.
 
@@ -1454,13 +1465,18 @@ def _scan_line(frame, theta, mx, my, length, width, clip):
         ys = (r0 + ds)[None, :] * s + (t0 + ts)[:, None] * c
         v = frame.sample(xs, ys)
         v = np.nan_to_num(np.clip(v, -clip, clip))
-        for off in offsets:
+        # the matched filter of each offset (a row each), less half its typical
+        # positive level, and the run with the largest sum of each row at once
+        m = np.empty((offsets.size, ts.size))
+        for k, off in enumerate(offsets):
             g = np.exp(-0.5 * ((ds - off) / sigma) ** 2)
-            m = v @ (g / np.sqrt(np.sum(g**2)))
-            i, j = _kadane(m - 0.5 * max(np.median(m[m > 0]) if (m > 0).any() else 1.0, 1.0))
-            score = m[i:j].sum() / np.sqrt(max(j - i, 1))
+            m[k] = v @ (g / np.sqrt(np.sum(g**2)))
+        positive = nanmedian(np.where(m > 0, m, np.nan), axis=1)
+        level = 0.5 * np.maximum(np.where(np.isnan(positive), 1.0, positive), 1.0)
+        for k, (i, j) in enumerate(zip(*_kadane_rows(m - level[:, None]), strict=True)):
+            score = m[k, i:j].sum() / np.sqrt(max(j - i, 1))
             if score > best[0]:
-                best = (score, th, off)
+                best = (score, th, offsets[k])
     _, th, off = best
     return th, mx * np.cos(th) + my * np.sin(th) + off
 

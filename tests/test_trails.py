@@ -448,3 +448,13 @@ def test_faint_trail_along_a_long_thin_frame_found():
     recall, false_rate = rates(trail_mask(snr.shape, trails), truth)
     assert recall > 0.95
     assert false_rate < 0.03  # the mask is a little wider than the truth band
+
+
+def test_kadane_rows_is_kadane_of_each_row():
+    from astro_aeqa._trails import _kadane, _kadane_rows
+
+    rng = np.random.default_rng(3)
+    v = rng.normal(-0.2, 1.0, (20, 300))
+    v[0] = -1.0  # no positive run
+    i, j = _kadane_rows(v)
+    assert [(int(a), int(b)) for a, b in zip(i, j, strict=True)] == [_kadane(row) for row in v]
