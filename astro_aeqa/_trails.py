@@ -88,8 +88,6 @@ _CHAIN_MIN_SNR = 10.0
 # profile's peak gives through the filter: 0.8-1.7 for trails, 200 along a
 # crease of a bright cloud's background
 _MAX_FILTER_EXCESS = 5.0
-# rows along a line that a refinement iteration samples at most
-_ITERATION_ROWS = 256
 
 
 def _empty_table():
@@ -578,13 +576,16 @@ class _Finder:
             chord = _chord(f.shape, theta, rho)
             if chord is None:
                 return None
-            window = _window(theta, near)
-            step = _iteration_step(chord, window, coarse)
             res = self._measure(
-                theta, rho, *chord, width_guess, half_band, window=window, step_t=step
+                theta,
+                rho,
+                *chord,
+                width_guess,
+                half_band,
+                window=_window(theta, near),
+                step_t=coarse,
             )
-            # (the S/N of every `coarse`-th row, which the test below was set for)
-            if res is None or res["snr"] * np.sqrt(step / coarse) < 0.5 * self.min_snr:
+            if res is None or res["snr"] < 0.5 * self.min_snr:
                 return None  # nothing there: do not spend more time on it
             theta, rho, sigma = res["theta"], res["rho"], res["sigma"]
             width_guess = sigma * _FWHM_PER_SIGMA
@@ -1479,14 +1480,6 @@ def _scan_line(frame, theta, mx, my, length, width, clip):
                 best = (score, th, offsets[k])
     _, th, off = best
     return th, mx * np.cos(th) + my * np.sin(th) + off
-
-
-def _iteration_step(chord, window, coarse):
-    """Rows between the samples of a refinement iteration along a line: every
-    ``coarse``-th, or fewer on a long line (a few hundred rows place a line
-    and measure its width as well; the final pass takes every row)."""
-    lo, hi = chord if window is None else (max(chord[0], window[0]), min(chord[1], window[1]))
-    return max(coarse, int(np.ceil((hi - lo) / _ITERATION_ROWS)))
 
 
 def _window(theta, near):
