@@ -365,24 +365,18 @@ def _hough(xs, ys, ws, cos_t, sin_t, n_rho, rho_off, chunk=64):
 
 def _kadane(v):
     """Indices ``(i, j)`` of the run ``v[i:j]`` with the largest sum."""
-    c = np.concatenate(([0.0], np.cumsum(v)))
-    running_min_idx = np.zeros(c.size, int)
-    # index of the minimum of c[:k+1]
-    mins = np.minimum.accumulate(c)
-    is_new = np.r_[True, c[1:] < mins[:-1]]
-    running_min_idx = np.maximum.accumulate(np.where(is_new, np.arange(c.size), 0))
-    gain = c - mins
-    j = int(np.argmax(gain))
-    return int(running_min_idx[j]), j
+    i, j = _kadane_rows(np.asarray(v)[None])
+    return int(i[0]), int(j[0])
 
 
 def _kadane_rows(v):
     """`_kadane` of each row of a 2-D ``v``: arrays ``(i, j)``."""
+    # prefix sums; the best run ends where the sum most exceeds its minimum so far
     c = np.concatenate((np.zeros((v.shape[0], 1)), np.cumsum(v, axis=1)), axis=1)
     mins = np.minimum.accumulate(c, axis=1)
+    # index of the minimum of c[:k+1]
     is_new = np.concatenate((np.ones((v.shape[0], 1), bool), c[:, 1:] < mins[:, :-1]), axis=1)
-    index = np.where(is_new, np.arange(c.shape[1]), 0)
-    running_min_idx = np.maximum.accumulate(index, axis=1)
+    running_min_idx = np.maximum.accumulate(np.where(is_new, np.arange(c.shape[1]), 0), axis=1)
     j = np.argmax(c - mins, axis=1)
     return running_min_idx[np.arange(v.shape[0]), j], j
 
