@@ -1224,9 +1224,10 @@ def _aeqa_hdulist(
     ccd = _with_header_meta(ccd)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
-        hdul = ccd.to_hdu(hdu_mask=MASK_EXTNAME, hdu_uncertainty=UNCERT_EXTNAME, wcs_relax=True)
-    if ccd.mask is None:  # keep the layout fixed: an all-good MASK
-        hdul.insert(1, fits.ImageHDU(np.zeros(shape, np.uint8), name=MASK_EXTNAME))
+        hdul = ccd.to_hdu(hdu_mask=None, hdu_uncertainty=UNCERT_EXTNAME, wcs_relax=True)
+    # the MASK extension as `CCDData.to_hdu` writes it (uint8), but a boolean
+    # mask is viewed, not copied; no mask: an all-good one keeps the layout fixed
+    hdul.insert(1, fits.ImageHDU(_mask_bytes(ccd.mask, shape), name=MASK_EXTNAME))
     if compress:
         index = hdul.index_of(MASK_EXTNAME)
         hdul[index] = _compressed(hdul[index])
@@ -1282,6 +1283,16 @@ def _aeqa_hdulist(
         table.header["COMMENT"] = "AEQA trails: end points (pixels, 0-based), angle, FWHM, S/N."
         hdul.append(table)
     return hdul
+
+
+def _mask_bytes(mask, shape):
+    """A pixel mask as uint8 (1: masked): a view of a C-ordered boolean mask."""
+    if mask is None:
+        return np.zeros(shape, np.uint8)
+    mask = np.asarray(mask)
+    if mask.dtype == bool and mask.flags.c_contiguous:
+        return mask.view(np.uint8)
+    return mask.astype(np.uint8)
 
 
 def _compressed(hdu):

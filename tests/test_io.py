@@ -737,3 +737,20 @@ def test_check_writable_dir(tmp_path):
         check_writable_dir(tmp_path / "file")
     with pytest.raises(NotADirectoryError, match="is a file, not a directory"):
         check_writable_dir(tmp_path / "file" / "sub")
+
+
+def test_mask_extension_bytes_view_a_boolean_mask():
+    from astro_aeqa.io import _mask_bytes
+
+    mask = np.zeros((4, 6), bool)
+    mask[1, 2:5] = True
+    as_bytes = _mask_bytes(mask, mask.shape)
+    assert as_bytes.dtype == np.uint8
+    assert np.shares_memory(as_bytes, mask)  # no frame-sized copy
+    np.testing.assert_array_equal(as_bytes, mask.astype(np.uint8))
+    # what CCDData.to_hdu writes for other masks: a uint8 copy
+    for other in (mask[:, ::2], mask.astype(np.int16) * 3):
+        got = _mask_bytes(other, other.shape)
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, np.asarray(other).astype(np.uint8))
+    np.testing.assert_array_equal(_mask_bytes(None, (2, 3)), np.zeros((2, 3), np.uint8))
