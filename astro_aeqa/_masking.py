@@ -37,6 +37,9 @@ __all__ = [
     "build_flag_plane",
 ]
 
+# the bytes of the flag plane's rows built at a time (a buffer that stays in the cache)
+_FLAG_BAND_BYTES = 1 << 18
+
 
 def _finite_sorted(reference_scores, name="reference_scores"):
     ref = np.asarray(reference_scores, dtype=np.float64).ravel()
@@ -379,7 +382,3 @@ def build_flag_plane(
             np.multiply(arr[start : start + rows], bit, out=out)
             band |= out
     return flags
-
-
-# the rows of the flag plane built at a time
-_FLAG_BAND_BYTES = 1 << 18

@@ -53,6 +53,8 @@ _MAX_NOISE_GAIN = 30.0
 _EDGE_JUMP = 2.0
 # _zoomed_bands yields bands of this many pixels: its float32 temporaries stay small
 _ZOOM_BAND_PIXELS = 2**19
+# values of a piece of _asinh_inplace: 128 kB of float32
+_ASINH_PIECE = 1 << 15
 
 
 @dataclass(frozen=True)
@@ -207,10 +209,6 @@ def _asinh_inplace(x):
         piece = flat[start : start + _ASINH_PIECE]
         _asinh_piece(piece, a[: piece.size], r[: piece.size])
     return x
-
-
-# values of a piece of _asinh_inplace: 128 kB of float32
-_ASINH_PIECE = 1 << 15
 
 
 def _asinh_piece(x, a, r):

@@ -441,11 +441,19 @@ def test_faint_trail_along_a_long_thin_frame_found():
     assert false_rate < 0.03  # the mask is a little wider than the truth band
 
 
-def test_kadane_rows_is_kadane_of_each_row():
+def test_kadane_rows_find_the_run_of_largest_sum_of_each_row():
     from astro_aeqa._trails import _kadane, _kadane_rows
 
+    # small integers: sums are exact, so the best run is checked against
+    # every run of the row (an empty run, sum 0, where all are negative)
     rng = np.random.default_rng(3)
-    v = rng.normal(-0.2, 1.0, (20, 300))
-    v[0] = -1.0  # no positive run
+    v = rng.integers(-4, 4, (40, 60)).astype(float)
+    v[0] = -1.0
     i, j = _kadane_rows(v)
-    assert [(int(a), int(b)) for a, b in zip(i, j, strict=True)] == [_kadane(row) for row in v]
+    for row, a, b in zip(v, i, j, strict=True):
+        c = np.concatenate(([0.0], np.cumsum(row)))
+        best = max(c[q] - c[p] for p in range(c.size) for q in range(p, c.size))
+        assert 0 <= a <= b <= row.size
+        assert row[a:b].sum() == best
+        assert _kadane(row) == (a, b)
+    assert (i[0], j[0]) == (0, 0)
